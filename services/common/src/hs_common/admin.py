@@ -1,0 +1,48 @@
+"""`hs-admin`: development keyring and topic set-up.
+
+hs-admin dev-keys        write a development keyring (HS_KEYRING_FILE) unless one exists
+hs-admin create-topics   create every catalogued topic that is missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hs_common import topics
+from hs_common.crypto import Keyring
+from hs_common.kafka import make_admin
+from hs_common.settings import Environment, RuntimeSettings
+
+
+def dev_keys(settings: RuntimeSettings) -> str:
+    if settings.environment is Environment.PRODUCTION:
+        return "refused: development keys are not generated in production"
+    if settings.keyring_file.exists():
+        return f"keyring {settings.keyring_file} exists; left as it is"
+    Keyring.generate().to_file(settings.keyring_file)
+    return f"wrote development keyring {settings.keyring_file} (mode 600, not for production)"
+
+
+def create_topics(settings: RuntimeSettings) -> str:
+    created = topics.ensure_topics(
+        make_admin(settings), topics.ALL, settings.topic_partitions, settings.topic_replication
+    )
+    names = ", ".join(created) if created else "none (all exist)"
+    return f"topics created on {settings.kafka_bootstrap}: {names}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hs-admin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["dev-keys", "create-topics"])
+    args = parser.parse_args(argv)
+    settings = RuntimeSettings()
+    result = dev_keys(settings) if args.command == "dev-keys" else create_topics(settings)
+    print(result)
+    return 1 if result.startswith("refused") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""SM4-GCM sealing of sensitive fields, SM3 pseudonyms, and the keyring that holds the keys.
+
+Keys are referenced by id so they can rotate: a sealed value names the key that sealed it,
+new values are sealed with the active key of their sensitivity class, and old keys stay in
+the keyring for reading. A service holds only the classes it needs: public health holds
+`health` but not `identifying`, so it counts diagnoses without ever seeing a name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from hs_common.errors import KeyringError, SealedFieldError
+from hs_common.schemas import SENSITIVITIES, Sensitivity
+
+KEY_BYTES = 16  # SM4 is a 128-bit block cipher with a 128-bit key
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A value this process may not read: what a consumer without the key gets."""
+
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+
+    def __repr__(self) -> str:
+        return f"Sealed(key_id={self.key_id!r}, {len(self.ciphertext)} bytes)"
+
+
+@dataclass(frozen=True)
+class DataKey:
+    key_id: str
+    sensitivity: Sensitivity
+    secret: bytes
+
+    def __repr__(self) -> str:
+        return f"DataKey({self.key_id!r}, {self.sensitivity!r}, <secret>)"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The keys one process holds. Build it with `Keyring.from_file` or `Keyring.generate`."""
+
+    keys: Mapping[str, DataKey]
+    active: Mapping[Sensitivity, str]
+    pseudonym_secret: bytes | None = None
+
+    def __post_init__(self) -> None:
+        for sensitivity, key_id in self.active.items():
+            key = self.keys.get(key_id)
+            if key is None or key.sensitivity != sensitivity:
+                raise KeyringError(
+                    f"active {sensitivity} key {key_id!r} is not a {sensitivity} key in the keyring"
+                )
+
+    def __repr__(self) -> str:
+        return f"Keyring(keys={sorted(self.keys)}, active={dict(self.active)})"
+
+    @classmethod
+    def empty(cls) -> Keyring:
+        return cls(keys={}, active={})
+
+    @classmethod
+    def generate(cls, sensitivities: tuple[Sensitivity, ...] = SENSITIVITIES) -> Keyring:
+        keys = {}
+        for sensitivity in sensitivities:
+            key_id = f"{sensitivity}-{secrets.token_hex(4)}"
+            keys[key_id] = DataKey(key_id, sensitivity, os.urandom(KEY_BYTES))
+        active = {k.sensitivity: k.key_id for k in keys.values()}
+        return cls(keys=keys, active=active, pseudonym_secret=os.urandom(32))
+
+    def restricted_to(self, *sensitivities: Sensitivity) -> Keyring:
+        """The same keyring holding only these classes (what a less trusted consumer gets)."""
+        keys = {i: k for i, k in self.keys.items() if k.sensitivity in sensitivities}
+        active = {s: i for s, i in self.active.items() if s in sensitivities}
+        return Keyring(keys=keys, active=active, pseudonym_secret=self.pseudonym_secret)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Keyring:
+        """Read a keyring JSON file: {"keys": {id: {"sensitivity", "hex"}}, "active": {...},
+        "pseudonym_hex": "..."}."""
+        try:
+            document = json.loads(path.read_text())
+            keys = {
+                key_id: DataKey(
+                    key_id,
+                    _sensitivity(entry["sensitivity"], key_id),
+                    _secret(entry["hex"], key_id),
+                )
+                for key_id, entry in document["keys"].items()
+            }
+            active = {
+                _sensitivity(s, "active"): str(i) for s, i in document.get("active", {}).items()
+            }
+            pseudonym = document.get("pseudonym_hex")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise KeyringError(
+                f"keyring file {path} is unreadable or malformed ({type(exc).__name__}: {exc})"
+            ) from None
+        return cls(
+            keys=keys,
+            active=active,
+            pseudonym_secret=bytes.fromhex(pseudonym) if pseudonym else None,
+        )
+
+    def to_file(self, path: Path) -> None:
+        document = {
+            "keys": {
+                i: {"sensitivity": k.sensitivity, "hex": k.secret.hex()}
+                for i, k in self.keys.items()
+            },
+            "active": dict(self.active),
+            "pseudonym_hex": self.pseudonym_secret.hex() if self.pseudonym_secret else None,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(document, out, indent=2)
+
+    def can_seal(self, sensitivity: Sensitivity) -> bool:
+        return sensitivity in self.active
+
+    def seal(self, sensitivity: Sensitivity, aad_name: str, plaintext: bytes) -> Sealed:
+        key_id = self.active.get(sensitivity)
+        if key_id is None:
+            raise KeyringError(
+                f"no active {sensitivity} key: this process may not write {aad_name}"
+            )
+        nonce = os.urandom(NONCE_BYTES)
+        encryptor = Cipher(algorithms.SM4(self.keys[key_id].secret), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(_aad(aad_name, key_id))
+        body = encryptor.update(plaintext) + encryptor.finalize()
+        return Sealed(key_id, nonce, body + encryptor.tag)
+
+    def open(self, aad_name: str, sealed: Sealed) -> bytes | None:
+        """The plaintext, or None when this keyring lacks the key."""
+        key = self.keys.get(sealed.key_id)
+        if key is None:
+            return None
+        if len(sealed.nonce) != NONCE_BYTES or len(sealed.ciphertext) < TAG_BYTES:
+            raise SealedFieldError(f"{aad_name}: sealed value has a malformed nonce or tag")
+        body, tag = sealed.ciphertext[:-TAG_BYTES], sealed.ciphertext[-TAG_BYTES:]
+        decryptor = Cipher(algorithms.SM4(key.secret), modes.GCM(sealed.nonce, tag)).decryptor()
+        decryptor.authenticate_additional_data(_aad(aad_name, sealed.key_id))
+        try:
+            return decryptor.update(body) + decryptor.finalize()
+        except InvalidTag:
+            raise SealedFieldError(
+                f"{aad_name}: sealed value failed authentication under key {sealed.key_id!r}"
+            ) from None
+
+    def pseudonym(self, *parts: str) -> str:
+        """A stable keyed pseudonym (HMAC-SM3) of identifying parts, for Kafka keys and joins.
+
+        Equal inputs give equal pseudonyms, so per-patient order is kept by partitioning on it,
+        while the key on the wire reveals nothing without the pseudonym secret.
+        """
+        if self.pseudonym_secret is None:
+            raise KeyringError("no pseudonym secret in the keyring")
+        mac = hmac.HMAC(self.pseudonym_secret, hashes.SM3())
+        mac.update("\x1f".join(parts).encode())
+        return mac.finalize()[:16].hex()
+
+
+def sm3(data: bytes) -> bytes:
+    digest = hashes.Hash(hashes.SM3())
+    digest.update(data)
+    return digest.finalize()
+
+
+def _aad(aad_name: str, key_id: str) -> bytes:
+    return f"{aad_name}|{key_id}".encode()
+
+
+def _sensitivity(value: object, where: str) -> Sensitivity:
+    for s in SENSITIVITIES:
+        if value == s:
+            return s
+    raise KeyringError(f"{where}: sensitivity must be one of {SENSITIVITIES}")
+
+
+def _secret(hex_value: object, key_id: str) -> bytes:
+    secret = bytes.fromhex(str(hex_value))
+    if len(secret) != KEY_BYTES:
+        raise KeyringError(
+            f"key {key_id!r}: an SM4 key is {KEY_BYTES} bytes ({KEY_BYTES * 2} hex digits)"
+        )
+    return secret

@@ -1,0 +1,34 @@
+"""What a service builds once in main(): logging, the codec with its keys, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hs_common.codec import Codec
+from hs_common.crypto import Keyring
+from hs_common.errors import KeyringError
+from hs_common.logs import configure_logging
+from hs_common.metrics import RuntimeMetrics
+from hs_common.schemas import SchemaCatalogue, default_schema_root
+from hs_common.settings import RuntimeSettings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: RuntimeSettings
+    codec: Codec
+    metrics: RuntimeMetrics
+
+    @classmethod
+    def start(cls, service: str, settings: RuntimeSettings) -> Runtime:
+        configure_logging(service, settings.log_level)
+        catalogue = SchemaCatalogue.load(settings.schema_dir or default_schema_root())
+        if not settings.keyring_file.exists():
+            raise KeyringError(
+                f"keyring file {settings.keyring_file} not found: set HS_KEYRING_FILE, "
+                "or run `make dev-keys` for a development keyring"
+            )
+        codec = Codec(catalogue, Keyring.from_file(settings.keyring_file))
+        metrics = RuntimeMetrics.create()
+        metrics.serve(settings.metrics_port)
+        return cls(settings, codec, metrics)

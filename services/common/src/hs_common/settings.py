@@ -1,0 +1,108 @@
+"""Typed, frozen settings. Every field is read from the environment variable it names.
+
+Each service defines its own settings class deriving from `RuntimeSettings`, builds it once
+in `main()` and passes it in. Secrets are `SecretStr` (masked in repr and logs). Outside
+development, unsafe settings are refused at start.
+"""
+
+from __future__ import annotations
+
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class KafkaSecurity(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class RuntimeSettings(BaseSettings):
+    """What every service needs: the cluster, the keys, the schemas, metrics, logging."""
+
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+
+    environment: Environment = Field(Environment.DEVELOPMENT, alias="HS_ENV")
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        alias="HS_INSTANCE_ID",
+        description="Stable per replica (pod name); part of the transactional id, "
+        "so a restarted replica fences its predecessor.",
+    )
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092",
+        alias="HS_KAFKA_BOOTSTRAP",
+        description="Comma-separated host:port list; point it at an existing cluster "
+        "to use that instead of the local broker.",
+    )
+    kafka_security: KafkaSecurity = Field(
+        KafkaSecurity.PLAINTEXT, alias="HS_KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", alias="HS_KAFKA_SASL_MECHANISM")
+    kafka_sasl_username: str | None = Field(None, alias="HS_KAFKA_SASL_USERNAME")
+    kafka_sasl_password: SecretStr | None = Field(None, alias="HS_KAFKA_SASL_PASSWORD")
+    kafka_ssl_ca: Path | None = Field(None, alias="HS_KAFKA_SSL_CA_LOCATION")
+    topic_partitions: int = Field(6, ge=1, alias="HS_TOPIC_PARTITIONS")
+    topic_replication: int = Field(1, ge=1, alias="HS_TOPIC_REPLICATION")
+    keyring_file: Path = Field(
+        Path(".local/keyring.json"),
+        alias="HS_KEYRING_FILE",
+        description="JSON keyring (hs_common.crypto.Keyring) holding only the "
+        "sensitivity classes this service may read.",
+    )
+    schema_dir: Path | None = Field(
+        None, alias="HS_SCHEMA_DIR", description="Defaults to the repository's schemas/."
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        alias="HS_METRICS_PORT",
+        description="Prometheus /metrics port; 0 turns it off.",
+    )
+    log_level: str = Field("INFO", alias="HS_LOG_LEVEL")
+
+    @model_validator(mode="after")
+    def _safe_outside_development(self) -> Self:
+        if self.environment is Environment.PRODUCTION:
+            if self.kafka_security is KafkaSecurity.PLAINTEXT:
+                raise ValueError(
+                    "HS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT is refused in production: use SASL_SSL"
+                )
+            if self.kafka_security.startswith("SASL") and not (
+                self.kafka_sasl_username and self.kafka_sasl_password
+            ):
+                raise ValueError("SASL needs HS_KAFKA_SASL_USERNAME and HS_KAFKA_SASL_PASSWORD")
+            if "local" in self.keyring_file.parts:
+                raise ValueError(
+                    "HS_KEYRING_FILE points at a development keyring; mount the production keyring"
+                )
+        return self
+
+    def kafka_client_config(self) -> dict[str, str | int | bool]:
+        """librdkafka settings shared by producers, consumers and admin clients."""
+        config: dict[str, str | int | bool] = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security.value,
+        }
+        if self.kafka_security.startswith("SASL"):
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            config["sasl.password"] = (
+                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
+            )
+        if self.kafka_ssl_ca is not None:
+            config["ssl.ca.location"] = str(self.kafka_ssl_ca)
+        return config

@@ -1,0 +1,85 @@
+"""The topic catalogue: every topic's name, value schema, key and retention, in one place.
+
+Names follow `hs.<domain>.<event>.v<major>`. Canonical clinical topics keep everything
+(retention -1): read models and the EMPI index are rebuilt from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from hs_common.kafka import kafka_error
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    value_schema: str
+    key: str  # what the key is, for people reading the catalogue
+    retention_ms: int = -1
+    compacted: bool = False
+
+    def config(self) -> dict[str, str]:
+        return {
+            "cleanup.policy": "compact" if self.compacted else "delete",
+            "retention.ms": str(self.retention_ms),
+            "min.insync.replicas": "1",
+        }
+
+
+PATIENT_KEY = "pseudonym(institution, local patient id)"
+
+RAW = TopicSpec(
+    "hs.ingest.raw.v1", "hs.ingest.RawMessage", "pseudonym(institution, system)", 30 * DAY_MS
+)
+PATIENT_IDENTITY = TopicSpec("hs.identity.patient.v1", "hs.identity.PatientIdentity", PATIENT_KEY)
+ENCOUNTER = TopicSpec("hs.clinical.encounter.v1", "hs.clinical.Encounter", PATIENT_KEY)
+CONDITION = TopicSpec("hs.clinical.condition.v1", "hs.clinical.Condition", PATIENT_KEY)
+OBSERVATION = TopicSpec("hs.clinical.observation.v1", "hs.clinical.Observation", PATIENT_KEY)
+DEVICE_READING = TopicSpec(
+    "hs.device.reading.v1", "hs.device.DeviceReading", "pseudonym(institution, device id)"
+)
+DEAD_LETTER = TopicSpec("hs.ops.deadletter.v1", "hs.ops.DeadLetter", "stage", 30 * DAY_MS)
+
+ALL: tuple[TopicSpec, ...] = (
+    RAW,
+    PATIENT_IDENTITY,
+    ENCOUNTER,
+    CONDITION,
+    OBSERVATION,
+    DEVICE_READING,
+    DEAD_LETTER,
+)
+
+
+def ensure_topics(
+    admin: AdminClient,
+    specs: tuple[TopicSpec, ...] | list[TopicSpec],
+    partitions: int,
+    replication: int,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Idempotent."""
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, partitions, replication, config=s.config()) for s in missing],
+        operation_timeout=timeout,
+        request_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if kafka_error(exc).code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another creator won
+                raise
+    return created

@@ -54,6 +54,7 @@ class ExactlyOnceProcessor:
         metrics: RuntimeMetrics | None = None,
         batch_size: int = 500,
         poll_timeout: float = 0.5,
+        dead_letter_topic: str = topics.DEAD_LETTER.name,
     ) -> None:
         self.settings = settings
         self.stage = stage
@@ -64,6 +65,7 @@ class ExactlyOnceProcessor:
         self.metrics = metrics or RuntimeMetrics.create()
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
+        self.dead_letter_topic = dead_letter_topic
         self.transactional_id = f"{group_id}-{settings.instance_id}"
 
     def run(self, stop: threading.Event) -> None:
@@ -162,7 +164,7 @@ class ExactlyOnceProcessor:
             original=message.value() or b"",
             origin=Origin("KAFKA", message.topic(), message.partition(), message.offset()),
         )
-        return [Output(topics.DEAD_LETTER.name, letter.encode(self.codec), letter.key)]
+        return [Output(self.dead_letter_topic, letter.encode(self.codec), letter.key)]
 
 
 def _is_record(message: Message) -> bool:

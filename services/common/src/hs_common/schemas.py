@@ -101,6 +101,7 @@ class EventSchema:
     name: str
     path: Path
     logical: JsonSchema
+    logical_parsed: Any  # for tools that handle plaintext records (golden examples, generators)
     wire: JsonSchema
     wire_parsed: Any
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the wire canonical form
@@ -129,7 +130,7 @@ class SchemaCatalogue:
 
     @classmethod
     def from_documents(cls, documents: Mapping[Path, JsonSchema]) -> SchemaCatalogue:
-        logical_named = _parse_in_dependency_order(documents)
+        logical_named, logical_parsed = _parse_in_dependency_order(documents)
         definitions = _named_definitions(documents.values())
         schemas = []
         for path, document in documents.items():
@@ -147,6 +148,7 @@ class SchemaCatalogue:
                     name=name,
                     path=path,
                     logical=document,
+                    logical_parsed=logical_parsed[path],
                     wire=wire,
                     wire_parsed=wire_parsed,
                     fingerprint=fingerprint,
@@ -187,16 +189,19 @@ def _full_name(schema: Mapping[str, Any], enclosing_namespace: str | None) -> st
     return f"{namespace}.{name}" if namespace else name
 
 
-def _parse_in_dependency_order(documents: Mapping[Path, JsonSchema]) -> dict[str, Any]:
+def _parse_in_dependency_order(
+    documents: Mapping[Path, JsonSchema],
+) -> tuple[dict[str, Any], dict[Path, Any]]:
     """Parse every file, retrying those that reference types defined in files not yet parsed."""
     named: dict[str, Any] = {}
+    parsed: dict[Path, Any] = {}
     pending = dict(documents)
     while pending:
         progressed = False
         for path, document in list(pending.items()):
             attempt = dict(named)  # a failed parse leaves partial names behind
             try:
-                fastavro.parse_schema(document, named_schemas=attempt)
+                parsed[path] = fastavro.parse_schema(document, named_schemas=attempt)
             except UnknownType:
                 continue
             except Exception as exc:
@@ -207,7 +212,7 @@ def _parse_in_dependency_order(documents: Mapping[Path, JsonSchema]) -> dict[str
         if not progressed:
             unresolved = ", ".join(str(p) for p in pending)
             raise SchemaCatalogueError(f"unresolved type references in: {unresolved}")
-    return named
+    return named, parsed
 
 
 def _named_definitions(documents: Iterable[JsonSchema]) -> dict[str, dict[str, Any]]:

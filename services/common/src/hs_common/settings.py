@@ -85,7 +85,7 @@ class RuntimeSettings(BaseSettings):
                 self.kafka_sasl_username and self.kafka_sasl_password
             ):
                 raise ValueError("SASL needs HS_KAFKA_SASL_USERNAME and HS_KAFKA_SASL_PASSWORD")
-            if "local" in self.keyring_file.parts:
+            if ".local" in self.keyring_file.parts:
                 raise ValueError(
                     "HS_KEYRING_FILE points at a development keyring; mount the production keyring"
                 )

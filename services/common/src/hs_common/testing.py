@@ -1,0 +1,179 @@
+"""Pytest fixtures for tests against a real Kafka broker. Load with
+`pytest_plugins = ["hs_common.testing"]`.
+
+The session broker is, in order of preference:
+1. the cluster named by KAFKA_BOOTSTRAP;
+2. a Kafka container through testcontainers, when a Docker engine answers;
+3. the project's own Apache Kafka (infra/kafka/kafka.sh) on free loopback ports, with its
+   state in a temporary folder, stopped at the end of the session.
+Every test gets fresh topics and consumer groups (uuid names), so tests never share data.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import fastavro
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from hs_common.codec import Codec
+from hs_common.crypto import Keyring
+from hs_common.schemas import EventSchema, SchemaCatalogue, default_schema_root
+from hs_common.settings import Environment, RuntimeSettings
+
+KAFKA_IMAGE = "apache/kafka:4.1.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _docker_engine_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)  # noqa: S607
+    return probe.returncode == 0
+
+
+def repository_root() -> Path:
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "infra" / "kafka" / "kafka.sh").exists():
+            return parent
+    raise RuntimeError("cannot find infra/kafka/kafka.sh above hs_common")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("KAFKA_BOOTSTRAP")
+    if configured:
+        yield configured
+        return
+    if _docker_engine_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
+            yield str(container.get_bootstrap_server())
+        return
+    script = repository_root() / "infra" / "kafka" / "kafka.sh"
+    state = tmp_path_factory.mktemp("kafka")
+    port = _free_port()
+    env = os.environ | {
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "KAFKA_STATE_DIR": str(state),
+    }
+    subprocess.run([str(script), "up"], env=env, check=True)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(script), "down"], env=env, check=False)
+
+
+@pytest.fixture
+def runtime_settings(kafka_bootstrap: str, tmp_path: Path) -> RuntimeSettings:
+    return RuntimeSettings(
+        HS_ENV=Environment.TEST,
+        HS_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        HS_INSTANCE_ID=f"test-{uuid.uuid4().hex[:8]}",
+        HS_KEYRING_FILE=tmp_path / "keyring.json",
+    )
+
+
+@pytest.fixture
+def kafka_admin(kafka_bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+TopicFactory = Callable[..., str]
+
+
+@pytest.fixture
+def new_topic(kafka_admin: AdminClient) -> TopicFactory:
+    """Create a uniquely named topic: new_topic("raw", partitions=3) -> "test-raw-<uuid>"."""
+
+    def create(label: str = "t", partitions: int = 1) -> str:
+        name = f"test-{label}-{uuid.uuid4().hex[:12]}"
+        futures = kafka_admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=30)
+        futures[name].result(timeout=30)
+        return name
+
+    return create
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    expected: int | None = None,
+    timeout: float = 30.0,
+    idle: float = 3.0,
+    isolation: str = "read_committed",
+) -> list[tuple[bytes | None, bytes]]:
+    """Every (key, value) on `topic` from the beginning. Stops once `expected` records
+    arrived, after `idle` seconds without a new record, or at `timeout`."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
+        records: list[tuple[bytes | None, bytes]] = []
+        deadline = time.monotonic() + timeout
+        last_arrival = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_arrival < idle:
+            if expected is not None and len(records) >= expected:
+                break
+            for message in consumer.consume(500, 0.2):
+                if message.error() is None:
+                    records.append((message.key(), message.value() or b""))
+                    last_arrival = time.monotonic()
+        return records
+    finally:
+        consumer.close()
+
+
+def golden_example(schema: EventSchema, schema_root: Path) -> dict[str, Any]:
+    """The schema's golden example (schemas/examples/<full name>.json, Avro JSON encoding)."""
+    path = schema_root / "examples" / f"{schema.name}.json"
+    line = json.dumps(json.loads(path.read_text(encoding="utf-8")), ensure_ascii=False)
+    records = list(fastavro.json_reader(io.StringIO(line), schema.logical_parsed))
+    return cast(dict[str, Any], records[0])
+
+
+@pytest.fixture(scope="session")
+def schema_root() -> Path:
+    return default_schema_root()
+
+
+@pytest.fixture(scope="session")
+def catalogue(schema_root: Path) -> SchemaCatalogue:
+    return SchemaCatalogue.load(schema_root)
+
+
+@pytest.fixture(scope="session")
+def keyring() -> Keyring:
+    return Keyring.generate()
+
+
+@pytest.fixture(scope="session")
+def codec(catalogue: SchemaCatalogue, keyring: Keyring) -> Codec:
+    return Codec(catalogue, keyring)

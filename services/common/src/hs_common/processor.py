@@ -72,7 +72,14 @@ class ExactlyOnceProcessor:
         """Process until `stop` is set; the batch in hand is finished and committed first."""
         client_id = f"{self.stage}-{self.settings.instance_id}"
         producer = make_producer(self.settings, client_id, self.transactional_id)
-        consumer = make_consumer(self.settings, self.group_id, client_id)
+        # Static membership: a restarted replica (same instance id) takes its partitions back at
+        # once instead of waiting for the group to time the dead member out.
+        consumer = make_consumer(
+            self.settings,
+            self.group_id,
+            client_id,
+            **{"group.instance.id": self.transactional_id, "session.timeout.ms": 15000},
+        )
         producer.init_transactions(
             KAFKA_TIMEOUT
         )  # fences and aborts a predecessor's open transaction

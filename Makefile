@@ -1,0 +1,73 @@
+# HealthStream developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV ?= uv
+RUN := $(UV) run --frozen
+BASE ?= origin/main
+REPO ?= .
+PYTEST_ARGS ?=
+
+.PHONY: help install up down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
+	lint format typecheck test test-unit test-integration check check-compat compose-config clean
+
+help: ## list the commands
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+install: ## install the Python workspace from the lockfile (.venv)
+	$(UV) sync --frozen
+
+up: install kafka-up dev-keys topics ## run the platform locally: broker, keys, topics
+	@echo "HealthStream is up: Kafka on 127.0.0.1:$${KAFKA_PORT:-9092}; topics:"
+	@$(RUN) python -c "from hs_common import topics; print('\n'.join('  ' + t.name for t in topics.ALL))"
+
+down: kafka-down ## stop the local platform
+
+kafka-jars: ## fetch the Apache Kafka broker jars from Maven Central (cached)
+	infra/kafka/kafka.sh fetch
+
+kafka-up: ## start the local Kafka broker (idempotent; waits until it answers)
+	infra/kafka/kafka.sh up
+
+kafka-down: ## stop the local Kafka broker
+	infra/kafka/kafka.sh down
+
+kafka-status: ## say whether the local broker runs
+	infra/kafka/kafka.sh status
+
+dev-keys: ## write a development keyring to .local/keyring.json unless one exists
+	$(RUN) hs-admin dev-keys
+
+topics: ## create every catalogued topic that is missing
+	$(RUN) hs-admin create-topics
+
+lint: ## ruff lint and format check
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+typecheck: ## mypy --strict over all code
+	$(RUN) mypy services tests
+
+test-unit: ## unit tests (no broker)
+	$(RUN) pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: ## integration tests against a real Kafka broker (started when needed)
+	$(RUN) pytest -m integration $(PYTEST_ARGS)
+
+test: ## every test: unit and integration
+	$(RUN) pytest $(PYTEST_ARGS)
+
+check: lint typecheck test ## what CI runs: lint, types, every test
+
+check-compat: ## refuse schema changes old data cannot be read with (BASE=<commit>, REPO=<path>)
+	$(RUN) hs-check-compat --base $(BASE) --repo $(REPO)
+
+compose-config: ## validate docker-compose.yml (needs the docker compose plugin)
+	docker compose config --quiet
+
+clean: ## remove caches and local state (stops the broker first)
+	-infra/kafka/kafka.sh down
+	rm -rf .local .mypy_cache .ruff_cache .pytest_cache .hypothesis

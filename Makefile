@@ -7,7 +7,7 @@ BASE ?= origin/main
 REPO ?= .
 PYTEST_ARGS ?=
 
-.PHONY: help install up down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
+.PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
 	lint format typecheck test test-unit test-integration check check-compat compose-config clean
 
 help: ## list the commands
@@ -19,6 +19,8 @@ install: ## install the Python workspace from the lockfile (.venv)
 up: install kafka-up dev-keys topics ## run the platform locally: broker, keys, topics
 	@echo "HealthStream is up: Kafka on 127.0.0.1:$${KAFKA_PORT:-9092}; topics:"
 	@$(RUN) python -c "from hs_common import topics; print('\n'.join('  ' + t.name for t in topics.ALL))"
+
+demo: up ## the platform's main job, as far as it exists: see README
 
 down: kafka-down ## stop the local platform
 

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from hs_common.testing import repository_root
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compat"
@@ -39,7 +38,15 @@ def _check_compat(repo: Path, variant: str) -> subprocess.CompletedProcess[str]:
     for avsc in (FIXTURES / variant).glob("*.avsc"):
         shutil.copy(avsc, repo / "schemas" / avsc.name)
     return subprocess.run(
-        ["make", "--no-print-directory", "-C", str(repository_root()), "check-compat", "BASE=HEAD", f"REPO={repo}"],
+        [
+            "make",
+            "--no-print-directory",
+            "-C",
+            str(repository_root()),
+            "check-compat",
+            "BASE=HEAD",
+            f"REPO={repo}",
+        ],
         capture_output=True,
         text=True,
         check=False,

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from confluent_kafka import Message
-
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.envelope import derived_envelope
@@ -22,7 +21,15 @@ from hs_common.settings import Environment, RuntimeSettings
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    for option in ("--bootstrap", "--input", "--output", "--dead-letters", "--group", "--instance", "--keyring"):
+    for option in (
+        "--bootstrap",
+        "--input",
+        "--output",
+        "--dead-letters",
+        "--group",
+        "--instance",
+        "--keyring",
+    ):
         parser.add_argument(option, required=True)
     parser.add_argument("--delay-ms", type=float, default=0.0)
     args = parser.parse_args()
@@ -33,7 +40,9 @@ def main() -> None:
         HS_INSTANCE_ID=args.instance,
         HS_KEYRING_FILE=Path(args.keyring),
     )
-    codec = Codec(SchemaCatalogue.load(default_schema_root()), Keyring.from_file(settings.keyring_file))
+    codec = Codec(
+        SchemaCatalogue.load(default_schema_root()), Keyring.from_file(settings.keyring_file)
+    )
 
     def to_observation(message: Message) -> Iterator[Output]:
         reading = codec.decode(message.value() or b"", expect="hs.device.DeviceReading").record
@@ -41,7 +50,10 @@ def main() -> None:
         measurement = reading["measurement"]
         observation = {
             "envelope": derived_envelope(reading["envelope"]),
-            "subject": {"local_patient_id": reading["binding"]["local_patient_id"], "encounter_id": None},
+            "subject": {
+                "local_patient_id": reading["binding"]["local_patient_id"],
+                "encounter_id": None,
+            },
             "observation_id": str(reading["envelope"]["event_id"]),
             "category": "VITAL_SIGNS",
             "status": "FINAL",
@@ -55,7 +67,9 @@ def main() -> None:
                 "unit_status": "UCUM_AS_SENT",
             },
         }
-        yield Output(args.output, codec.encode("hs.clinical.Observation", observation), message.key())
+        yield Output(
+            args.output, codec.encode("hs.clinical.Observation", observation), message.key()
+        )
 
     ExactlyOnceProcessor(
         settings,

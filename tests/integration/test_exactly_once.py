@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
@@ -68,7 +67,9 @@ def _reading(codec: Codec, index: int) -> tuple[str, bytes]:
     return str(envelope["event_id"]), codec.encode("hs.device.DeviceReading", record)
 
 
-def _start_worker(bootstrap: str, topics: dict[str, str], group: str, instance: str, keyring: Path) -> subprocess.Popen[bytes]:
+def _start_worker(
+    bootstrap: str, topics: dict[str, str], group: str, instance: str, keyring: Path
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable, str(WORKER),
@@ -92,7 +93,11 @@ def test_killed_mid_batch_and_restarted_delivers_each_output_once(
     codec: Codec,
     tmp_path: Path,
 ) -> None:
-    topics = {"input": new_topic("in", 3), "output": new_topic("out", 3), "dead": new_topic("dead", 1)}
+    topics = {
+        "input": new_topic("in", 3),
+        "output": new_topic("out", 3),
+        "dead": new_topic("dead", 1),
+    }
     keyring_file = tmp_path / "keyring.json"
     keyring.to_file(keyring_file)
 
@@ -120,7 +125,9 @@ def test_killed_mid_batch_and_restarted_delivers_each_output_once(
                 break
             assert worker.poll() is None, "worker exited before it could be killed"
         else:
-            pytest.fail(f"no open transaction seen in time ({committed.count} committed, {uncommitted.count} in all)")
+            pytest.fail(
+                f"no open transaction seen ({committed.count} committed, {uncommitted.count} all)"
+            )
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         killed_at = committed.count
@@ -138,15 +145,33 @@ def test_killed_mid_batch_and_restarted_delivers_each_output_once(
         uncommitted.close()
 
     outputs = read_all(kafka_bootstrap, topics["output"], timeout=60, idle=3)
-    ids = [codec.decode(value, expect="hs.clinical.Observation").record["observation_id"] for _, value in outputs]
+    ids = [
+        codec.decode(value, expect="hs.clinical.Observation").record["observation_id"]
+        for _, value in outputs
+    ]
     assert killed_at < READINGS
-    assert len(ids) == READINGS, f"{len(ids) - len(set(ids))} duplicates, {len(expected_ids - set(ids))} missing"
+    assert len(ids) == READINGS, (
+        f"{len(ids) - len(set(ids))} duplicates, {len(expected_ids - set(ids))} missing"
+    )
     assert set(ids) == expected_ids
 
-    everything = read_all(kafka_bootstrap, topics["output"], timeout=60, idle=3, isolation="read_uncommitted")
+    everything = read_all(
+        kafka_bootstrap, topics["output"], timeout=60, idle=3, isolation="read_uncommitted"
+    )
     assert len(everything) > READINGS, "the kill did not interrupt an open transaction"
 
-    letters = [codec.decode(v, expect="hs.ops.DeadLetter").record for _, v in read_all(kafka_bootstrap, topics["dead"])]
-    expected_letters = sorted((bad, code) for i in range(READINGS) if i % 500 == 250 for bad, code in [BAD_INPUTS[(i // 500) % 3]])
-    assert sorted((letter["original"], letter["reason_code"]) for letter in letters) == expected_letters
+    letters = [
+        codec.decode(v, expect="hs.ops.DeadLetter").record
+        for _, v in read_all(kafka_bootstrap, topics["dead"])
+    ]
+    expected_letters = sorted(
+        (bad, code)
+        for i in range(READINGS)
+        if i % 500 == 250
+        for bad, code in [BAD_INPUTS[(i // 500) % 3]]
+    )
+    assert (
+        sorted((letter["original"], letter["reason_code"]) for letter in letters)
+        == expected_letters
+    )
     assert all(letter["origin"]["topic"] == topics["input"] for letter in letters)

@@ -4,7 +4,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from hs_common.crypto import DataKey, Keyring, sm3
 from hs_common.errors import KeyringError
 
@@ -36,7 +35,9 @@ def test_secrets_never_appear_in_repr() -> None:
         ('{"keys": {}, "active": {"health": "missing"}}', "active health key 'missing' is not"),
     ],
 )
-def test_a_malformed_keyring_file_says_what_is_wrong(tmp_path: Path, content: str, message: str) -> None:
+def test_a_malformed_keyring_file_says_what_is_wrong(
+    tmp_path: Path, content: str, message: str
+) -> None:
     path = tmp_path / "keyring.json"
     path.write_text(content)
     with pytest.raises(KeyringError, match=message):
@@ -45,7 +46,9 @@ def test_a_malformed_keyring_file_says_what_is_wrong(tmp_path: Path, content: st
 
 def test_an_active_key_of_the_wrong_class_is_refused() -> None:
     key = DataKey("k1", "health", bytes(16))
-    with pytest.raises(KeyringError, match="active identifying key 'k1' is not an? identifying key"):
+    with pytest.raises(
+        KeyringError, match=r"active identifying key 'k1' is not an? identifying key"
+    ):
         Keyring(keys={"k1": key}, active={"identifying": "k1"})
 
 

@@ -19,9 +19,16 @@ def _record(msg: str, args: tuple[object, ...] = (), **extra: object) -> logging
 
 
 def test_allowed_fields_are_kept() -> None:
-    line = _format(_record("batch committed", topic="hs.ingest.raw.v1", partition=2, offset=41, count=500))
+    line = _format(
+        _record("batch committed", topic="hs.ingest.raw.v1", partition=2, offset=41, count=500)
+    )
     assert line["msg"] == "batch committed"
-    assert (line["topic"], line["partition"], line["offset"], line["count"]) == ("hs.ingest.raw.v1", 2, 41, 500)
+    assert (line["topic"], line["partition"], line["offset"], line["count"]) == (
+        "hs.ingest.raw.v1",
+        2,
+        41,
+        500,
+    )
     assert "dropped_fields" not in line
 
 
@@ -40,11 +47,16 @@ def test_format_arguments_are_never_interpolated() -> None:
 
 
 def test_foreign_exception_messages_are_withheld_own_kept() -> None:
-    for exc, kept in [(ValueError("'王小明' is not a date"), False), (CodecError("field birth_date invalid"), True)]:
+    for exc, kept in [
+        (ValueError("'王小明' is not a date"), False),
+        (CodecError("field birth_date invalid"), True),
+    ]:
         try:
             raise exc
         except Exception:
-            record = logging.LogRecord("hs", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+            record = logging.LogRecord(
+                "hs", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+            )
         line = _format(record)
         error = line["error"]
         assert isinstance(error, dict)

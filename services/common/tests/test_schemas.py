@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from avro.schema import parse as parse_avro
-
 from hs_common.codec import Codec
 from hs_common.errors import SchemaCatalogueError
 from hs_common.schemas import SEALED_TYPE, SchemaCatalogue, crc64_avro
@@ -24,8 +24,12 @@ EVENT_TYPES = [
 ]
 
 
-def test_every_schema_file_has_a_golden_example(catalogue: SchemaCatalogue, schema_root: Path) -> None:
-    missing = [s.name for s in catalogue if not (schema_root / "examples" / f"{s.name}.json").exists()]
+def test_every_schema_file_has_a_golden_example(
+    catalogue: SchemaCatalogue, schema_root: Path
+) -> None:
+    missing = [
+        s.name for s in catalogue if not (schema_root / "examples" / f"{s.name}.json").exists()
+    ]
     assert missing == []
 
 
@@ -67,7 +71,9 @@ def _is_sealed(wire_type: object) -> bool:
         ("hs.ops.DeadLetter", {"original"}),
     ],
 )
-def test_tagged_fields_are_sealed_on_the_wire(catalogue: SchemaCatalogue, name: str, sealed: set[str]) -> None:
+def test_tagged_fields_are_sealed_on_the_wire(
+    catalogue: SchemaCatalogue, name: str, sealed: set[str]
+) -> None:
     schema = catalogue.get(name)
     on_wire = {f["name"] for f in schema.wire["fields"] if _is_sealed(f["type"])}
     assert on_wire == sealed
@@ -79,17 +85,25 @@ def test_tagged_fields_are_sealed_on_the_wire(catalogue: SchemaCatalogue, name: 
 # as signed 64-bit integers.
 @pytest.mark.parametrize(
     ("canonical", "fingerprint"),
-    [('"null"', 7195948357588979594), ('"boolean"', -6970731678124411036), ('"int"', 8247732601305521295)],
+    [
+        ('"null"', 7195948357588979594),
+        ('"boolean"', -6970731678124411036),
+        ('"int"', 8247732601305521295),
+    ],
 )
 def test_crc64_avro_matches_the_specification_s_vectors(canonical: str, fingerprint: int) -> None:
     assert crc64_avro(canonical.encode()) == fingerprint & 0xFFFFFFFFFFFFFFFF
 
 
-def test_fingerprint_agrees_with_the_avro_package_where_it_follows_the_spec(catalogue: SchemaCatalogue) -> None:
+def test_fingerprint_agrees_with_the_avro_package_where_it_follows_the_spec(
+    catalogue: SchemaCatalogue,
+) -> None:
     # The avro package keeps {"type": "string"} for logical types in its canonical form, against
     # the spec's [PRIMITIVES] rule, so compare on a type without logical types.
     coding = catalogue.get("hs.common.Coding")
-    assert coding.fingerprint == bytes(parse_avro(json.dumps(coding.wire)).fingerprint("CRC-64-AVRO"))
+    assert coding.fingerprint == bytes(
+        parse_avro(json.dumps(coding.wire)).fingerprint("CRC-64-AVRO")
+    )
 
 
 def test_fingerprints_are_unique(catalogue: SchemaCatalogue) -> None:
@@ -97,7 +111,7 @@ def test_fingerprints_are_unique(catalogue: SchemaCatalogue) -> None:
     assert len(set(fingerprints)) == len(fingerprints)
 
 
-def _catalogue_of(*documents: dict[str, object]) -> SchemaCatalogue:
+def _catalogue_of(*documents: Any) -> SchemaCatalogue:
     return SchemaCatalogue.from_documents({Path(f"{i}.avsc"): d for i, d in enumerate(documents)})
 
 
@@ -118,7 +132,11 @@ def test_an_unresolvable_reference_names_the_file() -> None:
 
 
 def test_an_unknown_sensitivity_is_refused() -> None:
-    bad = {"type": "record", "name": "t.Bad", "fields": [{"name": "x", "type": "string", "hs.sensitivity": "secret"}]}
+    bad = {
+        "type": "record",
+        "name": "t.Bad",
+        "fields": [{"name": "x", "type": "string", "hs.sensitivity": "secret"}],
+    }
     with pytest.raises(SchemaCatalogueError, match=r"t\.Bad\.x: hs\.sensitivity must be one of"):
         _catalogue_of(SEALED, bad)
 
@@ -127,7 +145,9 @@ def test_a_nullable_tagged_field_stays_nullable_on_the_wire() -> None:
     doc = {
         "type": "record",
         "name": "t.P",
-        "fields": [{"name": "x", "type": ["null", "string"], "default": None, "hs.sensitivity": "health"}],
+        "fields": [
+            {"name": "x", "type": ["null", "string"], "default": None, "hs.sensitivity": "health"}
+        ],
     }
     wire_field = _catalogue_of(SEALED, doc).get("t.P").wire["fields"][0]
     assert wire_field["type"][0] == "null"

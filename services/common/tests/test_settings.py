@@ -3,9 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from hs_common.settings import Environment, KafkaSecurity, RuntimeSettings
+from pydantic import ValidationError
 
 
 def test_each_field_names_its_environment_variable() -> None:
@@ -43,7 +42,10 @@ def test_secrets_are_masked() -> None:
     ("overrides", "message"),
     [
         ({}, "PLAINTEXT is refused in production"),
-        ({"HS_KAFKA_SECURITY_PROTOCOL": KafkaSecurity.SASL_SSL}, "SASL needs HS_KAFKA_SASL_USERNAME"),
+        (
+            {"HS_KAFKA_SECURITY_PROTOCOL": KafkaSecurity.SASL_SSL},
+            "SASL needs HS_KAFKA_SASL_USERNAME",
+        ),
         (
             {
                 "HS_KAFKA_SECURITY_PROTOCOL": KafkaSecurity.SASL_SSL,

@@ -74,12 +74,11 @@ class ExactlyOnceProcessor:
         producer = make_producer(self.settings, client_id, self.transactional_id)
         # Static membership: a restarted replica (same instance id) takes its partitions back at
         # once instead of waiting for the group to time the dead member out.
-        consumer = make_consumer(
-            self.settings,
-            self.group_id,
-            client_id,
-            **{"group.instance.id": self.transactional_id, "session.timeout.ms": 15000},
-        )
+        static_membership: dict[str, str | int] = {
+            "group.instance.id": self.transactional_id,
+            "session.timeout.ms": 15000,
+        }
+        consumer = make_consumer(self.settings, self.group_id, client_id, **static_membership)
         producer.init_transactions(
             KAFKA_TIMEOUT
         )  # fences and aborts a predecessor's open transaction

@@ -63,7 +63,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield configured
         return
     if _docker_engine_available():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.kafka import KafkaContainer  # noqa: PLC0415 - needs Docker only here
 
         with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
             yield str(container.get_bootstrap_server())

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from hs_common.testing import repository_root
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,6 @@ import socket
 import urllib.request
 
 import pytest
-
 from hs_common.errors import NotStoredError
 from hs_common.kafka import make_producer, produce_durably
 from hs_common.metrics import RuntimeMetrics
@@ -25,7 +24,7 @@ def test_metrics_are_served_over_http() -> None:
     metrics.dead_letters.labels("ingestion.mllp.parse", "hl7.msh_missing").inc()
     port = _free_port()
     metrics.serve(port)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         body = response.read().decode()
     assert 'hs_messages_consumed_total{topic="hs.ingest.raw.v1"} 3.0' in body
     assert (

@@ -36,5 +36,5 @@ def test_metrics_are_served_over_http() -> None:
 def test_an_unconfirmed_write_raises_not_stored() -> None:
     settings = RuntimeSettings(HS_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}")  # nothing listens
     producer = make_producer(settings, "unreachable-test")
-    with pytest.raises(NotStoredError, match="no delivery confirmation within 1.0 s"):
+    with pytest.raises(NotStoredError, match=r"no delivery confirmation within 1\.0 s"):
         produce_durably(producer, "hs.ingest.raw.v1", b"payload", timeout=1.0)

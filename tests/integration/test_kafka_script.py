@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
-from hs_common.testing import repository_root
+from hs_common.testing import free_port, repository_root
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = repository_root() / "infra" / "kafka" / "kafka.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _kafka(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -43,8 +36,8 @@ def _brokers_using(state: Path) -> list[int]:
 def test_up_is_idempotent_and_down_stops_the_broker_it_started(tmp_path: Path) -> None:
     state = tmp_path / "kafka"
     env = os.environ | {
-        "KAFKA_PORT": str(_free_port()),
-        "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "KAFKA_PORT": str(free_port()),
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
         "KAFKA_STATE_DIR": str(state),
     }
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 
 import pytest
@@ -10,19 +9,14 @@ from hs_common.errors import NotStoredError
 from hs_common.kafka import make_producer, produce_durably
 from hs_common.metrics import RuntimeMetrics
 from hs_common.settings import RuntimeSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from hs_common.testing import free_port
 
 
 def test_metrics_are_served_over_http() -> None:
     metrics = RuntimeMetrics.create()
     metrics.consumed.labels("hs.ingest.raw.v1").inc(3)
     metrics.dead_letters.labels("ingestion.mllp.parse", "hl7.msh_missing").inc()
-    port = _free_port()
+    port = free_port()
     metrics.serve(port)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         body = response.read().decode()
@@ -34,7 +28,7 @@ def test_metrics_are_served_over_http() -> None:
 
 
 def test_an_unconfirmed_write_raises_not_stored() -> None:
-    settings = RuntimeSettings(HS_KAFKA_BOOTSTRAP=f"127.0.0.1:{_free_port()}")  # nothing listens
+    settings = RuntimeSettings(HS_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")  # nothing listens
     producer = make_producer(settings, "unreachable-test")
     with pytest.raises(NotStoredError, match=r"no delivery confirmation within 1\.0 s"):
         produce_durably(producer, "hs.ingest.raw.v1", b"payload", timeout=1.0)

@@ -36,7 +36,8 @@ from hs_common.settings import Environment, RuntimeSettings
 KAFKA_IMAGE = "apache/kafka:4.1.1"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -70,10 +71,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     script = repository_root() / "infra" / "kafka" / "kafka.sh"
     state = tmp_path_factory.mktemp("kafka")
-    port = _free_port()
+    port = free_port()
     env = os.environ | {
         "KAFKA_PORT": str(port),
-        "KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
         "KAFKA_STATE_DIR": str(state),
     }
     subprocess.run([str(script), "up"], env=env, check=True)

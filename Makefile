@@ -8,7 +8,8 @@ REPO ?= .
 PYTEST_ARGS ?=
 
 .PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
-	lint format typecheck test test-unit test-integration check check-compat compose-config clean
+	lint format typecheck test test-unit test-integration check check-compat \
+	schemas-check schemas-release compose-config clean
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -51,7 +52,7 @@ format: ## apply ruff fixes and formatting
 	$(RUN) ruff format .
 
 typecheck: ## mypy --strict over all code
-	$(RUN) mypy services tests
+	$(RUN) mypy services tests bench
 
 test-unit: ## unit tests (no broker)
 	$(RUN) pytest -m "not integration" $(PYTEST_ARGS)
@@ -62,10 +63,16 @@ test-integration: ## integration tests against a real Kafka broker (started when
 test: ## every test: unit and integration
 	$(RUN) pytest $(PYTEST_ARGS)
 
-check: lint typecheck test ## what CI runs: lint, types, every test
+check: lint typecheck test ## what CI runs: lint, types, every test (schema history included)
 
 check-compat: ## refuse schema changes old data cannot be read with (BASE=<commit>, REPO=<path>)
 	$(RUN) hs-check-compat --base $(BASE) --repo $(REPO)
+
+schemas-check: ## current schemas read every released version, and are released themselves
+	$(RUN) hs-check-compat --history
+
+schemas-release: ## record the current schema versions in schemas/history/ (commit them)
+	$(RUN) hs-admin release-schemas
 
 compose-config: ## validate docker-compose.yml (needs the docker compose plugin)
 	docker compose config --quiet

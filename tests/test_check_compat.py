@@ -64,7 +64,17 @@ def test_a_breaking_change_is_refused_with_the_types_it_breaks(schema_repo: Path
 def test_a_compatible_change_is_accepted(schema_repo: Path) -> None:
     result = _check_compat(schema_repo, "compatible")
     assert result.returncode == 0, result.stderr
-    assert "checked 1 changed schema(s) against HEAD: 0 incompatible" in result.stdout
+    assert "checked 1 changed schema(s) against HEAD" in result.stdout
+    assert "0 incompatible" in result.stdout
+
+
+def test_a_breaking_change_inside_a_sealed_field_is_refused(schema_repo: Path) -> None:
+    result = _check_compat(schema_repo, "breaking_sealed")
+    assert result.returncode != 0
+    assert (
+        "INCOMPATIBLE fx.clinical.Vital: sealed fx.clinical.Vital.patient: cannot read old data"
+        in result.stderr
+    )
 
 
 def test_removing_a_schema_is_refused(schema_repo: Path) -> None:

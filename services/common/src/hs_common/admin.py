@@ -7,11 +7,13 @@ hs-admin create-topics   create every catalogued topic that is missing
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from hs_common import topics
 from hs_common.crypto import Keyring
 from hs_common.kafka import make_admin
+from hs_common.schemas import HISTORY_DIR, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings
 
 
@@ -32,14 +34,35 @@ def create_topics(settings: RuntimeSettings) -> str:
     return f"topics created on {settings.kafka_bootstrap}: {names}"
 
 
+def release_schemas(settings: RuntimeSettings) -> str:
+    root = settings.schema_dir or default_schema_root()
+    catalogue = SchemaCatalogue.load(root)
+    recorded = []
+    for schema in catalogue:
+        if catalogue.is_released(schema):
+            continue
+        path = root / HISTORY_DIR / schema.name / f"{schema.fingerprint.hex()}.avsc"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = catalogue.release_document(schema.name)
+        path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        recorded.append(f"{schema.name} {schema.fingerprint.hex()}")
+    return "recorded: " + (", ".join(recorded) if recorded else "nothing new")
+
+
+COMMANDS = {
+    "dev-keys": dev_keys,
+    "create-topics": create_topics,
+    "release-schemas": release_schemas,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hs-admin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["dev-keys", "create-topics"])
+    parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
-    settings = RuntimeSettings()
-    result = dev_keys(settings) if args.command == "dev-keys" else create_topics(settings)
+    result = COMMANDS[args.command](RuntimeSettings())
     print(result)
     return 1 if result.startswith("refused") else 0
 

@@ -77,10 +77,13 @@ class Codec:
         schema = self.schema_of(data)
         if expect is not None and schema.name != expect:
             raise CodecError(f"expected {expect}, got {schema.name}")
+        # Data written with a released older version is read into the current version's shape.
+        current = self.catalogue.get(schema.name) if schema.released else schema
+        reader = current.wire_parsed if schema.released else None
         body = io.BytesIO(data)
         body.seek(HEADER_BYTES)
         try:
-            record = fastavro.schemaless_reader(body, schema.wire_parsed, None)
+            record = fastavro.schemaless_reader(body, schema.wire_parsed, reader)
         except (
             ValueError,
             TypeError,
@@ -94,8 +97,8 @@ class Codec:
             raise CodecError(f"{len(data) - body.tell()} trailing bytes after a {schema.name} body")
         if not isinstance(record, dict):
             raise CodecError(f"{schema.name} body decoded to {type(record).__name__}, not a record")
-        if schema.plan:
-            record = self._open(schema.plan, record)
+        if current.plan:
+            record = self._open(current.plan, record, schema.sealed_fields)
         return Decoded(schema.name, record)
 
     # sealing walks only the parts of a record that contain tagged fields
@@ -132,12 +135,13 @@ class Codec:
             return [self._seal_value(plan.items, item) for item in value]
         return {k: self._seal_value(plan.values, v) for k, v in value.items()}
 
-    def _open(self, plan: RecordPlan, record: Record) -> Record:
+    def _open(self, plan: RecordPlan, record: Record, writers: Mapping[str, SealedField]) -> Record:
         for name, field_plan in plan.fields:
-            record[name] = self._open_value(field_plan, record[name])
+            record[name] = self._open_value(field_plan, record[name], writers)
         return record
 
-    def _open_value(self, plan: Plan, value: Any) -> Any:
+    def _open_value(self, plan: Plan, value: Any, writers: Mapping[str, SealedField]) -> Any:
+        """Open sealed values; `writers` are the sealed fields of the version that wrote them."""
         if value is None:
             return None
         if isinstance(plan, SealedField):
@@ -145,20 +149,22 @@ class Codec:
             plain = self.keyring.open(plan.aad_name, sealed)
             if plain is None:
                 return sealed
+            writer = writers.get(plan.aad_name, plan)
+            reader = None if writer is plan else plan.plain_schema
             try:
-                wrapper = fastavro.schemaless_reader(io.BytesIO(plain), plan.plain_schema, None)
+                wrapper = fastavro.schemaless_reader(io.BytesIO(plain), writer.plain_schema, reader)
                 return cast(Record, wrapper)["v"]
             except (ValueError, TypeError, EOFError, IndexError, UnicodeDecodeError) as exc:
                 raise CodecError(
                     f"{plan.aad_name}: opened value does not decode: {_describe(exc)}"
                 ) from None
         if isinstance(plan, RecordPlan):
-            return self._open(plan, value)
+            return self._open(plan, value, writers)
         if isinstance(plan, NullablePlan):
-            return self._open_value(plan.inner, value)
+            return self._open_value(plan.inner, value, writers)
         if isinstance(plan, ArrayPlan):
-            return [self._open_value(plan.items, item) for item in value]
-        return {k: self._open_value(plan.values, v) for k, v in value.items()}
+            return [self._open_value(plan.items, item, writers) for item in value]
+        return {k: self._open_value(plan.values, v, writers) for k, v in value.items()}
 
 
 def _sealed_to_wire(sealed: Sealed) -> Record:

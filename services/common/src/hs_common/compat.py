@@ -1,10 +1,14 @@
 """`hs-check-compat`: refuse schema changes that old data cannot be read with.
 
-Compares the catalogue at a base commit with the working tree. Every type whose wire schema
-changed (directly, or through a type it embeds) must read data written with its old version
-(backward compatibility, checked with the Apache `avro` package's
-ReaderWriterCompatibilityChecker). A removed type is refused too: its old data would become
-unreadable.
+Two checks, both with the Apache `avro` package's ReaderWriterCompatibilityChecker
+(backward compatibility: the new schema, as reader, reads data the old one wrote), applied to
+the wire schema and to what every sealed field holds:
+
+- `--base REF`: every type whose contract changed since the commit REF (directly or through
+  a type it embeds). A removed type is refused: its old data would become unreadable.
+- `--history`: every version recorded in `schemas/history/` (data on the topics may be
+  written with any of them), and every current type must itself be recorded there
+  (`hs-admin release-schemas`), so that readers of tomorrow can decode what it writes today.
 """
 
 from __future__ import annotations
@@ -18,36 +22,67 @@ from pathlib import Path
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from avro.schema import parse as parse_avro
 
-from hs_common.schemas import SchemaCatalogue
+from hs_common.schemas import EventSchema, JsonSchema, SchemaCatalogue
 
 
 def catalogue_at(repo: Path, ref: str, schema_dir: str) -> SchemaCatalogue | None:
     listing = _git(repo, "ls-tree", "-r", "--name-only", ref, "--", schema_dir)
-    paths = [p for p in listing.splitlines() if p.endswith(".avsc")]
+    paths = [p for p in listing.splitlines() if p.endswith(".avsc") and "/history/" not in p]
     if not paths:
         return None
     documents = {Path(p): json.loads(_git(repo, "show", f"{ref}:{p}")) for p in paths}
     return SchemaCatalogue.from_documents(documents)
 
 
+def reads(reader: EventSchema, writer: EventSchema) -> list[str]:
+    """Why `reader` cannot read data written with `writer` (empty when it can)."""
+    problems = _compatibility(reader.wire, writer.wire, "")
+    for aad_name, written in writer.sealed_fields.items():
+        read = reader.sealed_fields.get(aad_name)
+        if read is not None:
+            problems += _compatibility(read.plain_json, written.plain_json, f"sealed {aad_name}: ")
+    return problems
+
+
 def incompatibilities(old: SchemaCatalogue, new: SchemaCatalogue) -> list[str]:
     problems = []
-    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
     for before in old:
         if before.name not in new:
             problems.append(f"{before.name}: removed; data written with it could no longer be read")
             continue
         after = new.get(before.name)
-        if after.fingerprint == before.fingerprint:
-            continue
-        result = checker.get_compatibility(
-            reader=parse_avro(json.dumps(after.wire)), writer=parse_avro(json.dumps(before.wire))
-        )
-        if result.compatibility is not SchemaCompatibilityType.compatible:
-            details = "; ".join(sorted(set(result.messages))) or "incompatible"
-            where = ", ".join(sorted(set(result.locations)))
-            problems.append(f"{before.name}: cannot read old data ({details}) at {where}")
+        if after.fingerprint != before.fingerprint:
+            problems += [f"{before.name}: {p}" for p in reads(after, before)]
     return problems
+
+
+def history_problems(catalogue: SchemaCatalogue) -> list[str]:
+    problems = []
+    for version in catalogue.released():
+        label = f"{version.name} (released {version.fingerprint.hex()})"
+        if version.name not in catalogue:
+            problems.append(f"{label}: removed; data written with it could no longer be read")
+            continue
+        problems += [f"{label}: {p}" for p in reads(catalogue.get(version.name), version)]
+    problems += [
+        f"{s.name}: current version {s.fingerprint.hex()} is not recorded in history; "
+        "run `make schemas-release`"
+        for s in catalogue
+        if not catalogue.is_released(s)
+    ]
+    return problems
+
+
+def _compatibility(reader: JsonSchema, writer: JsonSchema, prefix: str) -> list[str]:
+    checker = ReaderWriterCompatibilityChecker()  # type: ignore[no-untyped-call]
+    result = checker.get_compatibility(
+        reader=parse_avro(json.dumps(reader)), writer=parse_avro(json.dumps(writer))
+    )
+    if result.compatibility is SchemaCompatibilityType.compatible:
+        return []
+    details = "; ".join(sorted(set(result.messages))) or "incompatible"
+    where = ", ".join(sorted(set(result.locations)))
+    return [f"{prefix}cannot read old data ({details}) at {where}"]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -57,29 +92,42 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hs-check-compat", description=__doc__)
-    parser.add_argument(
-        "--base", default="origin/main", help="commit to compare with (default origin/main)"
+    parser = argparse.ArgumentParser(
+        prog="hs-check-compat",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--base", help="commit to compare the working tree with")
+    parser.add_argument("--history", action="store_true", help="check against schemas/history/")
     parser.add_argument("--repo", type=Path, default=Path())
     parser.add_argument(
         "--schemas", default="schemas", help="schema folder, relative to the repository"
     )
     args = parser.parse_args(argv)
-    try:
-        old = catalogue_at(args.repo, args.base, args.schemas)
-    except subprocess.CalledProcessError as exc:
-        print(f"cannot read schemas at {args.base}: {exc.stderr.strip()}", file=sys.stderr)
-        return 2
-    new = SchemaCatalogue.load(args.repo / args.schemas)
-    if old is None:
-        print(f"no schemas at {args.base}; nothing to compare")
-        return 0
-    problems = incompatibilities(old, new)
+    if not (args.base or args.history):
+        parser.error("give --base REF, --history, or both")
+    current = SchemaCatalogue.load(args.repo / args.schemas)
+    problems: list[str] = []
+    if args.base:
+        try:
+            old = catalogue_at(args.repo, args.base, args.schemas)
+        except subprocess.CalledProcessError as exc:
+            print(f"cannot read schemas at {args.base}: {exc.stderr.strip()}", file=sys.stderr)
+            return 2
+        if old is not None:
+            problems += incompatibilities(old, current)
+            changed = sum(
+                1
+                for s in old
+                if s.name in current and current.get(s.name).fingerprint != s.fingerprint
+            )
+            print(f"checked {changed} changed schema(s) against {args.base}")
+    if args.history:
+        problems += history_problems(current)
+        print(f"checked {len(current.released())} released version(s) in history")
     for problem in problems:
         print(f"INCOMPATIBLE {problem}", file=sys.stderr)
-    changed = sum(1 for s in old if s.name in new and new.get(s.name).fingerprint != s.fingerprint)
-    print(f"checked {changed} changed schema(s) against {args.base}: {len(problems)} incompatible")
+    print(f"{len(problems)} incompatible")
     return 1 if problems else 0
 
 

@@ -68,7 +68,9 @@ class SealedField:
     aad_name: str  # "<record full name>.<field name>"
     sensitivity: Sensitivity
     nullable: bool
-    plain_schema: Any  # parsed wrapper record {"v": <logical type>} (adds no bytes)
+    plain_json: JsonSchema  # wrapper record {"v": <logical type>}, self-contained (adds no bytes)
+    plain_schema: Any  # the wrapper, parsed
+    plain_canonical: str  # canonical form of that wrapper: part of the contract fingerprint
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class EventSchema:
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the wire canonical form
     plan: RecordPlan | None  # None when the type has no sealed field
     sensitive_fields: tuple[str, ...] = field(default=())
+    sealed_fields: Mapping[str, SealedField] = field(default_factory=dict)  # by aad_name
+    released: bool = False  # True for a version loaded from schemas/history/
 
     @property
     def header(self) -> bytes:
@@ -116,47 +120,48 @@ class EventSchema:
 class SchemaCatalogue:
     """Every named type under a schema folder, indexed by full name and by fingerprint."""
 
-    def __init__(self, schemas: Iterable[EventSchema]) -> None:
+    def __init__(
+        self, schemas: Iterable[EventSchema], released: Iterable[EventSchema] = ()
+    ) -> None:
         self._by_name = {s.name: s for s in schemas}
-        self._by_fingerprint = {s.fingerprint: s for s in self._by_name.values()}
+        self._released = list(released)
+        self._by_fingerprint = {s.fingerprint: s for s in self._released}
+        self._by_fingerprint.update({s.fingerprint: s for s in self._by_name.values()})
 
     @classmethod
     def load(cls, root: Path) -> SchemaCatalogue:
-        files = sorted(root.rglob("*.avsc"))
+        """Current types from `root/<domain>/*.avsc`; released versions from `root/history/`."""
+        history = root / HISTORY_DIR
+        files = sorted(p for p in root.rglob("*.avsc") if history not in p.parents)
         if not files:
             raise SchemaCatalogueError(f"no .avsc files under {root}")
-        documents = {path: _read_json(path) for path in files}
-        return cls.from_documents(documents)
+        current = cls.from_documents({path: _read_json(path) for path in files})
+        released = [
+            _released_version(path, _read_json(path), current)
+            for path in sorted(history.rglob("*.avsc"))
+        ]
+        return cls(current, released)
 
     @classmethod
     def from_documents(cls, documents: Mapping[Path, JsonSchema]) -> SchemaCatalogue:
-        logical_named, logical_parsed = _parse_in_dependency_order(documents)
+        logical_parsed = _parse_in_dependency_order(documents)
         definitions = _named_definitions(documents.values())
-        schemas = []
-        for path, document in documents.items():
-            name = _full_name(document, None)
-            wire = _WireDeriver(definitions).derive(name)
-            try:
-                wire_parsed = fastavro.parse_schema(wire, named_schemas={})
-            except Exception as exc:
-                raise SchemaCatalogueError(f"{path}: wire schema does not parse: {exc}") from exc
-            canonical = to_parsing_canonical_form(wire_parsed)
-            fingerprint = crc64_avro(canonical.encode()).to_bytes(8, "little")
-            plan = _plan_for(name, definitions, logical_named, visiting=frozenset())
-            schemas.append(
-                EventSchema(
-                    name=name,
-                    path=path,
-                    logical=document,
-                    logical_parsed=logical_parsed[path],
-                    wire=wire,
-                    wire_parsed=wire_parsed,
-                    fingerprint=fingerprint,
-                    plan=plan if isinstance(plan, RecordPlan) else None,
-                    sensitive_fields=tuple(_sensitive_field_names(name, definitions)),
-                )
-            )
-        return cls(schemas)
+        return cls(
+            _event_schema(path, document, definitions, logical_parsed[path])
+            for path, document in documents.items()
+        )
+
+    def released(self) -> list[EventSchema]:
+        """Every version recorded in schemas/history/: what data on topics may be written with."""
+        return list(self._released)
+
+    def is_released(self, schema: EventSchema) -> bool:
+        return any(r.fingerprint == schema.fingerprint for r in self._released)
+
+    def release_document(self, name: str) -> JsonSchema:
+        """The current type as one self-contained logical schema, to record in history."""
+        definitions = _named_definitions(s.logical for s in self._by_name.values())
+        return _Expander(definitions, seal=False).derive(name)
 
     def __iter__(self) -> Iterator[EventSchema]:
         return iter(self._by_name.values())
@@ -174,6 +179,77 @@ class SchemaCatalogue:
         return self._by_fingerprint.get(fingerprint)
 
 
+HISTORY_DIR = "history"
+
+
+def _event_schema(
+    path: Path,
+    document: JsonSchema,
+    definitions: Mapping[str, dict[str, Any]],
+    logical_parsed: Any,
+    released: bool = False,
+) -> EventSchema:
+    name = _full_name(document, None)
+    wire = _Expander(definitions, seal=True).derive(name)
+    try:
+        wire_parsed = fastavro.parse_schema(wire, named_schemas={})
+    except Exception as exc:
+        raise SchemaCatalogueError(f"{path}: wire schema does not parse: {exc}") from exc
+    plan = _plan_for(name, definitions, visiting=frozenset())
+    sealed_fields = {f.aad_name: f for f in _sealed_fields(plan)}
+    return EventSchema(
+        name=name,
+        path=path,
+        logical=document,
+        logical_parsed=logical_parsed,
+        wire=wire,
+        wire_parsed=wire_parsed,
+        fingerprint=_contract_fingerprint(wire_parsed, sealed_fields.values()),
+        plan=plan if isinstance(plan, RecordPlan) else None,
+        sensitive_fields=tuple(_sensitive_field_names(name, definitions)),
+        sealed_fields=sealed_fields,
+        released=released,
+    )
+
+
+def _contract_fingerprint(wire_parsed: Any, sealed: Iterable[SealedField]) -> bytes:
+    """CRC-64-AVRO of the wire schema's canonical form. For a type with sealed fields, the
+    canonical forms of what each sealed field holds are appended, so that a change inside a
+    sealed field changes the fingerprint as a change in the clear would."""
+    contract = to_parsing_canonical_form(wire_parsed)
+    for sealed_field in sorted(sealed, key=lambda f: f.aad_name):
+        contract += f"\n{sealed_field.aad_name}={sealed_field.plain_canonical}"
+    return crc64_avro(contract.encode()).to_bytes(8, "little")
+
+
+def _sealed_fields(plan: Plan | None) -> Iterator[SealedField]:
+    if isinstance(plan, SealedField):
+        yield plan
+    elif isinstance(plan, RecordPlan):
+        for _, inner in plan.fields:
+            yield from _sealed_fields(inner)
+    elif isinstance(plan, ArrayPlan):
+        yield from _sealed_fields(plan.items)
+    elif isinstance(plan, MapPlan):
+        yield from _sealed_fields(plan.values)
+    elif isinstance(plan, NullablePlan):
+        yield from _sealed_fields(plan.inner)
+
+
+def _released_version(path: Path, document: JsonSchema, current: SchemaCatalogue) -> EventSchema:
+    """A version recorded in history: self-contained but for hs.crypto.Sealed (taken from the
+    current set; it never changes incompatibly)."""
+    documents = {path: document, Path(SEALED_TYPE): current.get(SEALED_TYPE).logical}
+    logical_parsed = _parse_in_dependency_order(documents)
+    definitions = _named_definitions(documents.values())
+    version = _event_schema(path, document, definitions, logical_parsed[path], released=True)
+    if path.stem != version.fingerprint.hex():
+        raise SchemaCatalogueError(
+            f"{path}: file name does not match its fingerprint {version.fingerprint.hex()}"
+        )
+    return version
+
+
 def _read_json(path: Path) -> JsonSchema:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -189,9 +265,7 @@ def _full_name(schema: Mapping[str, Any], enclosing_namespace: str | None) -> st
     return f"{namespace}.{name}" if namespace else name
 
 
-def _parse_in_dependency_order(
-    documents: Mapping[Path, JsonSchema],
-) -> tuple[dict[str, Any], dict[Path, Any]]:
+def _parse_in_dependency_order(documents: Mapping[Path, JsonSchema]) -> dict[Path, Any]:
     """Parse every file, retrying those that reference types defined in files not yet parsed."""
     named: dict[str, Any] = {}
     parsed: dict[Path, Any] = {}
@@ -212,7 +286,7 @@ def _parse_in_dependency_order(
         if not progressed:
             unresolved = ", ".join(str(p) for p in pending)
             raise SchemaCatalogueError(f"unresolved type references in: {unresolved}")
-    return named, parsed
+    return parsed
 
 
 def _named_definitions(documents: Iterable[JsonSchema]) -> dict[str, dict[str, Any]]:
@@ -251,15 +325,20 @@ def _resolve_name(name: str, namespace: str | None, definitions: Mapping[str, An
     raise SchemaCatalogueError(f"unknown type {name!r} (namespace {namespace!r})")
 
 
-class _WireDeriver:
-    """Writes the wire schema of a named type: tagged fields become hs.crypto.Sealed."""
+class _Expander:
+    """Writes a named type as one self-contained schema (each named type defined at its first
+    use). With seal=True it writes the wire schema: tagged fields become hs.crypto.Sealed."""
 
-    def __init__(self, definitions: Mapping[str, dict[str, Any]]) -> None:
+    def __init__(self, definitions: Mapping[str, dict[str, Any]], seal: bool) -> None:
         self._definitions = definitions
+        self._seal = seal
         self._emitted: set[str] = set()
 
     def derive(self, name: str) -> JsonSchema:
         return self._named(name)
+
+    def type_of(self, schema: JsonSchema, namespace: str | None) -> JsonSchema:
+        return self._type(schema, namespace)
 
     def _named(self, full: str) -> JsonSchema:
         if full in self._emitted:
@@ -273,11 +352,10 @@ class _WireDeriver:
             fields = []
             for logical_field in definition["fields"]:
                 wire_field = dict(logical_field)
-                sensitivity = wire_field.pop(SENSITIVITY_ATTR, None)
-                if sensitivity is None:
-                    wire_field["type"] = self._type(wire_field["type"], namespace)
-                else:
+                if self._seal and wire_field.pop(SENSITIVITY_ATTR, None) is not None:
                     wire_field["type"] = self._sealed(wire_field["type"], full, wire_field["name"])
+                else:
+                    wire_field["type"] = self._type(wire_field["type"], namespace)
                 fields.append(wire_field)
             definition["fields"] = fields
         return definition
@@ -315,26 +393,8 @@ def _is_nullable(schema: JsonSchema) -> bool:
     return isinstance(schema, list) and len(schema) == 2 and "null" in schema
 
 
-def _type_reference(schema: JsonSchema, namespace: str | None) -> JsonSchema:
-    """The same type with inline named definitions replaced by their full names."""
-    if isinstance(schema, list):
-        return [_type_reference(branch, namespace) for branch in schema]
-    if isinstance(schema, dict):
-        kind = schema["type"]
-        if kind in ("record", "error", "enum", "fixed"):
-            return _full_name(schema, namespace)
-        if kind == "array":
-            return {**schema, "items": _type_reference(schema["items"], namespace)}
-        if kind == "map":
-            return {**schema, "values": _type_reference(schema["values"], namespace)}
-    return schema
-
-
 def _plan_for(
-    name: str,
-    definitions: Mapping[str, dict[str, Any]],
-    logical_named: Mapping[str, Any],
-    visiting: frozenset[str],
+    name: str, definitions: Mapping[str, dict[str, Any]], visiting: frozenset[str]
 ) -> Plan | None:
     definition = definitions[name]
     if definition["type"] not in ("record", "error") or name in visiting:
@@ -348,20 +408,28 @@ def _plan_for(
                 raise SchemaCatalogueError(
                     f"{name}.{f['name']}: {SENSITIVITY_ATTR} must be one of {SENSITIVITIES}"
                 )
-            wrapper = {
+            plain_json = {
                 "type": "record",
                 "name": "hs.crypto.Plain",
-                "fields": [{"name": "v", "type": _type_reference(f["type"], namespace)}],
+                "fields": [
+                    {
+                        "name": "v",
+                        "type": _Expander(definitions, seal=False).type_of(f["type"], namespace),
+                    }
+                ],
             }
-            plain = fastavro.parse_schema(wrapper, named_schemas=dict(logical_named))
-            fields.append(
-                (
-                    f["name"],
-                    SealedField(f"{name}.{f['name']}", sensitivity, _is_nullable(f["type"]), plain),
-                )
+            plain = fastavro.parse_schema(plain_json, named_schemas={})
+            sealed = SealedField(
+                aad_name=f"{name}.{f['name']}",
+                sensitivity=sensitivity,
+                nullable=_is_nullable(f["type"]),
+                plain_json=plain_json,
+                plain_schema=plain,
+                plain_canonical=to_parsing_canonical_form(plain),
             )
+            fields.append((f["name"], sealed))
             continue
-        inner = _type_plan(f["type"], namespace, definitions, logical_named, visiting | {name})
+        inner = _type_plan(f["type"], namespace, definitions, visiting | {name})
         if inner is not None:
             fields.append((f["name"], inner))
     return RecordPlan(tuple(fields)) if fields else None
@@ -371,17 +439,14 @@ def _type_plan(
     schema: JsonSchema,
     namespace: str | None,
     definitions: Mapping[str, dict[str, Any]],
-    logical_named: Mapping[str, Any],
     visiting: frozenset[str],
 ) -> Plan | None:
     if isinstance(schema, str):
         if schema in PRIMITIVES:
             return None
-        return _plan_for(
-            _resolve_name(schema, namespace, definitions), definitions, logical_named, visiting
-        )
+        return _plan_for(_resolve_name(schema, namespace, definitions), definitions, visiting)
     if isinstance(schema, list):
-        plans = [_type_plan(b, namespace, definitions, logical_named, visiting) for b in schema]
+        plans = [_type_plan(b, namespace, definitions, visiting) for b in schema]
         found = [p for p in plans if p is not None]
         if not found:
             return None
@@ -392,12 +457,12 @@ def _type_plan(
         return NullablePlan(found[0])
     kind = schema["type"]
     if kind in ("record", "error"):
-        return _plan_for(_full_name(schema, namespace), definitions, logical_named, visiting)
+        return _plan_for(_full_name(schema, namespace), definitions, visiting)
     if kind == "array":
-        items = _type_plan(schema["items"], namespace, definitions, logical_named, visiting)
+        items = _type_plan(schema["items"], namespace, definitions, visiting)
         return ArrayPlan(items) if items else None
     if kind == "map":
-        values = _type_plan(schema["values"], namespace, definitions, logical_named, visiting)
+        values = _type_plan(schema["values"], namespace, definitions, visiting)
         return MapPlan(values) if values else None
     return None
 

@@ -74,8 +74,9 @@ schemas-check: ## current schemas read every released version, and are released 
 schemas-release: ## record the current schema versions in schemas/history/ (commit them)
 	$(RUN) hs-admin release-schemas
 
-compose-config: ## validate docker-compose.yml (needs the docker compose plugin)
-	docker compose config --quiet
+compose-config: ## validate docker-compose.yml (builds the compose plugin with Go if missing)
+	infra/compose-plugin.sh
+	docker compose config --quiet && echo "docker-compose.yml: valid"
 
 clean: ## remove caches and local state (stops the broker first)
 	-infra/kafka/kafka.sh down

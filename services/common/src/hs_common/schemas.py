@@ -4,9 +4,13 @@ Each `.avsc` file holds one named type (the *logical* schema). A field may carry
 `"hs.sensitivity": "identifying" | "health"`; on the wire such a field is an
 `hs.crypto.Sealed` record (or `["null", hs.crypto.Sealed]` when the logical type is
 nullable) holding the field's Avro binary value, encrypted. The *wire* schema of a type is
-its logical schema with that substitution made; it is what fingerprints and the
-compatibility check are computed over. Other languages read the wire schema and apply the
-same rule.
+its logical schema with that substitution made.
+
+The fingerprint in the single-object header is CRC-64-AVRO of the wire schema's canonical
+form, followed, for types with sealed fields, by `\n<record>.<field>=<canonical form of the
+sealed content>` for each sealed field in name order. Versions recorded under
+`schemas/history/<type>/<fingerprint>.avsc` stay decodable: their data is resolved into the
+current version's shape.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Serializers: each institution's wire format."""

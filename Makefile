@@ -6,10 +6,12 @@ RUN := $(UV) run --frozen
 BASE ?= origin/main
 REPO ?= .
 PYTEST_ARGS ?=
+DEMO_DIR ?= .local/demo
+DEMO_PEOPLE ?= 500
 
 .PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
 	lint format typecheck test test-unit test-integration check check-compat \
-	schemas-check schemas-release compose-config clean
+	schemas-check schemas-release compose-config synth clean
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -21,7 +23,17 @@ up: install kafka-up dev-keys topics ## run the platform locally: broker, keys, 
 	@echo "HealthStream is up: Kafka on 127.0.0.1:$${KAFKA_PORT:-9092}; topics:"
 	@$(RUN) python -c "from hs_common import topics; print('\n'.join('  ' + t.name for t in topics.ALL))"
 
-demo: up ## the platform's main job, as far as it exists: see README
+demo: up ## run the platform with a small generated feed (grows as services land)
+	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
+	@echo
+	@echo "Demo feed (seeded, with ground truth): $(DEMO_DIR)"
+	@echo "  HL7 v2 streams      $(DEMO_DIR)/hl7/*.mllp"
+	@echo "  clinic JSON / CSV   $(DEMO_DIR)/clinics/"
+	@echo "  FHIR R4 bundles     $(DEMO_DIR)/fhir/F01.ndjson"
+	@echo "  wearable batches    $(DEMO_DIR)/devices/W01.ndjson"
+	@echo "  truth               $(DEMO_DIR)/truth/*.csv"
+	@echo "Ingestion is the next service to land; then this target starts it and runs"
+	@echo "  hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080"
 
 down: kafka-down ## stop the local platform
 
@@ -73,6 +85,9 @@ schemas-check: ## current schemas read every released version, and are released 
 
 schemas-release: ## record the current schema versions in schemas/history/ (commit them)
 	$(RUN) hs-admin release-schemas
+
+synth: ## generate the default synthetic data set (10,000 people) into .local/synth
+	$(RUN) hs-synth generate --out .local/synth
 
 compose-config: ## validate docker-compose.yml (builds the compose plugin with Go if missing)
 	infra/compose-plugin.sh

@@ -279,7 +279,10 @@ def _cgm_stream(
                 if kind == "hyperglycaemia":
                     value = extreme + rng.gauss(0, 0.3) if inside else max(value, 12.0)
                 else:
-                    value = extreme + rng.uniform(0, 0.4) if inside else min(value, 4.6)
+                    ceiling = (HYPO_L2 if kind == "hypoglycaemia_level2" else HYPO_L1) - 0.1
+                    value = (
+                        min(extreme + rng.uniform(0, 0.4), ceiling) if inside else min(value, 4.6)
+                    )
         reading = DeviceReading(device, patient_ref, "glucose", round(value, 1), "mmol/L", at)
         feed.readings.append(reading)
         if rng.random() < 0.005:

@@ -70,7 +70,7 @@ class Person:
 class PeopleConfig:
     no_id_rate: float = 0.04  # people whose records never carry an ID number
     twin_rate: float = 0.01  # share of births that are twins
-    shared_phone_rate: float = 0.35  # household members who give the household phone
+    shared_phone_rate: float = 0.35  # members who give the head of household's phone
     reference_day: date = date(2026, 1, 1)
 
 
@@ -121,7 +121,7 @@ def _household(
         birth_region = district.code if rng.random() < 0.7 else rng.choice(BIRTH_REGIONS)
         sequence = rng.randrange(0, 999, 2) + (1 if male else 0)
         has_id = rng.random() >= config.no_id_rate
-        shares_phone = position > 0 and rng.random() < config.shared_phone_rate
+        shares_phone = position == 0 or rng.random() < config.shared_phone_rate
         members.append(
             Person(
                 person_id=f"P{first_index + position:08d}",

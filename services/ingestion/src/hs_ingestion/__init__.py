@@ -1,0 +1,1 @@
+"""HealthStream ingestion: the single door into the platform."""

@@ -93,7 +93,7 @@ def main() -> None:
     texts = corpus(args.people)
     oru = [t for t in texts if "|ORU^R01" in t]
     print(
-        f"machine: {platform.machine()}, python {platform.python_version()}, python-hl7 {hl7.__version__}"
+        f"machine: {platform.machine()}, python {platform.python_version()}, hl7 {hl7.__version__}"
     )
     for name, sample in (("all messages", texts), ("ORU^R01 only", oru)):
         reference = rate(sample, hl7.parse, args.rounds)

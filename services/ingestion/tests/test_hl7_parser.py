@@ -3,6 +3,8 @@ message and on hand-written edge cases; and its own errors and escapes."""
 
 from __future__ import annotations
 
+import contextlib
+
 import hl7
 import pytest
 from hs_ingestion.hl7 import Delimiters, Hl7Error, declared_charset, decode, parse, unescape

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -104,3 +106,71 @@ def produce_durably(
     if partition is None or offset is None:
         raise NotStoredError(f"{topic}: delivery report without a position")
     return partition, offset
+
+
+class AsyncDurableProducer:
+    """acks=all writes awaited from asyncio without blocking the loop.
+
+    A thread serves librdkafka's delivery reports; each write resolves when Kafka confirms it,
+    or raises NotStoredError after `timeout` (delivery.timeout.ms is set to the same, so an
+    unconfirmed write is also given up by the client rather than delivered much later).
+    """
+
+    def __init__(self, settings: RuntimeSettings, client_id: str, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        overrides: dict[str, str | int] = {
+            "delivery.timeout.ms": int(timeout * 1000),
+            "linger.ms": 1,
+        }
+        self._producer = make_producer(settings, client_id, None, **overrides)
+        self._running = True
+        self._poller = threading.Thread(
+            target=self._poll, name=f"{client_id}-delivery", daemon=True
+        )
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    async def write(
+        self, topic: str, value: bytes, key: str | bytes | None = None
+    ) -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[int, int]] = loop.create_future()
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                outcome: tuple[int, int] | NotStoredError = NotStoredError(
+                    f"{topic}: write failed: {err.name()}"
+                )
+            else:
+                outcome = (int(msg.partition() or 0), int(msg.offset() or 0))
+            loop.call_soon_threadsafe(_settle, done, outcome)
+
+        try:
+            self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        except BufferError:
+            raise NotStoredError(f"{topic}: producer queue full") from None
+        try:
+            return await asyncio.wait_for(done, self.timeout)
+        except TimeoutError:
+            raise NotStoredError(
+                f"{topic}: no delivery confirmation within {self.timeout:.1f} s"
+            ) from None
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._producer.flush(timeout)
+        self._running = False
+        self._poller.join(timeout=1.0)
+
+
+def _settle(
+    future: asyncio.Future[tuple[int, int]], outcome: tuple[int, int] | NotStoredError
+) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, NotStoredError):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

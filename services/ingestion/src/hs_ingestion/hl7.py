@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 from hs_common.errors import RejectedInput
 
@@ -203,6 +204,20 @@ def unescape(value: str, delimiters: Delimiters = Delimiters(), charset: str = "
     return pattern.sub(replace, value)
 
 
+def escape_text(text: str, delimiters: Delimiters = Delimiters()) -> str:
+    """The inverse of unescape for plain text (used in acknowledgements)."""
+    d = delimiters
+    out = text.replace(d.escape, f"{d.escape}E{d.escape}")
+    for raw, code in (
+        (d.field, "F"),
+        (d.component, "S"),
+        (d.subcomponent, "T"),
+        (d.repetition, "R"),
+    ):
+        out = out.replace(raw, f"{d.escape}{code}{d.escape}")
+    return out.replace("\r", " ").replace("\n", f"{d.escape}.br{d.escape}")
+
+
 # MSH-18 values (HL7 table 0211) and the Python codecs that read them.
 CHARSETS = {
     "": "ascii",
@@ -246,4 +261,34 @@ def decode(data: bytes, override: str | None = None) -> tuple[str, str]:
             "MSH-18",
             f"bytes are not valid {codec} (declared or configured for this sender)",
             "hl7.charset",
+        ) from None
+
+
+def parse_timestamp(value: str, where: str, default_offset_hours: int = 8) -> datetime:
+    """HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]) as an aware datetime. Without an
+    offset, the sender's local time (China: UTC+8) is assumed."""
+    text = value.strip()
+    offset = timedelta(hours=default_offset_hours)
+    for sign in ("+", "-"):
+        if sign in text[4:]:
+            text, zone = text[: text.index(sign, 4)], text[text.index(sign, 4) + 1 :]
+            if len(zone) != 4 or not zone.isdigit():
+                raise Hl7Error(where, "time zone offset must be +/-HHMM", "hl7.invalid_date")
+            offset = timedelta(hours=int(zone[:2]), minutes=int(zone[2:])) * (
+                1 if sign == "+" else -1
+            )
+    digits, _, fraction = text.partition(".")
+    if not digits.isdigit() or len(digits) not in (4, 6, 8, 10, 12, 14):
+        raise Hl7Error(where, "not an HL7 date/time (YYYYMMDD[HHMM[SS]])", "hl7.invalid_date")
+    parts = [int(digits[i : i + 2]) for i in range(4, len(digits), 2)]
+    year, month, day, hour, minute, second = (
+        int(digits[:4]),
+        *(parts + [1, 1, 0, 0, 0][len(parts) :]),
+    )
+    try:
+        micro = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
+    except ValueError:
+        raise Hl7Error(
+            where, "date/time out of range (month, day, hour, minute or second)", "hl7.invalid_date"
         ) from None

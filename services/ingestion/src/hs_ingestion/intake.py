@@ -1,0 +1,130 @@
+"""What ingestion does with bytes a sender hands over, before anything is written: decide
+whether they can be kept as a raw message (and under which source, key and times) or only as
+a dead letter, and what to answer. Pure: no sockets, no Kafka."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from hs_common.crypto import Keyring
+from hs_common.envelope import new_envelope
+
+from hs_ingestion.ack import Outcome, Problem
+from hs_ingestion.hl7 import Hl7Error, Message, declared_charset, decode, parse, parse_timestamp
+from hs_ingestion.sources import SourceRegistry
+
+HL7_CONTENT_TYPE = "application/hl7-v2"
+SUPPORTED = {("ADT", "A01"), ("ADT", "A04"), ("ADT", "A08"), ("ADT", "A40"), ("ORU", "R01")}
+
+
+@dataclass(frozen=True)
+class Kept:
+    """Bytes to keep on the raw topic, then acknowledge as accepted."""
+
+    message: Message
+    record: dict[str, Any]  # hs.ingest.RawMessage
+    key: str
+    dedup_key: tuple[str, str, bytes]  # (institution, MSH-10, SHA-256)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Bytes that go to the dead-letter topic, then are answered with `outcome`."""
+
+    message: Message | None  # when MSH could be read, for the acknowledgement
+    outcome: Outcome
+    problem: Problem
+    institution: str
+    sender_message_id: str | None
+
+
+def receive_hl7(
+    payload: bytes, sources: SourceRegistry, keyring: Keyring, received_at: datetime | None = None
+) -> Kept | Refused:
+    received_at = received_at or datetime.now(UTC)
+    institution = _sending_facility(payload)
+    source = sources.get(institution)
+    try:
+        text, codec = decode(payload, override=source.charset if source else None)
+        message = parse(text)
+    except Hl7Error as error:
+        return Refused(
+            None,
+            Outcome.REJECTED,
+            Problem(error.reason_code, error.where, error.problem),
+            institution or "unknown",
+            None,
+        )
+    control_id = message.control_id
+    if source is None:
+        problem = Problem(
+            "hl7.unknown_sender", "MSH-4", "sending facility is not a registered source"
+        )
+        return Refused(message, Outcome.REJECTED, problem, institution or "unknown", control_id)
+    if not control_id:
+        return Refused(
+            message,
+            Outcome.REJECTED,
+            Problem("hl7.required_missing", "MSH-10", "message control id is empty"),
+            source.code,
+            None,
+        )
+    kind = message.message_type
+    if kind[:2] not in SUPPORTED:
+        problem = Problem(
+            "hl7.unsupported_message_type",
+            "MSH-9",
+            "message type is not one ingestion accepts (ADT^A01/A04/A08/A40, ORU^R01)",
+        )
+        return Refused(message, Outcome.REJECTED, problem, source.code, control_id)
+    try:
+        occurred_at = (
+            parse_timestamp(message.msh.value(7), "MSH-7", source.utc_offset_hours)
+            if message.msh.value(7)
+            else received_at
+        )
+    except Hl7Error as error:
+        return Refused(
+            message,
+            Outcome.ERROR,
+            Problem(error.reason_code, error.where, error.problem),
+            source.code,
+            control_id,
+        )
+    system = message.msh.value(3) or "unknown"
+    digest = hashlib.sha256(payload).digest()
+    record = {
+        "envelope": new_envelope(source.code, system, occurred_at.astimezone(UTC), received_at),
+        "payload": payload,
+        "content_type": HL7_CONTENT_TYPE,
+        "charset": codec,
+        "transport": "MLLP",
+        "sender_message_id": control_id,
+        "content_sha256": digest,
+    }
+    pid = message.segment("PID")
+    patient = pid.value(3) if pid is not None else ""
+    key = (
+        keyring.pseudonym(source.code, patient)
+        if patient
+        else keyring.pseudonym(source.code, system)
+    )
+    return Kept(message, record, key, (source.code, control_id, digest))
+
+
+def _sending_facility(payload: bytes) -> str:
+    """MSH-4.1, read before decoding (MSH is ASCII in every supported character set)."""
+    if not payload.startswith(b"MSH") or len(payload) < 4:
+        return ""
+    first = payload.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    fields = first.split(payload[3:4])
+    if len(fields) < 4:
+        return ""
+    component = fields[3].split(b"^", 1)[0]
+    return component.decode("ascii", errors="replace").strip()
+
+
+__all__ = ["Kept", "Refused", "declared_charset", "receive_hl7"]

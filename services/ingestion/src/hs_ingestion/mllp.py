@@ -1,0 +1,250 @@
+"""The MLLP listener (asyncio). Frames are <VT> message <FS><CR>; partial frames and several
+frames in one read are handled, a frame without an end block is cut at the next start block,
+bytes outside a frame are kept as a dead letter, an oversized frame closes the connection,
+and an idle connection is closed after `idle_timeout`.
+
+Every message is written to Kafka (acks=all) before it is answered: to the raw topic when it
+can be kept, to the dead-letter topic when not. If Kafka does not confirm, the answer is AE
+(CE in enhanced mode), never AA. A repeated message (same sender, MSH-10 and bytes) is
+answered again without being written again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from hs_common import topics
+from hs_common.codec import Codec
+from hs_common.deadletter import DeadLetter, Origin
+from hs_common.errors import NotStoredError
+from hs_common.kafka import AsyncDurableProducer
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from hs_ingestion.ack import Outcome, Problem, acknowledgement
+from hs_ingestion.intake import HL7_CONTENT_TYPE, Kept, Refused, receive_hl7
+from hs_ingestion.sources import SourceRegistry
+
+log = logging.getLogger(__name__)
+
+START, END = b"\x0b", b"\x1c\x0d"
+STAGE = "ingestion.mllp"
+
+
+@dataclass(frozen=True)
+class MllpLimits:
+    max_message_bytes: int = 1 << 20
+    idle_timeout: float = 300.0
+    recent_messages: int = 100_000  # remembered for repeat detection
+
+
+@dataclass(frozen=True)
+class Chunk:
+    payload: bytes
+    framed: bool  # a whole <VT>…<FS><CR> frame; otherwise broken framing
+
+
+async def read_chunks(reader: asyncio.StreamReader, limits: MllpLimits) -> AsyncIterator[Chunk]:
+    buffer = b""
+    while True:
+        try:
+            data = await asyncio.wait_for(reader.read(65536), limits.idle_timeout)
+        except TimeoutError:
+            return
+        if not data:
+            if buffer.strip():
+                yield Chunk(buffer, framed=False)
+            return
+        buffer += data
+        while buffer:
+            start = buffer.find(START)
+            if start == -1:
+                end = buffer.find(END)
+                if end == -1:
+                    break
+                yield Chunk(buffer[:end], framed=False)  # frame without a start block
+                buffer = buffer[end + len(END) :]
+                continue
+            if start > 0:
+                if buffer[:start].strip():
+                    yield Chunk(buffer[:start].removesuffix(END), framed=False)
+                buffer = buffer[start:]
+            end = buffer.find(END)
+            next_start = buffer.find(START, 1)
+            if next_start != -1 and (end == -1 or next_start < end):
+                yield Chunk(
+                    buffer[1:next_start], framed=False
+                )  # no end block before the next frame
+                buffer = buffer[next_start:]
+                continue
+            if end == -1:
+                if len(buffer) > limits.max_message_bytes:
+                    yield Chunk(buffer[1 : limits.max_message_bytes], framed=False)
+                    raise MessageTooLarge
+                break
+            yield Chunk(buffer[1:end], framed=True)
+            buffer = buffer[end + len(END) :]
+
+
+class MessageTooLarge(Exception):
+    pass
+
+
+class MllpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.answers = Counter(
+            "hs_mllp_answers", "Acknowledgements sent by outcome", ["outcome"], registry=registry
+        )
+        self.framing = Counter(
+            "hs_mllp_framing_errors", "Broken MLLP frames kept as dead letters", registry=registry
+        )
+        self.repeats = Counter(
+            "hs_mllp_repeats",
+            "Repeated messages answered without a second write",
+            registry=registry,
+        )
+        self.ack_seconds = Histogram(
+            "hs_mllp_ack_seconds",
+            "From a complete frame to its acknowledgement being sent",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=registry,
+        )
+
+
+class MllpServer:
+    def __init__(
+        self,
+        sources: SourceRegistry,
+        codec: Codec,
+        producer: AsyncDurableProducer,
+        registry: CollectorRegistry,
+        limits: MllpLimits | None = None,
+        raw_topic: str = topics.RAW.name,
+        dead_letter_topic: str = topics.DEAD_LETTER.name,
+    ) -> None:
+        self.raw_topic = raw_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.sources = sources
+        self.codec = codec
+        self.producer = producer
+        self.limits = limits or MllpLimits()
+        self.metrics = MllpMetrics(registry)
+        self._recent: OrderedDict[tuple[str, str, bytes], bytes] = OrderedDict()
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def serve(self, host: str, port: int) -> asyncio.Server:
+        server = await asyncio.start_server(
+            self._connection, host, port, limit=self.limits.max_message_bytes * 2
+        )
+        log.info("mllp listening", extra={"port": server.sockets[0].getsockname()[1]})
+        return server
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            async for chunk in read_chunks(reader, self.limits):
+                started = time.perf_counter()
+                answer = await self._answer(chunk, peer)
+                if answer is not None:
+                    writer.write(START + answer + END)
+                    await writer.drain()
+                    self.metrics.ack_seconds.observe(time.perf_counter() - started)
+        except MessageTooLarge:
+            log.warning("frame over the size limit; connection closed", extra={"peer": peer})
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+
+    async def drain(self) -> None:
+        """Let connections finish the message in hand (graceful shutdown)."""
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=10)
+
+    async def _answer(self, chunk: Chunk, peer: str) -> bytes | None:
+        if not chunk.framed:
+            self.metrics.framing.inc()
+            problem = Problem(
+                "mllp.framing", "frame", "MLLP framing broken: start or end block missing"
+            )
+            try:
+                await self._dead_letter(chunk.payload, problem, "unknown", None, peer)
+            except NotStoredError:
+                log.exception("dead letter not stored", extra={"peer": peer})
+            return None
+        result = receive_hl7(chunk.payload, self.sources, self.codec.keyring)
+        if isinstance(result, Kept):
+            return await self._keep(result, peer)
+        return await self._refuse(chunk.payload, result, peer)
+
+    async def _keep(self, kept: Kept, peer: str) -> bytes:
+        repeated = self._recent.get(kept.dedup_key)
+        if repeated is not None:
+            self.metrics.repeats.inc()
+            self._recent.move_to_end(kept.dedup_key)
+            return repeated
+        value = self.codec.encode(topics.RAW.value_schema, kept.record)
+        try:
+            await self.producer.write(self.raw_topic, value, kept.key)
+        except NotStoredError:
+            self.metrics.answers.labels("not_stored").inc()
+            problem = Problem(
+                "not_stored", "message", "not stored: the platform could not write it; resend later"
+            )
+            return acknowledgement(kept.message, Outcome.ERROR, problem)
+        answer = acknowledgement(kept.message, Outcome.ACCEPTED)
+        self._recent[kept.dedup_key] = answer
+        if len(self._recent) > self.limits.recent_messages:
+            self._recent.popitem(last=False)
+        self.metrics.answers.labels(Outcome.ACCEPTED.value).inc()
+        return answer
+
+    async def _refuse(self, payload: bytes, refused: Refused, peer: str) -> bytes:
+        try:
+            await self._dead_letter(
+                payload, refused.problem, refused.institution, refused.sender_message_id, peer
+            )
+        except NotStoredError:
+            self.metrics.answers.labels("not_stored").inc()
+            problem = Problem(
+                "not_stored", "message", "not stored: the platform could not write it; resend later"
+            )
+            return acknowledgement(refused.message, Outcome.ERROR, problem)
+        self.metrics.answers.labels(refused.outcome.value).inc()
+        log.info(
+            "message refused", extra={"peer": peer, "reason_code": refused.problem.reason_code}
+        )
+        return acknowledgement(refused.message, refused.outcome, refused.problem)
+
+    async def _dead_letter(
+        self,
+        payload: bytes,
+        problem: Problem,
+        institution: str,
+        sender_message_id: str | None,
+        peer: str,
+    ) -> None:
+        letter = DeadLetter(
+            stage=STAGE,
+            reason_code=problem.reason_code,
+            reason=f"{problem.where}: {problem.text}",
+            original=payload,
+            origin=Origin(
+                "MLLP",
+                peer=peer,
+                sender_message_id=sender_message_id,
+                content_type=HL7_CONTENT_TYPE,
+            ),
+            institution=institution,
+            system="mllp",
+        )
+        await self.producer.write(self.dead_letter_topic, letter.encode(self.codec), letter.key)

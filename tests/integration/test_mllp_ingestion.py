@@ -1,0 +1,254 @@
+"""The MLLP listener against a real broker and real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import uuid
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from hs_common.codec import Codec
+from hs_common.kafka import AsyncDurableProducer
+from hs_common.settings import RuntimeSettings
+from hs_common.testing import TopicFactory, free_port, read_all
+from hs_ingestion.mllp import MllpLimits, MllpServer
+from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from prometheus_client import CollectorRegistry
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+VT, FS_CR = b"\x0b", b"\x1c\x0d"
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def message(
+    control_id: str,
+    facility: str = "HZ01",
+    extra_msh: str = "",
+    pid: str = "PID|1||HZ0001^^^HZ01^MR||王^小明||19870315|F",
+) -> bytes:
+    charset = "UNICODE UTF-8" if facility == "HZ01" else ""
+    header = f"MSH|^~\\&|HIS|{facility}|HEALTHSTREAM|HS|20260101080000+0800||ADT^A04^ADT_A01"
+    msh = f"{header}|{control_id}|P|2.5{extra_msh}"
+    if not extra_msh:
+        msh += f"||||||{charset}" if charset else ""
+    codec = "gb18030" if facility == "SH02" else "utf-8"
+    return f"{msh}\rEVN|A04|20260101080000\r{pid}\rPV1|1|O|MZ\r".encode(codec)
+
+
+def framed(payload: bytes) -> bytes:
+    return VT + payload + FS_CR
+
+
+def read_ack(sock: socket.socket) -> dict[str, list[str]]:
+    data = b""
+    while not data.endswith(FS_CR):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return {line[:3]: line.split("|") for line in data[1:-2].decode().split("\r") if line}
+
+
+@pytest.fixture
+def ingestion(
+    runtime_settings: RuntimeSettings, codec: Codec, new_topic: TopicFactory
+) -> Iterator[tuple[int, str, str]]:
+    raw, dead = new_topic("raw", 3), new_topic("dead", 1)
+    loop = LoopThread()
+    producer = AsyncDurableProducer(runtime_settings, "mllp-test", timeout=10)
+    server_holder: list[asyncio.Server] = []
+
+    async def start() -> int:
+        server = MllpServer(
+            SourceRegistry.load(default_sources_dir()),
+            codec,
+            producer,
+            CollectorRegistry(),
+            MllpLimits(max_message_bytes=4096, idle_timeout=2.0),
+            raw_topic=raw,
+            dead_letter_topic=dead,
+        )
+        listening = await server.serve("127.0.0.1", 0)
+        server_holder.append(listening)
+        return int(listening.sockets[0].getsockname()[1])
+
+    port = loop.run(start())
+    yield port, raw, dead
+
+    async def stop() -> None:
+        server_holder[0].close()
+
+    loop.run(stop())
+    producer.close()
+    loop.stop()
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    return sock
+
+
+def test_a_stored_message_is_accepted_and_on_the_raw_topic_byte_for_byte(
+    ingestion: tuple[int, str, str], kafka_bootstrap: str, codec: Codec
+) -> None:
+    port, raw, _ = ingestion
+    control_id = uuid.uuid4().hex[:20]
+    payload = message(control_id)
+    with connect(port) as sock:
+        sock.sendall(framed(payload))
+        ack = read_ack(sock)
+    assert ack["MSA"][1:3] == ["AA", control_id]
+    [(key, value)] = read_all(kafka_bootstrap, raw, expected=1)
+    record = codec.decode(value, expect="hs.ingest.RawMessage").record
+    assert record["payload"] == payload
+    assert (record["sender_message_id"], record["charset"], record["transport"]) == (
+        control_id,
+        "utf-8",
+        "MLLP",
+    )
+    assert record["envelope"]["source"] == {"institution": "HZ01", "system": "HIS"}
+    assert key == codec.keyring.pseudonym("HZ01", "HZ0001").encode()
+    assert "王".encode() not in value
+
+
+def test_enhanced_mode_gets_a_commit_accept(ingestion: tuple[int, str, str]) -> None:
+    port, _, _ = ingestion
+    with connect(port) as sock:
+        sock.sendall(framed(message("E1", extra_msh="|||AL|NE||UNICODE UTF-8")))
+        assert read_ack(sock)["MSA"][1] == "CA"
+
+
+def test_a_message_without_msh_is_rejected_and_kept_as_a_dead_letter(
+    ingestion: tuple[int, str, str], kafka_bootstrap: str, codec: Codec
+) -> None:
+    port, raw, dead = ingestion
+    payload = b"PID|1||HZ0001^^^HZ01^MR\r"
+    with connect(port) as sock:
+        sock.sendall(framed(payload))
+        ack = read_ack(sock)
+    assert ack["MSA"][1] == "AR"
+    assert ack["ERR"][3].startswith("100^Segment sequence error")
+    [(_, value)] = read_all(kafka_bootstrap, dead, expected=1)
+    letter = codec.decode(value).record
+    assert (letter["reason_code"], letter["original"], letter["stage"]) == (
+        "hl7.msh_missing",
+        payload,
+        "ingestion.mllp",
+    )
+    assert read_all(kafka_bootstrap, raw, idle=1) == []
+
+
+def test_unknown_senders_and_message_types_are_rejected(ingestion: tuple[int, str, str]) -> None:
+    port, _, _ = ingestion
+    with connect(port) as sock:
+        sock.sendall(framed(message("U1", facility="NOPE")))
+        assert read_ack(sock)["MSA"][1] == "AR"
+        sock.sendall(framed(message("U2").replace(b"ADT^A04^ADT_A01", b"ADT^Z99^ADT_A01")))
+        ack = read_ack(sock)
+        assert ack["MSA"][1:3] == ["AR", "U2"]
+        assert ack["ERR"][3].startswith("200^Unsupported message type")
+
+
+def test_a_repeated_message_is_acknowledged_again_but_stored_once(
+    ingestion: tuple[int, str, str], kafka_bootstrap: str
+) -> None:
+    port, raw, _ = ingestion
+    payload = framed(message("R1"))
+    with connect(port) as sock:
+        sock.sendall(payload)
+        first = read_ack(sock)
+        sock.sendall(payload)
+        second = read_ack(sock)
+    assert first == second
+    assert first["MSA"][1] == "AA"
+    assert len(read_all(kafka_bootstrap, raw, idle=2)) == 1
+
+
+def test_partial_frames_and_several_frames_in_one_read(ingestion: tuple[int, str, str]) -> None:
+    port, _, _ = ingestion
+    with connect(port) as sock:
+        for byte in framed(message("P1")):
+            sock.send(bytes([byte]))
+        assert read_ack(sock)["MSA"][1:3] == ["AA", "P1"]
+        sock.sendall(b"".join(framed(message(f"M{i}")) for i in range(3)))
+        assert [read_ack(sock)["MSA"][2] for _ in range(3)] == ["M0", "M1", "M2"]
+
+
+def test_a_frame_without_end_block_is_dead_lettered_and_the_next_is_accepted(
+    ingestion: tuple[int, str, str], kafka_bootstrap: str, codec: Codec
+) -> None:
+    port, _, dead = ingestion
+    with connect(port) as sock:
+        sock.sendall(VT + message("B1") + framed(message("B2")))
+        assert read_ack(sock)["MSA"][1:3] == ["AA", "B2"]
+    [(_, value)] = read_all(kafka_bootstrap, dead, expected=1)
+    assert codec.decode(value).record["reason_code"] == "mllp.framing"
+
+
+def test_the_character_set_comes_from_the_source_file_when_msh18_is_silent(
+    ingestion: tuple[int, str, str], kafka_bootstrap: str, codec: Codec
+) -> None:
+    port, raw, _ = ingestion
+    payload = message("G1", facility="SH02", pid="PID|1||0001^^^SH02^MR||马^玲||19670808|F")
+    assert "马".encode("gb18030") in payload
+    with connect(port) as sock:
+        sock.sendall(framed(payload))
+        assert read_ack(sock)["MSA"][1] == "AA"
+    [(_, value)] = read_all(kafka_bootstrap, raw, expected=1)
+    assert codec.decode(value).record["charset"] == "gb18030"
+
+
+def test_oversized_frames_and_idle_connections_are_closed(ingestion: tuple[int, str, str]) -> None:
+    port, _, _ = ingestion
+    with connect(port) as sock:
+        sock.sendall(VT + b"MSH|" + b"x" * 10_000)
+        assert sock.recv(100) == b""
+    with connect(port) as sock:
+        sock.settimeout(10)
+        assert sock.recv(100) == b""  # closed after the 2 s idle timeout
+
+
+def test_no_accept_when_kafka_cannot_store(codec: Codec, runtime_settings: RuntimeSettings) -> None:
+    unreachable = runtime_settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"}
+    )
+    loop = LoopThread()
+    producer = AsyncDurableProducer(unreachable, "mllp-down", timeout=1.0)
+
+    async def start() -> int:
+        server = MllpServer(
+            SourceRegistry.load(default_sources_dir()), codec, producer, CollectorRegistry()
+        )
+        listening = await server.serve("127.0.0.1", 0)
+        return int(listening.sockets[0].getsockname()[1])
+
+    port = loop.run(start())
+    try:
+        with connect(port) as sock:
+            sock.sendall(framed(message("D1")))
+            ack = read_ack(sock)
+            sock.sendall(framed(message("D2", extra_msh="|||AL|NE||UNICODE UTF-8")))
+            enhanced = read_ack(sock)
+    finally:
+        producer.close(timeout=1)
+        loop.stop()
+    assert ack["MSA"][1:3] == ["AE", "D1"]
+    assert ack["ERR"][3].startswith("207^Application internal error")
+    assert enhanced["MSA"][1] == "CE"

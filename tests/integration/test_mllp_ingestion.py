@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import uuid
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import pytest
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, free_port, read_all
+from hs_common.testing import LoopThread, TopicFactory, free_port, read_all
 from hs_ingestion.mllp import MllpLimits, MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.integration
-T = TypeVar("T")
 VT, FS_CR = b"\x0b", b"\x1c\x0d"
-
-
-class LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 def message(

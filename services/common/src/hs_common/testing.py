@@ -11,17 +11,19 @@ Every test gets fresh topics and consumer groups (uuid names), so tests never sh
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import fastavro
 import pytest
@@ -178,3 +180,22 @@ def keyring() -> Keyring:
 @pytest.fixture(scope="session")
 def codec(catalogue: SchemaCatalogue, keyring: Keyring) -> Codec:
     return Codec(catalogue, keyring)
+
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An asyncio loop in a thread, so blocking test code can talk to async servers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

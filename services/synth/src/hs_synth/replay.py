@@ -142,7 +142,7 @@ async def _read_ack(reader: asyncio.StreamReader, timeout: float) -> str:
 
 
 def _http_requests(folder: Path, base: str) -> dict[str, list[tuple[str, str, bytes]]]:
-    """Per source: (url, content type, body) in order."""
+    """Per source: (url, content type, body) in order. /fhir names its source in X-HS-Source."""
     plays: dict[str, list[tuple[str, str, bytes]]] = {}
     for path, url, content_type in (
         (folder / "clinics" / "HZC01.ndjson", f"{base}/ingest/clinics/HZC01", "application/json"),
@@ -174,7 +174,8 @@ async def _replay_http(
         await limiter.wait()
         result.sent += 1
         try:
-            response = await client.post(url, content=body, headers={"content-type": content_type})
+            headers = {"content-type": content_type, "x-hs-source": "F01"}
+            response = await client.post(url, content=body, headers=headers)
             result.outcomes[f"HTTP {response.status_code}"] += 1
         except httpx.HTTPError as exc:
             result.outcomes[type(exc).__name__] += 1

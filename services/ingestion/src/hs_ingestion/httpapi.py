@@ -1,0 +1,270 @@
+"""The HTTP intake (FastAPI): FHIR R4 resources and Bundles, clinic JSON and CSV, wearable
+reading batches. Each body is checked, then written to Kafka (acks=all) before the answer:
+202 when kept on the raw topic; 400 (malformed) or 422 (wrong shape) with an RFC 7807
+problem document listing every bad field, the body kept as a dead letter; 503 with
+Retry-After when Kafka did not confirm the write. The sending source is the path segment,
+or the X-HS-Source header for /fhir."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from hs_common import topics
+from hs_common.codec import Codec
+from hs_common.deadletter import DeadLetter, Origin
+from hs_common.envelope import new_envelope
+from hs_common.errors import NotStoredError
+from hs_common.kafka import AsyncDurableProducer
+from prometheus_client import CollectorRegistry, Counter
+
+from hs_ingestion.payloads import (
+    Checked,
+    FieldProblem,
+    check_clinic_json,
+    check_csv,
+    check_device_batch,
+    check_fhir,
+)
+from hs_ingestion.sources import Source, SourceRegistry
+
+log = logging.getLogger(__name__)
+STAGE = "ingestion.http"
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    reason_code: str,
+    errors: Sequence[FieldProblem] = (),
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:hs:problem:{reason_code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "reason_code": reason_code,
+    }
+    if errors:
+        body["errors"] = [{"field": e.field, "problem": e.problem} for e in errors]
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+class Intake:
+    def __init__(
+        self,
+        sources: SourceRegistry,
+        codec: Codec,
+        producer: AsyncDurableProducer,
+        registry: CollectorRegistry,
+        max_body_bytes: int,
+        raw_topic: str = topics.RAW.name,
+        dead_letter_topic: str = topics.DEAD_LETTER.name,
+    ) -> None:
+        self.sources = sources
+        self.codec = codec
+        self.producer = producer
+        self.max_body_bytes = max_body_bytes
+        self.raw_topic = raw_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.answers = Counter(
+            "hs_http_answers", "HTTP intake answers by status", ["status"], registry=registry
+        )
+
+    async def receive(
+        self,
+        request: Request,
+        source_code: str,
+        accepted_types: tuple[str, ...],
+        check: Callable[[bytes, str], Checked],
+        patient_field: str,
+    ) -> Response:
+        response = await self._receive(request, source_code, accepted_types, check, patient_field)
+        self.answers.labels(str(response.status_code)).inc()
+        return response
+
+    async def _receive(
+        self,
+        request: Request,
+        source_code: str,
+        accepted_types: tuple[str, ...],
+        check: Callable[[bytes, str], Checked],
+        patient_field: str,
+    ) -> Response:
+        source = self.sources.get(source_code)
+        if source is None or "http" not in source.transports:
+            return problem(
+                404,
+                "Unknown source",
+                "no registered HTTP source has this code",
+                "http.unknown_source",
+            )
+        content_type = request.headers.get("content-type", "")
+        media_type, _, parameters = content_type.partition(";")
+        if media_type.strip().lower() not in accepted_types:
+            return problem(
+                415,
+                "Unsupported media type",
+                f"send one of {list(accepted_types)}",
+                "http.media_type",
+            )
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return problem(
+                413, "Body too large", f"at most {self.max_body_bytes} bytes", "http.too_large"
+            )
+        body = await request.body()
+        if len(body) > self.max_body_bytes:
+            return problem(
+                413, "Body too large", f"at most {self.max_body_bytes} bytes", "http.too_large"
+            )
+        charset = source.charset or _charset(parameters)
+        checked = check(body, charset)
+        received_at = datetime.now(UTC)
+        if checked.problems:
+            status = 400 if checked.document is None else 422
+            try:
+                await self._dead_letter(body, source, media_type.strip(), checked, request)
+            except NotStoredError:
+                return self._not_stored()
+            return problem(
+                status,
+                "Invalid input",
+                "the body was kept as a dead letter; fix and resend",
+                checked.reason_code,
+                checked.problems,
+            )
+        record: dict[str, Any] = {
+            "envelope": new_envelope(source.code, source.code, received_at, received_at),
+            "payload": body,
+            "content_type": media_type.strip(),
+            "charset": charset,
+            "transport": "HTTP",
+            "sender_message_id": request.headers.get("x-request-id"),
+            "content_sha256": hashlib.sha256(body).digest(),
+        }
+        patient = _patient_reference(checked.document, patient_field)
+        key = self.codec.keyring.pseudonym(source.code, patient or source.code)
+        try:
+            await self.producer.write(
+                self.raw_topic, self.codec.encode(topics.RAW.value_schema, record), key
+            )
+        except NotStoredError:
+            return self._not_stored()
+        envelope = record["envelope"]
+        return JSONResponse(
+            {
+                "status": "stored",
+                "event_id": envelope["event_id"],
+                "trace_id": envelope["trace_id"],
+            },
+            status_code=202,
+        )
+
+    def _not_stored(self) -> JSONResponse:
+        return problem(
+            503,
+            "Not stored",
+            "the platform could not store the body; resend later",
+            "not_stored",
+            headers={"Retry-After": "5"},
+        )
+
+    async def _dead_letter(
+        self, body: bytes, source: Source, content_type: str, checked: Checked, request: Request
+    ) -> None:
+        peer = f"{request.client.host}:{request.client.port}" if request.client else None
+        reason = "; ".join(f"{p.field or 'body'}: {p.problem}" for p in checked.problems[:20])
+        letter = DeadLetter(
+            stage=STAGE,
+            reason_code=checked.reason_code,
+            reason=reason,
+            original=body,
+            origin=Origin(
+                "HTTP",
+                peer=peer,
+                sender_message_id=request.headers.get("x-request-id"),
+                content_type=content_type,
+            ),
+            institution=source.code,
+            system=source.code,
+        )
+        await self.producer.write(self.dead_letter_topic, letter.encode(self.codec), letter.key)
+
+
+def _charset(parameters: str) -> str:
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.strip().partition("=")
+        if name.lower() == "charset" and value:
+            return value.strip('"').lower()
+    return "utf-8"
+
+
+def _patient_reference(document: Any, field: str) -> str | None:
+    if isinstance(document, dict):
+        value = document.get(field)
+        if isinstance(value, str):
+            return value
+        entries = document.get("entry")
+        if isinstance(entries, list):
+            for entry in entries:
+                resource = entry.get("resource", {}) if isinstance(entry, dict) else {}
+                if resource.get("resourceType") == "Patient":
+                    return str(resource.get("id"))
+                subject = resource.get("subject", {})
+                if isinstance(subject, dict) and isinstance(subject.get("reference"), str):
+                    return str(subject["reference"]).removeprefix("Patient/")
+    return None
+
+
+def create_app(intake: Intake) -> FastAPI:
+    app = FastAPI(
+        title="HealthStream ingestion",
+        version="0.1.0",
+        description="The single door into HealthStream for HTTP senders. Every accepted body is "
+        "stored (Kafka, acks=all) before the 202; every refused one is kept as a dead letter.",
+    )
+
+    @app.post("/fhir", status_code=202, summary="A FHIR R4 resource or transaction Bundle")
+    async def fhir(
+        request: Request, x_hs_source: str = Header(..., description="The sending source's code")
+    ) -> Response:
+        return await intake.receive(
+            request, x_hs_source, ("application/fhir+json", "application/json"), check_fhir, "id"
+        )
+
+    @app.post(
+        "/ingest/clinics/{source}",
+        status_code=202,
+        summary="A clinic's own JSON record or CSV batch",
+    )
+    async def clinic(request: Request, source: str) -> Response:
+        configured = intake.sources.get(source)
+        if configured is not None and "text/csv" in configured.content_types:
+            columns = configured.required_columns
+            return await intake.receive(
+                request, source, ("text/csv",), lambda body, cs: check_csv(body, columns, cs), ""
+            )
+        return await intake.receive(
+            request, source, ("application/json",), check_clinic_json, "jmbh"
+        )
+
+    @app.post("/ingest/devices/{source}", status_code=202, summary="A batch of wearable readings")
+    async def devices(request: Request, source: str) -> Response:
+        return await intake.receive(
+            request, source, ("application/json",), check_device_batch, "patient_ref"
+        )
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

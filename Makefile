@@ -23,19 +23,21 @@ up: install kafka-up dev-keys topics ## run the platform locally: broker, keys, 
 	@echo "HealthStream is up: Kafka on 127.0.0.1:$${KAFKA_PORT:-9092}; topics:"
 	@$(RUN) python -c "from hs_common import topics; print('\n'.join('  ' + t.name for t in topics.ALL))"
 
-demo: up ## run the platform with a small generated feed (grows as services land)
+demo: up ## run the platform: broker, ingestion, and a generated feed replayed into it
+	infra/service.sh up ingestion
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
+	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 --quiet
 	@echo
-	@echo "Demo feed (seeded, with ground truth): $(DEMO_DIR)"
-	@echo "  HL7 v2 streams      $(DEMO_DIR)/hl7/*.mllp"
-	@echo "  clinic JSON / CSV   $(DEMO_DIR)/clinics/"
-	@echo "  FHIR R4 bundles     $(DEMO_DIR)/fhir/F01.ndjson"
-	@echo "  wearable batches    $(DEMO_DIR)/devices/W01.ndjson"
-	@echo "  truth               $(DEMO_DIR)/truth/*.csv"
-	@echo "Ingestion is the next service to land; then this target starts it and runs"
-	@echo "  hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080"
+	@echo "Where to look:"
+	@echo "  ingestion    MLLP 127.0.0.1:2575, HTTP http://127.0.0.1:8080 (OpenAPI: /docs), log .local/services/ingestion.log"
+	@echo "  metrics      http://127.0.0.1:9401/metrics"
+	@echo "  topics       hs.ingest.raw.v1 (what was received), hs.ops.deadletter.v1 (what was refused, with reasons)"
+	@echo "  demo feed    $(DEMO_DIR) (truth in $(DEMO_DIR)/truth/)"
+	@echo "  stop         make down"
 
-down: kafka-down ## stop the local platform
+down: ## stop the local platform (services, then the broker)
+	infra/service.sh down ingestion
+	infra/kafka/kafka.sh down
 
 kafka-jars: ## fetch the Apache Kafka broker jars from Maven Central (cached)
 	infra/kafka/kafka.sh fetch

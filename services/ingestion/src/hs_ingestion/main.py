@@ -21,6 +21,7 @@ log = logging.getLogger("hs_ingestion")
 
 
 class IngestionSettings(RuntimeSettings):
+    metrics_port: int = Field(9401, ge=0, le=65535, alias="HS_METRICS_PORT")
     mllp_host: str = Field("127.0.0.1", alias="HS_INGESTION_MLLP_HOST")
     mllp_port: int = Field(2575, ge=0, le=65535, alias="HS_INGESTION_MLLP_PORT")
     http_host: str = Field("127.0.0.1", alias="HS_INGESTION_HTTP_HOST")

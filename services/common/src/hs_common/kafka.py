@@ -160,9 +160,11 @@ class AsyncDurableProducer:
             ) from None
 
     def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued (up to `timeout`), then release the client and its sockets."""
         self._producer.flush(timeout)
         self._running = False
         self._poller.join(timeout=1.0)
+        del self._producer  # destroys the librdkafka handle now rather than at garbage collection
 
 
 def _settle(

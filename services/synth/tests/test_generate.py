@@ -256,3 +256,36 @@ def test_confirmed_blood_pressure_crises_are_two_readings_above_180(data: Path) 
         repeat = systolic.get((crisis["source"], datetime.fromisoformat(crisis["end"])))
         assert first is None or first > 180  # None: that batch was replaced by a malformed one
         assert repeat is None or repeat > 180
+
+
+def test_oximeter_desaturations_and_artefacts_are_where_the_truth_says(data: Path) -> None:
+    spo2: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
+    for line in (data / "devices" / "W01.ndjson").read_bytes().splitlines():
+        batch = json.loads(line)
+        for r in batch["readings"]:
+            if r["type"] == "spo2" and isinstance(r["value"], float | int):
+                spo2[batch["device_id"]].append(
+                    (datetime.fromisoformat(r["time"]).replace(tzinfo=None), float(r["value"]))
+                )
+    episodes = _truth(data, "episodes.csv")
+    lows = [e for e in episodes if e["kind"] == "spo2_low"]
+    artefacts = {
+        (e["source"], datetime.fromisoformat(e["start"]))
+        for e in episodes
+        if e["kind"] == "artefact"
+    }
+    assert lows
+    assert artefacts
+    for device, series in spo2.items():
+        windows = [
+            (datetime.fromisoformat(e["start"]), datetime.fromisoformat(e["end"]))
+            for e in lows
+            if e["source"] == device
+        ]
+        for at, value in series:
+            if (device, at) in artefacts:
+                assert value > 100
+            elif any(start <= at <= end for start, end in windows):
+                assert value < 92
+            else:
+                assert 94 <= value <= 100

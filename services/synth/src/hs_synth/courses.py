@@ -30,6 +30,8 @@ class CourseConfig:
     cgm_patients: int = 20
     cgm_days: int = 14
     cuff_patients: int = 20
+    oximeter_patients: int = 10
+    oximeter_days: int = 3
     inpatients: int = 30
     outbreaks: int = 2
     infection_scale: float = 1.0
@@ -128,6 +130,12 @@ def clinical_courses(
         _cgm_stream(rng, _hospital_registration(rng, by_person[person_id]), config, feed, truth)
     for person_id in rng.sample(hypertensive, min(config.cuff_patients, len(hypertensive))):
         _cuff_stream(rng, _hospital_registration(rng, by_person[person_id]), config, feed, truth)
+    for person_id in rng.sample(
+        hospital_patients, min(config.oximeter_patients, len(hospital_patients))
+    ):
+        _oximeter_stream(
+            rng, _hospital_registration(rng, by_person[person_id]), config, feed, truth
+        )
     for person_id in rng.sample(hospital_patients, min(config.inpatients, len(hospital_patients))):
         _inpatient_stay(rng, _hospital_registration(rng, by_person[person_id]), config, feed, truth)
 
@@ -356,6 +364,48 @@ def _cuff_stream(
                         device, patient_ref, "heart_rate", rng.randint(62, 88), "/min", when
                     )
                 )
+
+
+def _oximeter_stream(
+    rng: random.Random, r: Registration, config: CourseConfig, feed: Feed, truth: Truth
+) -> None:
+    """SpO2 and pulse every 5 minutes; one sustained desaturation below 92 % (target 94-98 %,
+    NEWS2 scale 1) at a recorded time, and loose-sensor artefacts (SpO2 over 100 %, pulse 0)
+    that must be discarded rather than alerted on."""
+    device = f"OXI-{rng.getrandbits(24):06X}"
+    person = r.person.person_id
+    patient_ref = _device_ref(r)
+    start = config.start + timedelta(
+        days=rng.randint(0, max(0, config.days - config.oximeter_days))
+    )
+    steps = config.oximeter_days * 288
+    low_first = rng.randrange(24, steps - 30)
+    low = range(low_first, low_first + rng.randint(4, 12))
+    artefacts = {rng.randrange(steps) for _ in range(3)} - set(range(low.start - 6, low.stop + 6))
+    truth.episodes.append(
+        Episode(
+            "spo2_low",
+            person,
+            device,
+            start + CGM_INTERVAL * low.start,
+            start + CGM_INTERVAL * (low.stop - 1),
+            "<92 % on scale 1",
+        )
+    )
+    for step in range(steps):
+        at = start + CGM_INTERVAL * step
+        if step in artefacts:
+            feed.readings.append(DeviceReading(device, patient_ref, "spo2", 140.0, "%", at))
+            feed.readings.append(DeviceReading(device, patient_ref, "heart_rate", 0.0, "/min", at))
+            truth.episodes.append(
+                Episode("artefact", person, device, at, at, "SpO2 140 %, pulse 0")
+            )
+            continue
+        spo2 = rng.randint(86, 90) if step in low else rng.randint(95, 99)
+        feed.readings.append(DeviceReading(device, patient_ref, "spo2", float(spo2), "%", at))
+        feed.readings.append(
+            DeviceReading(device, patient_ref, "heart_rate", float(rng.randint(64, 92)), "/min", at)
+        )
 
 
 def _inpatient_stay(

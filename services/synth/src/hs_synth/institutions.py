@@ -37,6 +37,7 @@ class Institution:
     hl7_version: str = ""
     python_codec: str = "utf-8"
     msh18: str = ""  # declared character set; may not match python_codec (a lying sender)
+    msh18_on_adt: bool = True  # False: the registration system leaves MSH-18 empty
     segment_end: str = "\r"
     han_names: bool = True
     pinyin_names: bool = False
@@ -63,7 +64,8 @@ HZ01 = Institution(
 )  # fmt: skip
 SH02 = Institution(
     "SH02", "上海市第六人民医院", Channel.HL7, "Shanghai", "HIS", hl7_version="2.4",
-    python_codec="gb18030", msh18="", segment_end="\r\n", han_names=True, pinyin_names=False,
+    python_codec="gb18030", msh18="GB 18030-2000", msh18_on_adt=False, segment_end="\r\n",
+    han_names=True, pinyin_names=False,
     local_id_prefix="", z_segment="ZVS",
     labs={
         "glucose": LabCode("10011", "血糖", "mmol/L", 1.0, "3.90-6.10"),

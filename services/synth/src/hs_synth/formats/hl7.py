@@ -45,9 +45,10 @@ class Hl7Writer:
         i = self.institution
         control_id = f"{i.code}{self.sent:09d}"
         timestamp = ts(at) + ("+0800" if i.hl7_version >= "2.5" else "")
+        charset = i.msh18 if i.msh18_on_adt or not message_type.startswith("ADT") else ""
         return (
             f"MSH|^~\\&|{i.system}|{i.code}|HEALTHSTREAM|HS|{timestamp}||{message_type}^{structure}|"
-            f"{control_id}|P|{i.hl7_version}|||AL|NE||{i.msh18}"
+            f"{control_id}|P|{i.hl7_version}|||AL|NE||{charset}"
         )
 
     def pid(self, r: Registration) -> str:

@@ -47,6 +47,9 @@ def receive_hl7(
     received_at = received_at or datetime.now(UTC)
     institution = _sending_facility(payload)
     source = sources.get(institution)
+    if not payload.lstrip().startswith(b"MSH"):
+        problem = Problem("hl7.msh_missing", "segment 1", "message does not start with MSH")
+        return Refused(None, Outcome.REJECTED, problem, "unknown", None)
     try:
         text, codec = decode(payload, override=source.charset if source else None)
         message = parse(text)

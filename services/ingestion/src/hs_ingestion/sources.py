@@ -4,10 +4,13 @@ a new file. Unknown senders are refused."""
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hs_common.errors import HealthStreamError
+
+from hs_ingestion.units import ANALYTES
 
 
 class SourceConfigError(HealthStreamError):
@@ -19,10 +22,12 @@ class Source:
     code: str
     name: str
     transports: tuple[str, ...]
+    format: str = "hl7v2"  # hl7v2, fhir, clinic-json, clinic-csv, device-batch
     charset: str | None = None  # overrides MSH-18 / HTTP charset for senders that get it wrong
     utc_offset_hours: int = 8  # for times sent without an offset
     content_types: tuple[str, ...] = ()
     required_columns: tuple[str, ...] = ()
+    codes: Mapping[str, str] = field(default_factory=dict)  # local code -> analyte key
 
 
 class SourceRegistry:
@@ -39,13 +44,18 @@ class SourceRegistry:
                     code=str(document["code"]),
                     name=str(document["name"]),
                     transports=tuple(document["transports"]),
+                    format=str(document.get("format", "hl7v2")),
                     charset=document.get("charset"),
                     utc_offset_hours=int(document.get("utc_offset_hours", 8)),
                     content_types=tuple(document.get("content_types", ())),
                     required_columns=tuple(document.get("required_columns", ())),
+                    codes=dict(document.get("codes", {})),
                 )
             except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise SourceConfigError(f"{path}: {type(exc).__name__}: {exc}") from None
+            unknown = sorted(set(source.codes.values()) - set(ANALYTES))
+            if unknown:
+                raise SourceConfigError(f"{path}: [codes] maps to unknown analytes {unknown}")
             if path.stem != source.code:
                 raise SourceConfigError(
                     f"{path}: file name must be the source code {source.code!r}"

@@ -1,0 +1,94 @@
+"""`hs-normalize`: raw messages to canonical events, exactly once.
+
+Consumes hs.ingest.raw.v1 with Kafka transactions (hs_common.processor): the events of a
+message, or its dead letter, are committed together with the consumer offset. Events are
+keyed by the pseudonym of (institution, local patient id), so one patient's events stay in
+order on one partition.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+from confluent_kafka import Message
+from hs_common import topics
+from hs_common.codec import Codec
+from hs_common.errors import RejectedInput
+from hs_common.lifecycle import stop_on_signals
+from hs_common.processor import ExactlyOnceProcessor, Output
+from hs_common.runtime import Runtime
+from hs_common.settings import RuntimeSettings
+from pydantic import Field
+
+from hs_ingestion.normalize import normalize_raw
+from hs_ingestion.sources import SourceRegistry, default_sources_dir
+
+STAGE = "ingestion.normalize"
+TOPIC_OF = {spec.value_schema: spec.name for spec in topics.ALL}
+
+
+class NormalizerSettings(RuntimeSettings):
+    metrics_port: int = Field(9402, ge=0, le=65535, alias="HS_METRICS_PORT")
+    sources_dir: Path = Field(default_factory=default_sources_dir, alias="HS_INGESTION_SOURCES_DIR")
+    group_id: str = Field("hs-normalize", alias="HS_NORMALIZE_GROUP")
+
+
+class Normalizer:
+    """The transform: one raw message in, its canonical events out (or a RejectedInput)."""
+
+    def __init__(
+        self,
+        codec: Codec,
+        sources: SourceRegistry,
+        topic_of: dict[str, str] | None = None,
+        remember: int = 100_000,
+    ) -> None:
+        self.codec = codec
+        self.sources = sources
+        self.topic_of = topic_of or TOPIC_OF
+        self.remember = remember
+        # (institution, MSH-10, digest) -> where it was first seen. A message read again at the
+        # same position (a batch replayed after an aborted transaction) is not a repeat.
+        self._seen: OrderedDict[tuple[str, str, bytes], tuple[int, int]] = OrderedDict()
+
+    def __call__(self, message: Message) -> Iterator[Output]:
+        raw = self.codec.decode(message.value() or b"", expect=topics.RAW.value_schema).record
+        institution = raw["envelope"]["source"]["institution"]
+        source = self.sources.get(institution)
+        if source is None:
+            raise RejectedInput("source is not registered", "normalize.unknown_source")
+        if raw["sender_message_id"]:
+            repeat = (institution, raw["sender_message_id"], bytes(raw["content_sha256"]))
+            position = (int(message.partition() or 0), int(message.offset() or 0))
+            if self._seen.setdefault(repeat, position) != position:
+                return  # the same message stored twice (a resend after a lost acknowledgement)
+            if len(self._seen) > self.remember:
+                self._seen.popitem(last=False)
+        for event in normalize_raw(raw, source):
+            key = self.codec.keyring.pseudonym(institution, event.patient)
+            yield Output(
+                self.topic_of[event.schema], self.codec.encode(event.schema, event.record), key
+            )
+
+
+def main() -> int:
+    settings = NormalizerSettings()
+    runtime = Runtime.start("normalize", settings)
+    normalizer = Normalizer(runtime.codec, SourceRegistry.load(settings.sources_dir))
+    ExactlyOnceProcessor(
+        settings,
+        stage=STAGE,
+        group_id=settings.group_id,
+        input_topics=[topics.RAW.name],
+        transform=normalizer,
+        codec=runtime.codec,
+        metrics=runtime.metrics,
+    ).run(stop_on_signals())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Normalization of every generated HL7 message and wearable batch into canonical events that
+the contracts accept; malformed ones refused with the reason the generator's truth expects."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hs_common.codec import Codec
+from hs_common.errors import RejectedInput
+from hs_ingestion.intake import Kept, receive_hl7
+from hs_ingestion.normalize import normalize_device_batch, normalize_raw
+from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_synth.generate import GeneratorConfig, generate
+from hs_synth.replay import mllp_frames
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("normalize")
+    generate(
+        GeneratorConfig(
+            people=800,
+            days=20,
+            bad_rate=0.03,
+            courses={"inpatients": 4, "cgm_patients": 2, "cgm_days": 2},
+        ),
+        out,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def sources() -> SourceRegistry:
+    return SourceRegistry.load(default_sources_dir())
+
+
+def _bad(data: Path) -> dict[tuple[str, int], str]:
+    with (data / "truth" / "bad_inputs.csv").open() as f:
+        return {
+            (row["file"], int(row["index"])): row["expected_reason"] for row in csv.DictReader(f)
+        }
+
+
+def test_every_hl7_message_becomes_events_or_the_expected_refusal(
+    data: Path, sources: SourceRegistry, codec: Codec
+) -> None:
+    bad = _bad(data)
+    produced: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
+    for path in sorted((data / "hl7").glob("*.mllp")):
+        name = f"hl7/{path.name}"
+        for index, frame in enumerate(mllp_frames(path.read_bytes())):
+            expected = bad.get((name, index))
+            if not frame.well_formed:
+                assert expected == "mllp.framing"
+                continue
+            kept = receive_hl7(frame.payload[1:-2], sources, codec.keyring)
+            if not isinstance(kept, Kept):
+                assert expected == kept.problem.reason_code, (name, index, kept.problem)
+                refused[kept.problem.reason_code] += 1
+                continue
+            source = sources.get(kept.record["envelope"]["source"]["institution"])
+            assert source is not None
+            try:
+                events = normalize_raw(kept.record, source)
+            except RejectedInput as error:
+                assert expected == error.reason_code, (name, index, str(error))
+                refused[error.reason_code] += 1
+                continue
+            assert expected is None, (name, index, expected)
+            for event in events:
+                codec.encode(event.schema, event.record)  # the contract accepts it
+                produced[event.schema] += 1
+    assert produced["hs.identity.PatientIdentity"] > 500
+    assert produced["hs.clinical.Observation"] > 300
+    assert produced["hs.clinical.Condition"] > 0
+    assert produced["hs.clinical.Encounter"] > 0
+    hl7_bad = [
+        reason
+        for (file, _), reason in bad.items()
+        if file.startswith("hl7/") and reason != "mllp.framing"
+    ]
+    assert sum(refused.values()) == len(hl7_bad)
+    assert {"hl7.invalid_date", "hl7.msh_missing", "hl7.delimiters"} <= set(refused)
+
+
+def test_mg_per_dl_glucose_is_converted_with_its_range(
+    sources: SourceRegistry, codec: Codec
+) -> None:
+    payload = (
+        b"MSH|^~\\&|LIS|BJ03|HEALTHSTREAM|HS|20260101080000||ORU^R01^ORU_R01|C1|P|2.3.1\n"
+        b"PID|1||BJ-1^^^BJ03^MR||WANG^WEI||19800101|M\n"
+        b"OBR|1|O1|O1-F|LAB^LAB^L|||20260101073000\n"
+        b"OBX|1|NM|GLU-S^GLUCOSE SERUM^L||126.1|mg/dL|70-110||||F|||20260101073000\n"
+    )
+    kept = receive_hl7(payload, sources, codec.keyring)
+    assert isinstance(kept, Kept)
+    [event] = normalize_raw(kept.record, sources.get("BJ03"))  # type: ignore[arg-type]
+    result = event.record["result"]
+    assert result["code"]["code"] == "14749-6"
+    assert result["value_quantity"] == pytest.approx(7.0, abs=0.01)
+    assert (result["unit"], result["unit_status"]) == ("mmol/L", "CONVERTED")
+    assert (result["original_value"], result["original_unit"]) == ("126.1", "mg/dL")
+    assert result["reference_range"]["low"] == pytest.approx(3.885, abs=0.01)
+    assert (result["interpretation"], result["interpretation_origin"]) == ("HIGH", "COMPUTED")
+    assert event.record["category"] == "LABORATORY"
+    assert event.record["effective_at"] == datetime(
+        2025, 12, 31, 23, 30, tzinfo=UTC
+    )  # sent as local time
+    assert event.patient == "BJ-1"
+
+
+def test_a_merge_carries_the_prior_identifier(sources: SourceRegistry, codec: Codec) -> None:
+    payload = (
+        "MSH|^~\\&|HIS|HZ01|HEALTHSTREAM|HS|20260101080000+0800||ADT^A40^ADT_A39|C2|P|2.5"
+        "||||||UNICODE UTF-8\r"
+        "EVN|A40|20260101080000\rPID|1||HZ2^^^HZ01^MR||王^伟||19800101|M\rMRG|HZ9^^^HZ01^MR\r"
+    ).encode()
+    kept = receive_hl7(payload, sources, codec.keyring)
+    assert isinstance(kept, Kept)
+    [event] = normalize_raw(kept.record, sources.get("HZ01"))  # type: ignore[arg-type]
+    assert event.record["kind"] == "MERGE"
+    assert event.record["prior"]["local_patient_id"] == "HZ9"
+    assert event.record["person"]["names"][0] == {
+        "script": "HAN",
+        "family": "王",
+        "given": "伟",
+        "text": None,
+    }
+
+
+def test_wearable_batches_become_readings(data: Path, codec: Codec) -> None:
+    lines = (data / "devices" / "W01.ndjson").read_bytes().splitlines()
+    envelope = {
+        "event_id": "x",
+        "source": {"institution": "W01", "system": "W01"},
+        "occurred_at": None,
+        "received_at": None,
+        "trace_id": "t" * 32,
+    }
+    readings = 0
+    for line in lines:
+        if b'"high"' in line:
+            continue
+        for event in normalize_device_batch(line, envelope):
+            readings += 1
+            assert event.record["measurement"]["metric"] in {
+                "GLUCOSE",
+                "SYSTOLIC_BP",
+                "DIASTOLIC_BP",
+                "HEART_RATE",
+                "SPO2",
+            }
+    assert readings == sum(
+        len(json.loads(line)["readings"]) for line in lines if b'"high"' not in line
+    )

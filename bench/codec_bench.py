@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 import fastavro
+
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.schemas import SchemaCatalogue, default_schema_root

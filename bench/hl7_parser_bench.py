@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hl7
+
 from hs_ingestion.hl7 import decode, parse
 from hs_synth.generate import GeneratorConfig, generate
 from hs_synth.replay import mllp_frames

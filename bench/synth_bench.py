@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from faker import Faker
+
 from hs_synth.generate import GeneratorConfig, generate
 
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from hs_common.testing import repository_root
 
 FIXTURES = Path(__file__).parent / "fixtures" / "compat"

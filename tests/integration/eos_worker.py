@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from confluent_kafka import Message
+
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.envelope import derived_envelope

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring, Sealed
 from hs_common.kafka import make_producer, produce_durably

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope

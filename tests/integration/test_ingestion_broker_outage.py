@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client import CollectorRegistry
+
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import LoopThread, free_port, read_all, repository_root
 from hs_ingestion.mllp import MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
-from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.integration
 SCRIPT = repository_root() / "infra" / "kafka" / "kafka.sh"

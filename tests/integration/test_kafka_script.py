@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from hs_common.testing import free_port, repository_root
 
 pytestmark = pytest.mark.integration

@@ -8,13 +8,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
+
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import LoopThread, TopicFactory, free_port, read_all
 from hs_ingestion.mllp import MllpLimits, MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
-from prometheus_client import CollectorRegistry
 
 pytestmark = pytest.mark.integration
 VT, FS_CR = b"\x0b", b"\x1c\x0d"

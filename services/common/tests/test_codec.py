@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from hs_common.codec import HEADER_BYTES, Codec
 from hs_common.crypto import Keyring, Sealed
 from hs_common.errors import (
@@ -19,8 +22,6 @@ from hs_common.errors import (
 )
 from hs_common.schemas import SchemaCatalogue
 from hs_common.testing import golden_example
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 IDENTITY = "hs.identity.PatientIdentity"
 OBSERVATION = "hs.clinical.Observation"

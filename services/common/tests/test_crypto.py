@@ -4,6 +4,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from hs_common.crypto import DataKey, Keyring, sm3
 from hs_common.errors import KeyringError
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hs_common.admin import release_schemas
 from hs_common.codec import Codec
 from hs_common.compat import history_problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
+
 from hs_common.errors import NotStoredError
 from hs_common.kafka import make_producer, produce_durably
 from hs_common.metrics import RuntimeMetrics

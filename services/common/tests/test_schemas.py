@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from avro.schema import parse as parse_avro
+
 from hs_common.codec import Codec
 from hs_common.errors import SchemaCatalogueError
 from hs_common.schemas import SEALED_TYPE, SchemaCatalogue, crc64_avro

@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hs_common.settings import Environment, KafkaSecurity, RuntimeSettings
 from pydantic import ValidationError
+
+from hs_common.settings import Environment, KafkaSecurity, RuntimeSettings
 
 
 def test_each_field_names_its_environment_variable() -> None:

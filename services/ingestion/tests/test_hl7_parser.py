@@ -7,11 +7,12 @@ import contextlib
 
 import hl7
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hs_ingestion.hl7 import Delimiters, Hl7Error, declared_charset, decode, parse, unescape
 from hs_synth.generate import GeneratorConfig, generate
 from hs_synth.replay import mllp_frames
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 EDGE_CASES = [
     "MSH|^~\\&|A|B|C|D|20260101||ADT^A04|1|P|2.5\rPID|1||X||DOE^JOHN",

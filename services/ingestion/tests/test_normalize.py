@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from hs_common.codec import Codec
 from hs_common.errors import RejectedInput
 from hs_ingestion.intake import Kept, receive_hl7

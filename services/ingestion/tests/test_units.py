@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from hs_ingestion.units import ANALYTES, normalize, parse_range, to_ucum
 
 

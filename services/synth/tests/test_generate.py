@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hl7
 import pytest
+
 from hs_synth import institutions as inst
 from hs_synth.generate import GeneratorConfig, generate
 from hs_synth.replay import mllp_frames

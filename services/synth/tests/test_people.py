@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import pytest
+
 from hs_synth.idcard import birth_date_of, check_character, is_male, is_valid
 from hs_synth.people import Person, generate_people
 from hs_synth.reference import BIRTH_REGIONS, DISTRICTS

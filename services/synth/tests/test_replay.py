@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from hs_synth.generate import GeneratorConfig, generate
 from hs_synth.replay import END_BLOCK, START_BLOCK, ReplaySummary, Targets, mllp_frames, replay
 

@@ -1,7 +1,9 @@
-"""`hs-admin`: development keyring and topic set-up.
+"""`hs-admin`: development keyring, topics and schema history.
 
-hs-admin dev-keys        write a development keyring (HS_KEYRING_FILE) unless one exists
-hs-admin create-topics   create every catalogued topic that is missing
+hs-admin dev-keys         write a development keyring (HS_KEYRING_FILE) unless one exists
+hs-admin create-topics    create every catalogued topic that is missing
+hs-admin release-schemas  record every current schema version in schemas/history/
+hs-admin counts           count the committed records on every catalogued topic
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
 from hs_common import topics
 from hs_common.crypto import Keyring
-from hs_common.kafka import make_admin
+from hs_common.kafka import make_admin, make_consumer
 from hs_common.schemas import HISTORY_DIR, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings
 
@@ -49,10 +55,33 @@ def release_schemas(settings: RuntimeSettings) -> str:
     return "recorded: " + (", ".join(recorded) if recorded else "nothing new")
 
 
+def counts(settings: RuntimeSettings) -> str:
+    consumer = make_consumer(settings, f"hs-admin-counts-{uuid.uuid4().hex}", "hs-admin")
+    lines = []
+    try:
+        for spec in topics.ALL:
+            metadata = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
+            partitions = [
+                TopicPartition(spec.name, p, OFFSET_BEGINNING) for p in metadata.partitions
+            ]
+            consumer.assign(partitions)
+            count, idle_since = 0, time.monotonic()
+            while time.monotonic() - idle_since < 1.0:
+                batch = consumer.consume(1000, 0.2)
+                count += sum(1 for m in batch if m.error() is None)
+                if batch:
+                    idle_since = time.monotonic()
+            lines.append(f"  {spec.name:<30}{count:>10,}")
+    finally:
+        consumer.close()
+    return "records per topic (committed):\n" + "\n".join(lines)
+
+
 COMMANDS = {
     "dev-keys": dev_keys,
     "create-topics": create_topics,
     "release-schemas": release_schemas,
+    "counts": counts,
 }
 
 

@@ -15,14 +15,14 @@ from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter
+
 from hs_common import topics
 from hs_common.codec import Codec
 from hs_common.deadletter import DeadLetter, Origin
 from hs_common.envelope import new_envelope
 from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
-from prometheus_client import CollectorRegistry, Counter
-
 from hs_ingestion.payloads import (
     Checked,
     FieldProblem,

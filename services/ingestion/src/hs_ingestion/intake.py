@@ -11,7 +11,6 @@ from typing import Any
 
 from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
-
 from hs_ingestion.ack import Outcome, Problem
 from hs_ingestion.hl7 import Hl7Error, Message, declared_charset, decode, parse, parse_timestamp
 from hs_ingestion.sources import SourceRegistry

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from pydantic import Field
+
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
-from pydantic import Field
-
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.mllp import MllpLimits, MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir

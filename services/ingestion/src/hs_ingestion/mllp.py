@@ -18,13 +18,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
 from hs_common import topics
 from hs_common.codec import Codec
 from hs_common.deadletter import DeadLetter, Origin
 from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
-from prometheus_client import CollectorRegistry, Counter, Histogram
-
 from hs_ingestion.ack import Outcome, Problem, acknowledgement
 from hs_ingestion.intake import HL7_CONTENT_TYPE, Kept, Refused, receive_hl7
 from hs_ingestion.sources import SourceRegistry

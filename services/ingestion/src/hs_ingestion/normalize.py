@@ -15,7 +15,6 @@ from typing import Any
 
 from hs_common.envelope import derived_envelope
 from hs_common.errors import RejectedInput
-
 from hs_ingestion.hl7 import Hl7Error, Message, Segment, parse, parse_timestamp
 from hs_ingestion.sources import Source
 from hs_ingestion.units import ANALYTES, Analyte, normalize, parse_range, to_ucum

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from confluent_kafka import Message
+from pydantic import Field
+
 from hs_common import topics
 from hs_common.codec import Codec
 from hs_common.errors import RejectedInput
@@ -21,8 +23,6 @@ from hs_common.lifecycle import stop_on_signals
 from hs_common.processor import ExactlyOnceProcessor, Output
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
-from pydantic import Field
-
 from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 

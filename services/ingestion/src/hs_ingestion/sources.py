@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hs_common.errors import HealthStreamError
-
 from hs_ingestion.units import ANALYTES
 
 

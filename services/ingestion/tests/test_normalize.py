@@ -13,8 +13,9 @@ import pytest
 
 from hs_common.codec import Codec
 from hs_common.errors import RejectedInput
+from hs_ingestion.devices import normalize_device_batch
 from hs_ingestion.intake import Kept, receive_hl7
-from hs_ingestion.normalize import normalize_device_batch, normalize_raw
+from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 from hs_synth.generate import GeneratorConfig, generate
 from hs_synth.replay import mllp_frames
@@ -161,3 +162,79 @@ def test_wearable_batches_become_readings(data: Path, codec: Codec) -> None:
     assert readings == sum(
         len(json.loads(line)["readings"]) for line in lines if b'"high"' not in line
     )
+
+
+def _raw_record(payload: bytes, source: str, charset: str = "utf-8") -> dict[str, object]:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    envelope = {
+        "event_id": "e",
+        "source": {"institution": source, "system": source},
+        "occurred_at": at,
+        "received_at": at,
+        "trace_id": "t" * 32,
+    }
+    return {"payload": payload, "charset": charset, "envelope": envelope, "content_type": "x"}
+
+
+def test_clinic_json_csv_and_fhir_map_through_their_source_files(
+    data: Path, sources: SourceRegistry, codec: Codec
+) -> None:
+    bad = _bad(data)
+    produced: Counter[tuple[str, str]] = Counter()
+    plays: list[tuple[str, str, bytes]] = []
+    for name, code in (("clinics/HZC01.ndjson", "HZC01"), ("fhir/F01.ndjson", "F01")):
+        for index, line in enumerate((data / name).read_bytes().splitlines()):
+            if (name, index) not in bad:
+                plays.append((name, code, line))
+    for batch in sorted((data / "clinics" / "SHC02").glob("*.csv")):
+        if (f"clinics/SHC02/{batch.name}", 0) not in bad:
+            plays.append(("SHC02", "SHC02", batch.read_bytes()))
+    for _, code, payload in plays:
+        source = sources.get(code)
+        assert source is not None
+        for event in normalize_raw(_raw_record(payload, code), source):
+            codec.encode(event.schema, event.record)
+            produced[(code, event.schema)] += 1
+    for code in ("HZC01", "SHC02", "F01"):
+        assert produced[(code, "hs.identity.PatientIdentity")] > 0, code
+    assert produced[("HZC01", "hs.clinical.Observation")] > 0
+    assert (
+        produced[("F01", "hs.clinical.Observation")] + produced[("F01", "hs.clinical.Condition")]
+        > 0
+    )
+
+
+def test_clinic_glucose_in_mg_per_dl_is_converted(sources: SourceRegistry) -> None:
+    item = {"xmdm": "xt", "xmmc": "血糖", "jg": 126.1, "dw": "mg/dL", "ckfw": "70-110"}
+    document = {
+        "lx": "jy",
+        "jmbh": "JM1",
+        "jcsj": "2026-01-02T08:00:00+08:00",
+        "jybh": "J1",
+        "xm": [item],
+    }
+    source = sources.get("HZC01")
+    assert source is not None
+    [event] = normalize_raw(
+        _raw_record(json.dumps(document, ensure_ascii=False).encode(), "HZC01"), source
+    )
+    result = event.record["result"]
+    assert (result["unit"], result["unit_status"], result["interpretation"]) == (
+        "mmol/L",
+        "CONVERTED",
+        "HIGH",
+    )
+    assert result["value_quantity"] == pytest.approx(7.0, abs=0.01)
+    assert event.patient == "JM1"
+
+
+def test_a_clinic_code_without_mapping_is_refused(sources: SourceRegistry) -> None:
+    document = {
+        "lx": "jy",
+        "jmbh": "JM1",
+        "jcsj": "2026-01-02T08:00:00+08:00",
+        "xm": [{"xmdm": "zzz", "jg": 1, "dw": "x"}],
+    }
+    with pytest.raises(RejectedInput, match="item 1/xmdm: local code has no mapping") as raised:
+        normalize_raw(_raw_record(json.dumps(document).encode(), "HZC01"), sources.get("HZC01"))  # type: ignore[arg-type]
+    assert raised.value.reason_code == "code.unknown"

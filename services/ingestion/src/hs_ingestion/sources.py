@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hs_common.errors import HealthStreamError
 from hs_ingestion.units import ANALYTES
@@ -27,6 +28,7 @@ class Source:
     content_types: tuple[str, ...] = ()
     required_columns: tuple[str, ...] = ()
     codes: Mapping[str, str] = field(default_factory=dict)  # local code -> analyte key
+    mapping: Mapping[str, Any] = field(default_factory=dict)  # field mapping of clinic formats
 
 
 class SourceRegistry:
@@ -49,6 +51,7 @@ class SourceRegistry:
                     content_types=tuple(document.get("content_types", ())),
                     required_columns=tuple(document.get("required_columns", ())),
                     codes=dict(document.get("codes", {})),
+                    mapping=dict(document.get("mapping", {})),
                 )
             except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise SourceConfigError(f"{path}: {type(exc).__name__}: {exc}") from None

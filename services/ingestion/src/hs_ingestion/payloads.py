@@ -70,7 +70,7 @@ def _fhir_resource(pointer: str, resource: Any) -> list[FieldProblem]:
     if not isinstance(resource, dict):
         return [FieldProblem(pointer, "resource must be a JSON object")]
     kind = resource.get("resourceType")
-    if kind not in FHIR_RESOURCES:
+    if not isinstance(kind, str) or kind not in FHIR_RESOURCES:
         return [FieldProblem(f"{pointer}/resourceType", f"must be one of {sorted(FHIR_RESOURCES)}")]
     problems = []
     if kind != "Bundle" and not isinstance(resource.get("id"), str):
@@ -110,7 +110,7 @@ def check_clinic_json(body: bytes, charset: str = "utf-8") -> Checked:
     problems = []
     if not isinstance(document.get("jmbh"), str) or not document.get("jmbh"):
         problems.append(FieldProblem("/jmbh", "required: the clinic's patient number"))
-    if document.get("lx") not in ("dj", "jy", "zd"):
+    if not isinstance(document.get("lx"), str) or document["lx"] not in ("dj", "jy", "zd"):
         problems.append(
             FieldProblem(
                 "/lx", "record kind must be dj (registration), jy (results) or zd (diagnosis)"
@@ -126,8 +126,11 @@ def check_csv(body: bytes, required_columns: tuple[str, ...], charset: str = "ut
         text = body.decode(charset)
     except UnicodeDecodeError:
         return Checked(None, [FieldProblem("", f"body is not valid {charset}")], "http.charset")
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        return Checked(None, [FieldProblem("", f"not CSV: {exc}")], "csv.malformed")
+    header = rows[0] if rows else None
     if not header:
         return Checked(None, [FieldProblem("", "empty CSV: no header row")], "csv.missing_columns")
     missing = [c for c in required_columns if c not in header]
@@ -139,7 +142,7 @@ def check_csv(body: bytes, required_columns: tuple[str, ...], charset: str = "ut
         )
     problems = [
         FieldProblem(f"row {number}", f"has {len(row)} cells, the header has {len(header)}")
-        for number, row in enumerate(reader, start=2)
+        for number, row in enumerate(rows[1:], start=2)
         if row and len(row) != len(header)
     ]
     return Checked(header, problems, "csv.ragged_rows" if problems else "")

@@ -1,0 +1,200 @@
+"""Ingestion end to end: ORU^R01 messages with 5 OBX each, over MLLP, to canonical
+observation events on Kafka (acks=all), with hs-ingestion and hs-normalize as their own
+processes, as deployed.
+
+Figures (medians where repeated):
+- acknowledgement latency p50/p99 at a paced 1,000 messages/s (16 connections);
+- sustained messages/s acknowledged with 32 connections sending as fast as answered, and
+  the rate at which their observation events reach the observation topic;
+- baseline, same run: a bare confluent-kafka producer writing the same raw bytes with
+  acks=all and waiting for each batch, i.e. the broker's own cost without MLLP, parsing or
+  normalization.
+
+Needs a broker (`make kafka-up`, or HS_KAFKA_BOOTSTRAP) and a keyring (`make dev-keys`).
+    uv run python bench/ingestion_bench.py [--messages 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from hs_common import topics
+from hs_common.settings import RuntimeSettings
+from hs_common.testing import free_port
+
+VT, END = b"\x0b", b"\x1c\x0d"
+
+
+def oru(number: int) -> bytes:
+    obx = "".join(
+        f"OBX|{i}|NM|{code}^{name}^L||{value}|{unit}|{range_}||||F|||20260101073000\r"
+        for i, (code, name, value, unit, range_) in enumerate(
+            [("GLU-S", "GLUCOSE", "126.1", "mg/dL", "70-110"), ("CR", "CREATININE", "1.1", "mg/dL", "0.6-1.3"),
+             ("A1C", "HBA1C", "7.2", "%", "<6.0"), ("K-S", "POTASSIUM", "4.1", "mmol/L", ">3.5"),
+             ("HR", "PULSE", "72", "/min", "")], start=1)
+    )  # fmt: skip
+    return (
+        f"MSH|^~\\&|LIS|BJ03|HEALTHSTREAM|HS|20260101080000||ORU^R01^ORU_R01|B{number:09d}|P|2.3.1\r"
+        f"PID|1||BJ-{number % 5000:06d}^^^BJ03^MR||WANG^WEI||19800101|M\r"
+        f"OBR|1|O{number}|O{number}-F|LAB^LAB^L|||20260101073000\r{obx}"
+    ).encode()
+
+
+async def sender(port: int, numbers: list[int], latencies: list[float], pace: float) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = time.perf_counter()
+    for index, number in enumerate(numbers):
+        if pace:
+            await asyncio.sleep(max(0.0, start + index / pace - time.perf_counter()))
+        sent = time.perf_counter()
+        writer.write(VT + oru(number) + END)
+        await writer.drain()
+        ack = await reader.readuntil(END)
+        latencies.append(time.perf_counter() - sent)
+        assert b"MSA|AA" in ack or b"MSA|CA" in ack, ack[:200]
+    writer.close()
+
+
+async def drive(
+    port: int, numbers: list[int], connections: int, rate: float
+) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    share = [numbers[i::connections] for i in range(connections)]
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(sender(port, part, latencies, rate / connections if rate else 0) for part in share)
+    )
+    return latencies, time.perf_counter() - started
+
+
+def observation_ends(bootstrap: str) -> list[TopicPartition]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    name = topics.OBSERVATION.name
+    partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+    ends = [
+        TopicPartition(
+            name, p, consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+        )
+        for p in partitions
+    ]
+    consumer.close()
+    return ends
+
+
+def wait_for_observations(
+    bootstrap: str, start: list[TopicPartition], expected: int, timeout: float = 600
+) -> None:
+    """Return once `expected` observation events written after `start` are readable (read_committed)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign(start)
+    seen, deadline = 0, time.monotonic() + timeout
+    while seen < expected and time.monotonic() < deadline:
+        seen += sum(1 for m in consumer.consume(10000, 0.5) if m.error() is None)
+    consumer.close()
+    if seen < expected:
+        sys.exit(f"only {seen} of {expected} observation events arrived")
+
+
+def baseline_rate(bootstrap: str, messages: int) -> float:
+    topic = f"bench-baseline-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 1}
+    )
+    payloads = [oru(n) for n in range(messages)]
+    while not producer.list_topics(topic, timeout=10).topics[topic].partitions:
+        time.sleep(0.1)  # the new topic's leaders are known before timing starts
+    started = time.perf_counter()
+    for payload in payloads:
+        producer.produce(topic, payload)
+        producer.poll(0)
+    if producer.flush(60):
+        sys.exit("baseline producer did not deliver everything")
+    return messages / (time.perf_counter() - started)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=20000)
+    args = parser.parse_args()
+    bootstrap = RuntimeSettings().kafka_bootstrap
+    mllp_port, http_port = free_port(), free_port()
+    env = os.environ | {"HS_KAFKA_BOOTSTRAP": bootstrap, "HS_INGESTION_MLLP_PORT": str(mllp_port),
+                        "HS_INGESTION_HTTP_PORT": str(http_port), "HS_METRICS_PORT": "0", "HS_LOG_LEVEL": "WARNING",
+                        "HS_NORMALIZE_GROUP": f"bench-{uuid.uuid4().hex[:8]}"}  # fmt: skip
+    subprocess.run(["hs-admin", "create-topics"], env=env, check=True, capture_output=True)
+    ingestion = subprocess.Popen(["hs-ingestion"], env=env, stderr=subprocess.DEVNULL)
+    normalizer = subprocess.Popen(["hs-normalize"], env=env, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_port(mllp_port)
+        asyncio.run(drive(mllp_port, list(range(10_000_000, 10_000_500)), 8, 0))  # warm-up
+        paced, _ = asyncio.run(
+            drive(mllp_port, list(range(20_000_000, 20_000_000 + 10_000)), 16, 1000)
+        )
+        wait_for_observations(bootstrap, observation_ends(bootstrap), 0)
+        before = observation_ends(bootstrap)
+        numbers = list(range(30_000_000, 30_000_000 + args.messages))
+        started = time.perf_counter()
+        burst, seconds = asyncio.run(drive(mllp_port, numbers, 32, 0))
+        wait_for_observations(bootstrap, before, 5 * args.messages)
+        events_seconds = time.perf_counter() - started
+    finally:
+        ingestion.terminate()
+        normalizer.terminate()
+        ingestion.wait(30)
+        normalizer.wait(30)
+    baseline = baseline_rate(bootstrap, args.messages)
+    acked = args.messages / seconds
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    print(
+        f"ack latency at 1,000 msg/s (10,000 ORU^R01, 16 connections): p50 {percentile(paced, 0.5) * 1000:.1f} ms, p99 {percentile(paced, 0.99) * 1000:.1f} ms"
+    )
+    print(f"sustained, 32 connections, {args.messages:,} ORU^R01: {acked:,.0f} msg/s acknowledged (stored raw); "
+          f"ack p50 {percentile(burst, 0.5) * 1000:.1f} ms, p99 {percentile(burst, 0.99) * 1000:.1f} ms")  # fmt: skip
+    print(f"  observation events: {5 * args.messages:,} on {topics.OBSERVATION.name} after {events_seconds:.1f} s "
+          f"= {args.messages / events_seconds:,.0f} msg/s end to end")  # fmt: skip
+    print(
+        f"baseline, bare acks=all producer of the same bytes: {baseline:,.0f} msg/s; ratio acknowledged/baseline {acked / baseline:.2f}"
+    )
+
+
+def _wait_for_port(port: int, timeout: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit(f"ingestion did not listen on {port}")
+
+
+if __name__ == "__main__":
+    main()

@@ -80,61 +80,64 @@ class Intake:
         )
 
     async def receive(
-        self,
-        request: Request,
-        source_code: str,
-        accepted_types: tuple[str, ...],
-        check: Callable[[bytes, str], Checked],
-        patient_field: str,
+        self, request: Request, source_code: str, formats: tuple[str, ...]
     ) -> Response:
-        response = await self._receive(request, source_code, accepted_types, check, patient_field)
+        """An HTTP request: size checked before the body is read, then `receive_body`."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            response: Response = _too_large(self.max_body_bytes)
+        else:
+            peer = f"{request.client.host}:{request.client.port}" if request.client else None
+            response = await self.receive_body(
+                source_code,
+                formats,
+                request.headers.get("content-type", ""),
+                await request.body(),
+                peer,
+                request.headers.get("x-request-id"),
+            )
         self.answers.labels(str(response.status_code)).inc()
         return response
 
-    async def _receive(
+    async def receive_body(
         self,
-        request: Request,
         source_code: str,
-        accepted_types: tuple[str, ...],
-        check: Callable[[bytes, str], Checked],
-        patient_field: str,
-    ) -> Response:
+        formats: tuple[str, ...],
+        content_type: str,
+        body: bytes,
+        peer: str | None,
+        request_id: str | None,
+    ) -> JSONResponse:
+        """The door for every non-MLLP body (HTTP, batch import): check, store, answer."""
         source = self.sources.get(source_code)
-        if source is None or "http" not in source.transports:
+        if source is None or source.format not in formats:
             return problem(
                 404,
                 "Unknown source",
-                "no registered HTTP source has this code",
+                "no registered source of this kind has this code",
                 "http.unknown_source",
             )
-        content_type = request.headers.get("content-type", "")
+        accepted_types, make_check, patient_field = FORMATS[source.format]
         media_type, _, parameters = content_type.partition(";")
-        if media_type.strip().lower() not in accepted_types:
+        media_type = media_type.strip().lower()
+        if media_type not in accepted_types:
             return problem(
                 415,
                 "Unsupported media type",
                 f"send one of {list(accepted_types)}",
                 "http.media_type",
             )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return problem(
-                413, "Body too large", f"at most {self.max_body_bytes} bytes", "http.too_large"
-            )
-        body = await request.body()
         if len(body) > self.max_body_bytes:
-            return problem(
-                413, "Body too large", f"at most {self.max_body_bytes} bytes", "http.too_large"
-            )
+            return _too_large(self.max_body_bytes)
         charset = source.charset or _charset(parameters)
-        checked = check(body, charset)
+        checked = make_check(source)(body, charset)
         received_at = datetime.now(UTC)
         if checked.problems:
-            status = 400 if checked.document is None else 422
             try:
-                await self._dead_letter(body, source, media_type.strip(), checked, request)
+                await self._dead_letter(body, source, media_type, checked, peer, request_id)
             except NotStoredError:
                 return self._not_stored()
+            status = 400 if checked.document is None else 422
             return problem(
                 status,
                 "Invalid input",
@@ -145,10 +148,10 @@ class Intake:
         record: dict[str, Any] = {
             "envelope": new_envelope(source.code, source.code, received_at, received_at),
             "payload": body,
-            "content_type": media_type.strip(),
+            "content_type": media_type,
             "charset": charset,
             "transport": "HTTP",
-            "sender_message_id": request.headers.get("x-request-id"),
+            "sender_message_id": request_id,
             "content_sha256": hashlib.sha256(body).digest(),
         }
         patient = _patient_reference(checked.document, patient_field)
@@ -179,9 +182,14 @@ class Intake:
         )
 
     async def _dead_letter(
-        self, body: bytes, source: Source, content_type: str, checked: Checked, request: Request
+        self,
+        body: bytes,
+        source: Source,
+        content_type: str,
+        checked: Checked,
+        peer: str | None,
+        request_id: str | None,
     ) -> None:
-        peer = f"{request.client.host}:{request.client.port}" if request.client else None
         reason = "; ".join(f"{p.field or 'body'}: {p.problem}" for p in checked.problems[:20])
         letter = DeadLetter(
             stage=STAGE,
@@ -189,15 +197,31 @@ class Intake:
             reason=reason,
             original=body,
             origin=Origin(
-                "HTTP",
-                peer=peer,
-                sender_message_id=request.headers.get("x-request-id"),
-                content_type=content_type,
+                "HTTP", peer=peer, sender_message_id=request_id, content_type=content_type
             ),
             institution=source.code,
             system=source.code,
         )
         await self.producer.write(self.dead_letter_topic, letter.encode(self.codec), letter.key)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return problem(413, "Body too large", f"at most {limit} bytes", "http.too_large")
+
+
+# source format -> (accepted media types, the check for a source, the field naming the patient)
+FORMATS: dict[
+    str, tuple[tuple[str, ...], Callable[[Source], Callable[[bytes, str], Checked]], str]
+] = {
+    "fhir": (("application/fhir+json", "application/json"), lambda _: check_fhir, "id"),
+    "clinic-json": (("application/json",), lambda _: check_clinic_json, "jmbh"),
+    "clinic-csv": (
+        ("text/csv",),
+        lambda source: lambda body, charset: check_csv(body, source.required_columns, charset),
+        "",
+    ),
+    "device-batch": (("application/json",), lambda _: check_device_batch, "patient_ref"),
+}
 
 
 def _charset(parameters: str) -> str:
@@ -237,9 +261,7 @@ def create_app(intake: Intake) -> FastAPI:
     async def fhir(
         request: Request, x_hs_source: str = Header(..., description="The sending source's code")
     ) -> Response:
-        return await intake.receive(
-            request, x_hs_source, ("application/fhir+json", "application/json"), check_fhir, "id"
-        )
+        return await intake.receive(request, x_hs_source, ("fhir",))
 
     @app.post(
         "/ingest/clinics/{source}",
@@ -247,21 +269,11 @@ def create_app(intake: Intake) -> FastAPI:
         summary="A clinic's own JSON record or CSV batch",
     )
     async def clinic(request: Request, source: str) -> Response:
-        configured = intake.sources.get(source)
-        if configured is not None and "text/csv" in configured.content_types:
-            columns = configured.required_columns
-            return await intake.receive(
-                request, source, ("text/csv",), lambda body, cs: check_csv(body, columns, cs), ""
-            )
-        return await intake.receive(
-            request, source, ("application/json",), check_clinic_json, "jmbh"
-        )
+        return await intake.receive(request, source, ("clinic-json", "clinic-csv"))
 
     @app.post("/ingest/devices/{source}", status_code=202, summary="A batch of wearable readings")
     async def devices(request: Request, source: str) -> Response:
-        return await intake.receive(
-            request, source, ("application/json",), check_device_batch, "patient_ref"
-        )
+        return await intake.receive(request, source, ("device-batch",))
 
     @app.get("/health", summary="Liveness")
     async def health() -> dict[str, str]:

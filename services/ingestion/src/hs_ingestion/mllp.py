@@ -151,7 +151,7 @@ class MllpServer:
         try:
             async for chunk in read_chunks(reader, self.limits):
                 started = time.perf_counter()
-                answer = await self._answer(chunk, peer)
+                answer = await self.answer(chunk, peer)
                 if answer is not None:
                     writer.write(START + answer + END)
                     await writer.drain()
@@ -170,7 +170,8 @@ class MllpServer:
         if self._connections:
             await asyncio.wait(self._connections, timeout=10)
 
-    async def _answer(self, chunk: Chunk, peer: str) -> bytes | None:
+    async def answer(self, chunk: Chunk, peer: str) -> bytes | None:
+        """Store, then answer one frame (None for broken framing: there is nothing to answer)."""
         if not chunk.framed:
             self.metrics.framing.inc()
             problem = Problem(

@@ -1,0 +1,220 @@
+"""`hs-ingestion-tools`: batch import and dead-letter replay, through the same door as the
+listeners (same checks, same raw and dead-letter topics, same answers).
+
+    hs-ingestion-tools import FOLDER            HL7 (.hl7, .mllp), NDJSON (.ndjson) and CSV (.csv)
+                                                files; the source is the file's name or folder
+    hs-ingestion-tools replay-dead-letters [--reason CODE] [--stage STAGE]
+                                                re-run dead letters (e.g. after a mapping fix):
+                                                refused input goes through intake again, raw
+                                                messages the normalizer refused go back to the
+                                                raw topic
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from prometheus_client import CollectorRegistry
+from tqdm import tqdm
+
+from hs_common import topics
+from hs_common.codec import Codec
+from hs_common.kafka import AsyncDurableProducer, make_consumer
+from hs_common.runtime import Runtime
+from hs_ingestion.httpapi import FORMATS, Intake
+from hs_ingestion.main import IngestionSettings
+from hs_ingestion.mllp import END, START, Chunk, MllpServer
+from hs_ingestion.sources import SourceRegistry
+
+ALL_FORMATS = tuple(FORMATS)
+
+
+def hl7_messages(data: bytes) -> Iterator[Chunk]:
+    """MLLP-framed files frame by frame; plain HL7 files message by message (each starts with MSH)."""
+    if START in data:
+        for part in data.split(START)[1:]:
+            body, found, rest = part.partition(END)
+            yield Chunk(body, framed=bool(found) and not rest.strip())
+        return
+    text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    for block in text.split(b"\rMSH"):
+        message = block if block.startswith(b"MSH") else b"MSH" + block
+        if message.strip(b"\r"):
+            yield Chunk(message, framed=True)
+
+
+class Door:
+    """The listeners' logic without the sockets."""
+
+    def __init__(
+        self,
+        settings: IngestionSettings,
+        codec: Codec,
+        raw_topic: str = topics.RAW.name,
+        dead_letter_topic: str = topics.DEAD_LETTER.name,
+    ) -> None:
+        self.codec = codec
+        self.raw_topic = raw_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.sources = SourceRegistry.load(settings.sources_dir)
+        self.producer = AsyncDurableProducer(
+            settings, f"ingestion-tools-{uuid.uuid4().hex[:6]}", settings.store_timeout
+        )
+        registry = CollectorRegistry()
+        self.mllp = MllpServer(
+            self.sources,
+            codec,
+            self.producer,
+            registry,
+            raw_topic=raw_topic,
+            dead_letter_topic=dead_letter_topic,
+        )
+        self.intake = Intake(
+            self.sources,
+            codec,
+            self.producer,
+            registry,
+            settings.max_message_bytes,
+            raw_topic,
+            dead_letter_topic,
+        )
+
+    async def hl7(self, payload: bytes, framed: bool, origin: str) -> str:
+        answer = await self.mllp.answer(Chunk(payload, framed), origin)
+        if answer is None:
+            return "framing error (dead letter)"
+        return answer.split(b"MSA|")[1][:2].decode() if b"MSA|" in answer else "no MSA"
+
+    async def body(self, source: str, content_type: str, payload: bytes, origin: str) -> str:
+        response = await self.intake.receive_body(
+            source, ALL_FORMATS, content_type, payload, origin, None
+        )
+        return f"HTTP {response.status_code}"
+
+
+async def import_folder(door: Door, folder: Path, progress: bool) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".hl7", ".mllp", ".ndjson", ".csv"))
+    for path in tqdm(files, desc="import", unit="file", disable=not progress):
+        origin = f"import:{path.name}"
+        source = door.sources.get(path.stem) or door.sources.get(path.parent.name)
+        if path.suffix in (".hl7", ".mllp"):
+            for chunk in hl7_messages(path.read_bytes()):
+                outcomes[await door.hl7(chunk.payload, chunk.framed, origin)] += 1
+        elif source is None:
+            outcomes[f"skipped {path.name}: no source file names it"] += 1
+        else:
+            content_type = FORMATS[source.format][0][0]
+            payloads = (
+                path.read_bytes().splitlines() if path.suffix == ".ndjson" else [path.read_bytes()]
+            )
+            for payload in payloads:
+                if payload.strip():
+                    outcomes[await door.body(source.code, content_type, payload, origin)] += 1
+    return outcomes
+
+
+async def replay_dead_letters(
+    door: Door, settings: IngestionSettings, reason: str | None, stage: str | None
+) -> Counter[str]:
+    """Every dead letter written before now that matches, once. Letters that fail again become
+    new dead letters (after the end read here), so a replay never loops."""
+    consumer = make_consumer(
+        settings, f"hs-dead-letter-replay-{uuid.uuid4().hex}", "dead-letter-replay"
+    )
+    name = door.dead_letter_topic
+    partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+        for p in partitions
+    }
+    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
+    outcomes: Counter[str] = Counter()
+    done: set[int] = {p for p, end in ends.items() if end == 0}
+    try:
+        while len(done) < len(ends):
+            for message in consumer.consume(500, 1.0):
+                partition, offset = int(message.partition() or 0), int(message.offset() or 0)
+                if message.error() is not None or partition in done:
+                    continue
+                if offset >= ends[partition] - 1:
+                    done.add(partition)
+                if offset >= ends[partition]:
+                    continue
+                letter = door.codec.decode(
+                    message.value() or b"", expect=topics.DEAD_LETTER.value_schema
+                ).record
+                if (reason and letter["reason_code"] != reason) or (
+                    stage and letter["stage"] != stage
+                ):
+                    continue
+                outcomes[await _replay_one(door, letter)] += 1
+            positions = consumer.position([TopicPartition(name, p) for p in ends])
+            done |= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
+    finally:
+        consumer.close()
+    return outcomes
+
+
+async def _replay_one(door: Door, letter: dict[str, Any]) -> str:
+    original = bytes(letter["original"])
+    origin: dict[str, Any] = letter["origin"]
+    stage = str(letter["stage"])
+    if stage == "ingestion.normalize":
+        raw = door.codec.decode(original, expect=topics.RAW.value_schema).record
+        key = door.codec.keyring.pseudonym(
+            str(raw["envelope"]["source"]["institution"]), str(raw["sender_message_id"] or "")
+        )
+        await door.producer.write(door.raw_topic, original, key)
+        return "raw message re-queued for normalization"
+    if stage == "ingestion.mllp":
+        return await door.hl7(original, True, "dead-letter-replay")
+    envelope: dict[str, Any] = letter["envelope"]
+    content_type = str(origin.get("content_type") or "application/json")
+    return await door.body(
+        envelope["source"]["institution"], content_type, original, "dead-letter-replay"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hs-ingestion-tools",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    importing = commands.add_parser("import", help="import a folder of HL7, NDJSON and CSV files")
+    importing.add_argument("folder", type=Path)
+    importing.add_argument("--quiet", action="store_true")
+    replaying = commands.add_parser("replay-dead-letters", help="re-run dead letters")
+    replaying.add_argument("--reason", help="only this reason code, e.g. code.unknown")
+    replaying.add_argument("--stage", help="only this stage, e.g. ingestion.normalize")
+    args = parser.parse_args(argv)
+    settings = IngestionSettings(HS_METRICS_PORT=0)
+
+    async def run() -> Counter[str]:
+        door = Door(settings, Runtime.start("ingestion-tools", settings).codec)
+        try:
+            if args.command == "import":
+                return await import_folder(door, args.folder, progress=not args.quiet)
+            return await replay_dead_letters(door, settings, args.reason, args.stage)
+        finally:
+            door.producer.close()
+
+    outcomes = asyncio.run(run())
+    for outcome, count in sorted(outcomes.items()):
+        print(f"{count:>8}  {outcome}")
+    print(f"{sum(outcomes.values()):>8}  in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

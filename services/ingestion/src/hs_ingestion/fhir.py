@@ -98,6 +98,14 @@ def _subject(resource: dict[str, Any], pointer: str) -> str:
     return str(reference.removeprefix("Patient/"))
 
 
+def _subject_ref(resource: dict[str, Any], pointer: str) -> dict[str, Any]:
+    encounter = (resource.get("encounter") or {}).get("reference", "")
+    return {
+        "local_patient_id": _subject(resource, pointer),
+        "encounter_id": encounter.removeprefix("Encounter/") or None,
+    }
+
+
 def _patient(
     resource: dict[str, Any], pointer: str, envelope: dict[str, Any], source: Source
 ) -> dict[str, Any]:
@@ -210,13 +218,7 @@ def _observation(
     )
     return {
         "envelope": derived_envelope(envelope, effective),
-        "subject": {
-            "local_patient_id": _subject(resource, pointer),
-            "encounter_id": (resource.get("encounter") or {})
-            .get("reference", "")
-            .removeprefix("Encounter/")
-            or None,
-        },
+        "subject": _subject_ref(resource, pointer),
         "observation_id": str(resource["id"]),
         "category": "VITAL_SIGNS" if analyte.vital_sign else "LABORATORY",
         "status": STATUS.get(resource.get("status", ""), "UNKNOWN"),
@@ -246,13 +248,7 @@ def _condition(resource: dict[str, Any], pointer: str, envelope: dict[str, Any])
     recorded = _instant(resource.get("recordedDate"), f"{pointer}/recordedDate")
     return {
         "envelope": derived_envelope(envelope, recorded),
-        "subject": {
-            "local_patient_id": _subject(resource, pointer),
-            "encounter_id": (resource.get("encounter") or {})
-            .get("reference", "")
-            .removeprefix("Encounter/")
-            or None,
-        },
+        "subject": _subject_ref(resource, pointer),
         "condition_id": str(resource["id"]),
         "diagnosis": {
             "icd10": coding(ICD10, str(icd10["code"]), icd10.get("display")),

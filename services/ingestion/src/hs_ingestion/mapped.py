@@ -248,7 +248,7 @@ def _diagnosis(
         "subject": {"local_patient_id": patient, "encounter_id": visit},
         "condition_id": visit or f"{patient}-{code}-{recorded:%Y%m%d%H%M%S}"
         if recorded
-        else f"{patient}-{code}",
+        else visit or f"{patient}-{code}",
         "diagnosis": {
             "icd10": coding(ICD10, code, _text(record, fields["text"])),
             "icd11": None,

@@ -63,3 +63,18 @@ def test_foreign_exception_messages_are_withheld_own_kept() -> None:
         assert error["type"] == type(exc).__name__
         assert ("message" in error) is kept
         assert "王小明" not in json.dumps(line, ensure_ascii=False)
+
+
+def test_librdkafka_lines_keep_their_text() -> None:
+    record = logging.LogRecord(
+        "librdkafka",
+        logging.ERROR,
+        __file__,
+        1,
+        "%s [%s] %s",
+        ("FAIL", "rdkafka#producer-1", "Connect to 127.0.0.1:1 failed"),
+        None,
+    )
+    line = _format(record)
+    assert line["msg"] == "FAIL [rdkafka#producer-1] Connect to 127.0.0.1:1 failed"
+    assert "dropped_fields" not in line

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Mapping
 
@@ -19,6 +20,10 @@ from hs_common.errors import NotStoredError
 from hs_common.settings import RuntimeSettings
 
 Headers = list[tuple[str, bytes]]
+
+# librdkafka's own log lines (connection state, retries) go through Python logging, so services
+# write them as structured JSON like everything else; they name brokers, never message values.
+_LOGGER: dict[str, logging.Logger] = {"logger": logging.getLogger("librdkafka")}
 
 
 def producer_config(
@@ -51,7 +56,7 @@ def make_producer(
     transactional_id: str | None = None,
     **overrides: str | int,
 ) -> Producer:
-    return Producer(producer_config(settings, client_id, transactional_id) | overrides)
+    return Producer(producer_config(settings, client_id, transactional_id) | overrides | _LOGGER)
 
 
 def make_consumer(
@@ -66,11 +71,11 @@ def make_consumer(
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
     }
-    return Consumer(config | overrides)
+    return Consumer(config | overrides | _LOGGER)
 
 
 def make_admin(settings: RuntimeSettings) -> AdminClient:
-    return AdminClient(settings.kafka_client_config())
+    return AdminClient(settings.kafka_client_config() | _LOGGER)
 
 
 def produce_durably(

@@ -49,6 +49,7 @@ SAFE_FIELDS = frozenset(
         "size",
     }
 )
+INFRASTRUCTURE_LOGGERS = frozenset({"librdkafka"})
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
@@ -67,7 +68,10 @@ class SafeJsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": str(record.msg),  # the template only: arguments may hold values
+            # the template only: arguments may hold values (librdkafka's name brokers and states)
+            "msg": record.getMessage()
+            if record.name in INFRASTRUCTURE_LOGGERS
+            else str(record.msg),
         }
         dropped = []
         for name, value in record.__dict__.items():
@@ -77,7 +81,7 @@ class SafeJsonFormatter(logging.Formatter):
                 line[name] = value
             else:
                 dropped.append(name)
-        if record.args:
+        if record.args and record.name not in INFRASTRUCTURE_LOGGERS:
             dropped.append("args")
         if dropped:
             line["dropped_fields"] = sorted(dropped)

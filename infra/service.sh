@@ -14,7 +14,7 @@ running() { [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; }
 
 ready() {
   case "$name" in
-    ingestion) curl -fsS "http://127.0.0.1:${HS_INGESTION_HTTP_PORT:-8080}/health" >/dev/null 2>&1 ;;
+    ingestion) python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${HS_INGESTION_HTTP_PORT:-8080}/health', timeout=1)" 2>/dev/null ;;
     *) return 0 ;;
   esac
 }

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
 FHIR_RESOURCES = {"Bundle", "Patient", "Observation", "Condition", "Encounter"}
 
 
@@ -63,7 +66,27 @@ def check_fhir(body: bytes, charset: str = "utf-8") -> Checked:
         ]
     for pointer, resource in resources:
         problems += _fhir_resource(pointer, resource)
+    if not problems:
+        problems = _fhir_r4_problems(document)
     return Checked(document, problems, "fhir.invalid" if problems else "")
+
+
+def _fhir_r4_problems(document: dict[str, Any]) -> list[FieldProblem]:
+    """Every element checked against the FHIR R4 (R4B) models of `fhir.resources`."""
+    try:
+        get_fhir_model_class(document["resourceType"]).model_validate(document)
+    except ValidationError as error:
+        problems = []
+        for detail in error.errors():
+            message = str(detail["msg"])
+            value = detail.get("input")
+            if isinstance(value, str | int | float) and str(value) and str(value) in message:
+                message = message.replace(str(value), "…")  # never echo the value
+            problems.append(
+                FieldProblem("/" + "/".join(str(part) for part in detail["loc"]), message)
+            )
+        return problems
+    return []
 
 
 def _fhir_resource(pointer: str, resource: Any) -> list[FieldProblem]:

@@ -19,6 +19,7 @@ from hs_common.settings import RuntimeSettings
 from hs_common.testing import LoopThread, TopicFactory, free_port, read_all
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_ingestion.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,7 @@ class Served:
         self.loop = LoopThread()
         self.producer = AsyncDurableProducer(settings, "http-test", timeout=1.5)
         sources = SourceRegistry.load(default_sources_dir())
-        intake = Intake(sources, codec, self.producer, CollectorRegistry(), 4096, raw, dead)
+        intake = Intake(sources, Store(codec, self.producer, raw, dead), CollectorRegistry(), 4096)
         port = free_port()
         config = uvicorn.Config(
             create_app(intake), host="127.0.0.1", port=port, log_config=None, access_log=False

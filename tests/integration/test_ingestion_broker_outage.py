@@ -22,6 +22,7 @@ from hs_common.settings import RuntimeSettings
 from hs_common.testing import LoopThread, free_port, read_all, repository_root
 from hs_ingestion.mllp import MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_ingestion.store import Store
 
 pytestmark = pytest.mark.integration
 SCRIPT = repository_root() / "infra" / "kafka" / "kafka.sh"
@@ -73,14 +74,8 @@ def test_no_accept_without_storage_and_each_accepted_message_stored_once(
     producer = AsyncDurableProducer(settings, "outage-test", timeout=2.0)
 
     async def start() -> int:
-        server = MllpServer(
-            SourceRegistry.load(default_sources_dir()),
-            codec,
-            producer,
-            CollectorRegistry(),
-            raw_topic="raw",
-            dead_letter_topic="dead",
-        )
+        store = Store(codec, producer, "raw", "dead")
+        server = MllpServer(SourceRegistry.load(default_sources_dir()), store, CollectorRegistry())
         return int((await server.serve("127.0.0.1", 0)).sockets[0].getsockname()[1])
 
     port = loop.run(start())

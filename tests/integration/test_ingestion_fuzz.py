@@ -25,6 +25,7 @@ from hs_common.testing import LoopThread, free_port, read_all
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.mllp import MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_ingestion.store import Store
 
 pytestmark = pytest.mark.integration
 EXAMPLES = 5000  # per transport
@@ -45,16 +46,10 @@ class Platform:
         self.loop = LoopThread()
         self.producer = AsyncDurableProducer(settings, "fuzz", timeout=10)
         sources = SourceRegistry.load(default_sources_dir())
-        mllp = MllpServer(
-            sources,
-            codec,
-            self.producer,
-            CollectorRegistry(),
-            raw_topic=raw,
-            dead_letter_topic=dead,
-        )
+        store = Store(codec, self.producer, raw, dead)
+        mllp = MllpServer(sources, store, CollectorRegistry())
         self.mllp_port = self.loop.run(self._serve_mllp(mllp))
-        intake = Intake(sources, codec, self.producer, CollectorRegistry(), 65536, raw, dead)
+        intake = Intake(sources, store, CollectorRegistry(), 65536)
         port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import pytest
 from hs_common.codec import Codec
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.settings import Environment
-from hs_common.testing import TopicFactory, read_all
+from hs_common.testing import TopicFactory, processing, read_all
 from hs_ingestion.intake import Kept, receive_hl7
 from hs_ingestion.main import IngestionSettings
 from hs_ingestion.normalizer import Normalizer
@@ -91,8 +89,8 @@ UNMAPPED = (
 
 def _normalizer(
     settings: IngestionSettings, codec: Codec, raw: str, observations: str, dead: str, group: str
-) -> Iterator[None]:
-    processor = ExactlyOnceProcessor(
+) -> ExactlyOnceProcessor:
+    return ExactlyOnceProcessor(
         settings.model_copy(update={"instance_id": group}),
         stage="ingestion.normalize",
         group_id=group,
@@ -114,12 +112,6 @@ def _normalizer(
         dead_letter_topic=dead,
         poll_timeout=0.2,
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(30)
 
 
 def test_dead_letters_replayed_after_a_mapping_fix_become_events(
@@ -131,15 +123,13 @@ def test_dead_letters_replayed_after_a_mapping_fix_become_events(
 
     async def store_raw() -> None:
         door = Door(settings, codec, raw, dead)
-        await door.producer.write(raw, codec.encode("hs.ingest.RawMessage", kept.record), kept.key)
+        await door.store.keep(kept.record, kept.key)
         door.producer.close()
 
     asyncio.run(store_raw())
-    running = _normalizer(settings, codec, raw, observations, dead, "normalize-before-fix")
-    next(running)
-    [(_, letter)] = read_all(kafka_bootstrap, dead, expected=1, timeout=60)
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-before-fix")):
+        [(_, letter)] = read_all(kafka_bootstrap, dead, expected=1, timeout=60)
     assert codec.decode(letter).record["reason_code"] == "code.unknown"
-    next(running, None)
 
     mapping = settings.sources_dir / "BJ03.toml"
     mapping.write_text(
@@ -154,10 +144,8 @@ def test_dead_letters_replayed_after_a_mapping_fix_become_events(
             door.producer.close()
 
     assert asyncio.run(replay()) == {"raw message re-queued for normalization": 1}
-    running = _normalizer(settings, codec, raw, observations, dead, "normalize-after-fix")
-    next(running)
-    [(_, value)] = read_all(kafka_bootstrap, observations, expected=1, timeout=60)
-    next(running, None)
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-after-fix")):
+        [(_, value)] = read_all(kafka_bootstrap, observations, expected=1, timeout=60)
     record = codec.decode(value).record
     assert record["result"]["code"]["code"] == "14749-6"
     assert record["result"]["value_quantity"] == 5.5

@@ -16,6 +16,7 @@ from hs_common.settings import RuntimeSettings
 from hs_common.testing import LoopThread, TopicFactory, free_port, read_all
 from hs_ingestion.mllp import MllpLimits, MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_ingestion.store import Store
 
 pytestmark = pytest.mark.integration
 VT, FS_CR = b"\x0b", b"\x1c\x0d"
@@ -62,12 +63,9 @@ def ingestion(
     async def start() -> int:
         server = MllpServer(
             SourceRegistry.load(default_sources_dir()),
-            codec,
-            producer,
+            Store(codec, producer, raw, dead),
             CollectorRegistry(),
             MllpLimits(max_message_bytes=4096, idle_timeout=2.0),
-            raw_topic=raw,
-            dead_letter_topic=dead,
         )
         listening = await server.serve("127.0.0.1", 0)
         server_holder.append(listening)
@@ -218,7 +216,7 @@ def test_no_accept_when_kafka_cannot_store(codec: Codec, runtime_settings: Runti
 
     async def start() -> int:
         server = MllpServer(
-            SourceRegistry.load(default_sources_dir()), codec, producer, CollectorRegistry()
+            SourceRegistry.load(default_sources_dir()), Store(codec, producer), CollectorRegistry()
         )
         listening = await server.serve("127.0.0.1", 0)
         return int(listening.sockets[0].getsockname()[1])

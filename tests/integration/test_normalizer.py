@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 
@@ -12,7 +11,7 @@ from hs_common.codec import Codec
 from hs_common.kafka import make_producer
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, read_all
+from hs_common.testing import TopicFactory, processing, read_all
 from hs_ingestion.intake import Kept, receive_hl7
 from hs_ingestion.normalizer import Normalizer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
@@ -58,12 +57,8 @@ def normalizer(
         dead_letter_topic=topics_for_test["dead"],
         poll_timeout=0.2,
     )
-    stop = threading.Event()
-    thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(30)
+    with processing(processor):
+        yield
 
 
 def _raw(codec: Codec, control: str, patient: int, body: str = ORU) -> tuple[str, bytes]:

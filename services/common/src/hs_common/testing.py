@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -32,6 +33,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
+from hs_common.processor import ExactlyOnceProcessor
 from hs_common.schemas import EventSchema, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings
 
@@ -199,3 +201,16 @@ class LoopThread:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+@contextmanager
+def processing(processor: ExactlyOnceProcessor) -> Iterator[None]:
+    """Run a processor in a thread for the duration of a `with` block; stop it gracefully."""
+    stop = threading.Event()
+    thread = threading.Thread(target=processor.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)

@@ -17,12 +17,9 @@ from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter
 
-from hs_common import topics
-from hs_common.codec import Codec
-from hs_common.deadletter import DeadLetter, Origin
+from hs_common.deadletter import Origin
 from hs_common.envelope import new_envelope
 from hs_common.errors import NotStoredError
-from hs_common.kafka import AsyncDurableProducer
 from hs_ingestion.payloads import (
     Checked,
     FieldProblem,
@@ -32,6 +29,7 @@ from hs_ingestion.payloads import (
     check_fhir,
 )
 from hs_ingestion.sources import Source, SourceRegistry
+from hs_ingestion.store import Store
 
 log = logging.getLogger(__name__)
 STAGE = "ingestion.http"
@@ -62,19 +60,13 @@ class Intake:
     def __init__(
         self,
         sources: SourceRegistry,
-        codec: Codec,
-        producer: AsyncDurableProducer,
+        store: Store,
         registry: CollectorRegistry,
         max_body_bytes: int,
-        raw_topic: str = topics.RAW.name,
-        dead_letter_topic: str = topics.DEAD_LETTER.name,
     ) -> None:
         self.sources = sources
-        self.codec = codec
-        self.producer = producer
+        self.store = store
         self.max_body_bytes = max_body_bytes
-        self.raw_topic = raw_topic
-        self.dead_letter_topic = dead_letter_topic
         self.answers = Counter(
             "hs_http_answers", "HTTP intake answers by status", ["status"], registry=registry
         )
@@ -155,11 +147,9 @@ class Intake:
             "content_sha256": hashlib.sha256(body).digest(),
         }
         patient = _patient_reference(checked.document, patient_field)
-        key = self.codec.keyring.pseudonym(source.code, patient or source.code)
+        key = self.store.codec.keyring.pseudonym(source.code, patient or source.code)
         try:
-            await self.producer.write(
-                self.raw_topic, self.codec.encode(topics.RAW.value_schema, record), key
-            )
+            await self.store.keep(record, key)
         except NotStoredError:
             return self._not_stored()
         envelope = record["envelope"]
@@ -191,18 +181,8 @@ class Intake:
         request_id: str | None,
     ) -> None:
         reason = "; ".join(f"{p.field or 'body'}: {p.problem}" for p in checked.problems[:20])
-        letter = DeadLetter(
-            stage=STAGE,
-            reason_code=checked.reason_code,
-            reason=reason,
-            original=body,
-            origin=Origin(
-                "HTTP", peer=peer, sender_message_id=request_id, content_type=content_type
-            ),
-            institution=source.code,
-            system=source.code,
-        )
-        await self.producer.write(self.dead_letter_topic, letter.encode(self.codec), letter.key)
+        origin = Origin("HTTP", peer=peer, sender_message_id=request_id, content_type=content_type)
+        await self.store.refuse(STAGE, checked.reason_code, reason, body, origin, source.code)
 
 
 def _too_large(limit: int) -> JSONResponse:

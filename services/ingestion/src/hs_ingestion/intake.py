@@ -12,7 +12,7 @@ from typing import Any
 from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
 from hs_ingestion.ack import Outcome, Problem
-from hs_ingestion.hl7 import Hl7Error, Message, declared_charset, decode, parse, parse_timestamp
+from hs_ingestion.hl7 import Hl7Error, Message, decode, parse, parse_timestamp
 from hs_ingestion.sources import SourceRegistry
 
 HL7_CONTENT_TYPE = "application/hl7-v2"
@@ -127,6 +127,3 @@ def _sending_facility(payload: bytes) -> str:
         return ""
     component = fields[3].split(b"^", 1)[0]
     return component.decode("ascii", errors="replace").strip()
-
-
-__all__ = ["Kept", "Refused", "declared_charset", "receive_hl7"]

@@ -16,6 +16,7 @@ from hs_common.settings import RuntimeSettings
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.mllp import MllpLimits, MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_ingestion.store import Store
 
 log = logging.getLogger("hs_ingestion")
 
@@ -45,9 +46,10 @@ async def run(settings: IngestionSettings) -> None:
     )
     limits = MllpLimits(settings.max_message_bytes, settings.idle_timeout)
     registry = runtime.metrics.registry
-    mllp = MllpServer(sources, runtime.codec, producer, registry, limits)
+    store = Store(runtime.codec, producer)
+    mllp = MllpServer(sources, store, registry, limits)
     listener = await mllp.serve(settings.mllp_host, settings.mllp_port)
-    intake = Intake(sources, runtime.codec, producer, registry, settings.max_message_bytes)
+    intake = Intake(sources, store, registry, settings.max_message_bytes)
     config = uvicorn.Config(
         create_app(intake),
         host=settings.http_host,

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from hs_common import topics
-from hs_common.codec import Codec
-from hs_common.deadletter import DeadLetter, Origin
+from hs_common.deadletter import Origin
 from hs_common.errors import NotStoredError
-from hs_common.kafka import AsyncDurableProducer
 from hs_ingestion.ack import Outcome, Problem, acknowledgement
-from hs_ingestion.intake import HL7_CONTENT_TYPE, Kept, Refused, receive_hl7
+from hs_ingestion.hl7 import Message
+from hs_ingestion.intake import HL7_CONTENT_TYPE, Kept, receive_hl7
 from hs_ingestion.sources import SourceRegistry
+from hs_ingestion.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -119,18 +118,12 @@ class MllpServer:
     def __init__(
         self,
         sources: SourceRegistry,
-        codec: Codec,
-        producer: AsyncDurableProducer,
+        store: Store,
         registry: CollectorRegistry,
         limits: MllpLimits | None = None,
-        raw_topic: str = topics.RAW.name,
-        dead_letter_topic: str = topics.DEAD_LETTER.name,
     ) -> None:
-        self.raw_topic = raw_topic
-        self.dead_letter_topic = dead_letter_topic
         self.sources = sources
-        self.codec = codec
-        self.producer = producer
+        self.store = store
         self.limits = limits or MllpLimits()
         self.metrics = MllpMetrics(registry)
         self._recent: OrderedDict[tuple[str, str, bytes], bytes] = OrderedDict()
@@ -178,30 +171,33 @@ class MllpServer:
                 "mllp.framing", "frame", "MLLP framing broken: start or end block missing"
             )
             try:
-                await self._dead_letter(chunk.payload, problem, "unknown", None, peer)
+                await self._refuse(chunk.payload, problem, "unknown", None, peer)
             except NotStoredError:
                 log.exception("dead letter not stored", extra={"peer": peer})
             return None
-        result = receive_hl7(chunk.payload, self.sources, self.codec.keyring)
+        result = receive_hl7(chunk.payload, self.sources, self.store.codec.keyring)
         if isinstance(result, Kept):
-            return await self._keep(result, peer)
-        return await self._refuse(chunk.payload, result, peer)
+            return await self._keep(result)
+        try:
+            await self._refuse(
+                chunk.payload, result.problem, result.institution, result.sender_message_id, peer
+            )
+        except NotStoredError:
+            return self._not_stored(result.message)
+        self.metrics.answers.labels(result.outcome.value).inc()
+        log.info("message refused", extra={"peer": peer, "reason_code": result.problem.reason_code})
+        return acknowledgement(result.message, result.outcome, result.problem)
 
-    async def _keep(self, kept: Kept, peer: str) -> bytes:
+    async def _keep(self, kept: Kept) -> bytes:
         repeated = self._recent.get(kept.dedup_key)
         if repeated is not None:
             self.metrics.repeats.inc()
             self._recent.move_to_end(kept.dedup_key)
             return repeated
-        value = self.codec.encode(topics.RAW.value_schema, kept.record)
         try:
-            await self.producer.write(self.raw_topic, value, kept.key)
+            await self.store.keep(kept.record, kept.key)
         except NotStoredError:
-            self.metrics.answers.labels("not_stored").inc()
-            problem = Problem(
-                "not_stored", "message", "not stored: the platform could not write it; resend later"
-            )
-            return acknowledgement(kept.message, Outcome.ERROR, problem)
+            return self._not_stored(kept.message)
         answer = acknowledgement(kept.message, Outcome.ACCEPTED)
         self._recent[kept.dedup_key] = answer
         if len(self._recent) > self.limits.recent_messages:
@@ -209,24 +205,14 @@ class MllpServer:
         self.metrics.answers.labels(Outcome.ACCEPTED.value).inc()
         return answer
 
-    async def _refuse(self, payload: bytes, refused: Refused, peer: str) -> bytes:
-        try:
-            await self._dead_letter(
-                payload, refused.problem, refused.institution, refused.sender_message_id, peer
-            )
-        except NotStoredError:
-            self.metrics.answers.labels("not_stored").inc()
-            problem = Problem(
-                "not_stored", "message", "not stored: the platform could not write it; resend later"
-            )
-            return acknowledgement(refused.message, Outcome.ERROR, problem)
-        self.metrics.answers.labels(refused.outcome.value).inc()
-        log.info(
-            "message refused", extra={"peer": peer, "reason_code": refused.problem.reason_code}
+    def _not_stored(self, message: Message | None) -> bytes:
+        self.metrics.answers.labels("not_stored").inc()
+        problem = Problem(
+            "not_stored", "message", "not stored: the platform could not write it; resend later"
         )
-        return acknowledgement(refused.message, refused.outcome, refused.problem)
+        return acknowledgement(message, Outcome.ERROR, problem)
 
-    async def _dead_letter(
+    async def _refuse(
         self,
         payload: bytes,
         problem: Problem,
@@ -234,18 +220,14 @@ class MllpServer:
         sender_message_id: str | None,
         peer: str,
     ) -> None:
-        letter = DeadLetter(
-            stage=STAGE,
-            reason_code=problem.reason_code,
-            reason=f"{problem.where}: {problem.text}",
-            original=payload,
-            origin=Origin(
-                "MLLP",
-                peer=peer,
-                sender_message_id=sender_message_id,
-                content_type=HL7_CONTENT_TYPE,
-            ),
-            institution=institution,
-            system="mllp",
+        origin = Origin(
+            "MLLP", peer=peer, sender_message_id=sender_message_id, content_type=HL7_CONTENT_TYPE
         )
-        await self.producer.write(self.dead_letter_topic, letter.encode(self.codec), letter.key)
+        await self.store.refuse(
+            STAGE,
+            problem.reason_code,
+            f"{problem.where}: {problem.text}",
+            payload,
+            origin,
+            institution,
+        )

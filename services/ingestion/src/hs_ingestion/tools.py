@@ -33,6 +33,7 @@ from hs_ingestion.httpapi import FORMATS, Intake
 from hs_ingestion.main import IngestionSettings
 from hs_ingestion.mllp import END, START, Chunk, MllpServer
 from hs_ingestion.sources import SourceRegistry
+from hs_ingestion.store import Store
 
 ALL_FORMATS = tuple(FORMATS)
 
@@ -62,30 +63,14 @@ class Door:
         dead_letter_topic: str = topics.DEAD_LETTER.name,
     ) -> None:
         self.codec = codec
-        self.raw_topic = raw_topic
-        self.dead_letter_topic = dead_letter_topic
         self.sources = SourceRegistry.load(settings.sources_dir)
         self.producer = AsyncDurableProducer(
             settings, f"ingestion-tools-{uuid.uuid4().hex[:6]}", settings.store_timeout
         )
+        self.store = Store(codec, self.producer, raw_topic, dead_letter_topic)
         registry = CollectorRegistry()
-        self.mllp = MllpServer(
-            self.sources,
-            codec,
-            self.producer,
-            registry,
-            raw_topic=raw_topic,
-            dead_letter_topic=dead_letter_topic,
-        )
-        self.intake = Intake(
-            self.sources,
-            codec,
-            self.producer,
-            registry,
-            settings.max_message_bytes,
-            raw_topic,
-            dead_letter_topic,
-        )
+        self.mllp = MllpServer(self.sources, self.store, registry)
+        self.intake = Intake(self.sources, self.store, registry, settings.max_message_bytes)
 
     async def hl7(self, payload: bytes, framed: bool, origin: str) -> str:
         answer = await self.mllp.answer(Chunk(payload, framed), origin)
@@ -130,7 +115,7 @@ async def replay_dead_letters(
     consumer = make_consumer(
         settings, f"hs-dead-letter-replay-{uuid.uuid4().hex}", "dead-letter-replay"
     )
-    name = door.dead_letter_topic
+    name = door.store.dead_letter_topic
     partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
     ends = {
         p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
@@ -173,7 +158,7 @@ async def _replay_one(door: Door, letter: dict[str, Any]) -> str:
         key = door.codec.keyring.pseudonym(
             str(raw["envelope"]["source"]["institution"]), str(raw["sender_message_id"] or "")
         )
-        await door.producer.write(door.raw_topic, original, key)
+        await door.store.keep_encoded(original, key)
         return "raw message re-queued for normalization"
     if stage == "ingestion.mllp":
         return await door.hl7(original, True, "dead-letter-replay")

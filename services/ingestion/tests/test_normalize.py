@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -238,3 +239,18 @@ def test_a_clinic_code_without_mapping_is_refused(sources: SourceRegistry) -> No
     with pytest.raises(RejectedInput, match="item 1/xmdm: local code has no mapping") as raised:
         normalize_raw(_raw_record(json.dumps(document).encode(), "HZC01"), sources.get("HZC01"))  # type: ignore[arg-type]
     assert raised.value.reason_code == "code.unknown"
+
+
+def test_times_without_an_offset_are_read_in_the_source_s_own_offset(
+    sources: SourceRegistry,
+) -> None:
+    shc02 = sources.get("SHC02")
+    assert shc02 is not None
+    csv_batch = (
+        b"record_type,patient_no,event_time,item_code,result,unit\r\n"
+        b"lab,42,2026-01-02 08:00:00,FBG,5.5,mmol/L\r\n"
+    )
+    for offset, hour in ((8, 0), (0, 8)):
+        source = replace(shc02, utc_offset_hours=offset)
+        [event] = normalize_raw(_raw_record(csv_batch, "SHC02"), source)
+        assert event.record["effective_at"] == datetime(2026, 1, 2, hour, tzinfo=UTC)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from hs_synth.formats.hl7 import END_BLOCK, START_BLOCK
 from hs_synth.generate import GeneratorConfig, generate
-from hs_synth.replay import END_BLOCK, START_BLOCK, ReplaySummary, Targets, mllp_frames, replay
+from hs_synth.replay import ReplaySummary, Targets, mllp_frames, replay
 
 
 def test_frames_split_like_a_receiver_would_see_them() -> None:

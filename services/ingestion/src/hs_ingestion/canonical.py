@@ -3,11 +3,14 @@ observation result shared by HL7, clinic and FHIR mappings. Pure."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hs_ingestion.units import Analyte, normalize, parse_range
 
+HAN = re.compile(r"[\u3400-\u9fff]")
 LOINC = "http://loinc.org"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
 
@@ -78,3 +81,15 @@ def _computed(value: float, low: float | None, high: float | None) -> str:
     if high is not None and value > high:
         return "HIGH"
     return "NORMAL"
+
+
+def script_of(name: str) -> str:
+    """hs.identity.NameScript of a name as written."""
+    return "HAN" if HAN.search(name) else "LATIN"
+
+
+def to_utc(moment: datetime, utc_offset_hours: int) -> datetime:
+    """An aware UTC time; a time sent without an offset is the source's local time."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone(timedelta(hours=utc_offset_hours)))
+    return moment.astimezone(UTC)

@@ -5,12 +5,20 @@ UCUM units are checked and converted like any other. Pure."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
 from hs_common.envelope import derived_envelope
 from hs_common.errors import RejectedInput
-from hs_ingestion.canonical import ICD10, LOINC, Event, coding, observation_result
+from hs_ingestion.canonical import (
+    ICD10,
+    LOINC,
+    Event,
+    coding,
+    observation_result,
+    script_of,
+    to_utc,
+)
 from hs_ingestion.sources import Source
 from hs_ingestion.units import ANALYTES
 
@@ -65,28 +73,26 @@ def normalize_fhir(payload: bytes, envelope: dict[str, Any], source: Source) -> 
                 )
             )
         elif kind == "Condition":
-            condition = _condition(resource, pointer, envelope)
+            condition = _condition(resource, pointer, envelope, source.utc_offset_hours)
             events.append(
                 Event("hs.clinical.Condition", condition, condition["subject"]["local_patient_id"])
             )
         elif kind == "Encounter":
-            encounter = _encounter(resource, pointer, envelope)
+            encounter = _encounter(resource, pointer, envelope, source.utc_offset_hours)
             events.append(
                 Event("hs.clinical.Encounter", encounter, encounter["subject"]["local_patient_id"])
             )
     return events
 
 
-def _instant(value: str | None, where: str) -> datetime | None:
+def _instant(value: str | None, where: str, utc_offset_hours: int) -> datetime | None:
     if not value:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise RejectedInput(f"{where}: not a FHIR dateTime", "fhir.invalid") from None
-    return (
-        parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone(timedelta(hours=8)))
-    ).astimezone(UTC)
+    return to_utc(parsed, utc_offset_hours)
 
 
 def _subject(resource: dict[str, Any], pointer: str) -> str:
@@ -128,10 +134,10 @@ def _patient(
     names = []
     for name in resource.get("name", []):
         text = name.get("text") or ""
-        han = any("\u3400" <= c <= "\u9fff" for c in text + (name.get("family") or ""))
+        script = script_of(text + (name.get("family") or ""))
         names.append(
             {
-                "script": "HAN" if han else "LATIN",
+                "script": script,
                 "family": name.get("family"),
                 "given": " ".join(name.get("given", [])) or None,
                 "text": text or None,
@@ -186,13 +192,14 @@ def _patient(
 def _observation(
     resource: dict[str, Any], pointer: str, envelope: dict[str, Any], source: Source
 ) -> dict[str, Any]:
+    offset = source.utc_offset_hours
     codings = resource.get("code", {}).get("coding", [])
     loinc = next((c for c in codings if c.get("system") == LOINC), None)
     analyte = BY_LOINC.get(loinc.get("code", "")) if loinc else None
     if analyte is None:
         raise RejectedInput(f"{pointer}/code: no LOINC code the platform maps", "code.unknown")
     effective = (
-        _instant(resource.get("effectiveDateTime"), f"{pointer}/effectiveDateTime")
+        _instant(resource.get("effectiveDateTime"), f"{pointer}/effectiveDateTime", offset)
         or envelope["occurred_at"]
     )
     quantity = resource.get("valueQuantity") or {}
@@ -223,7 +230,7 @@ def _observation(
         "category": "VITAL_SIGNS" if analyte.vital_sign else "LABORATORY",
         "status": STATUS.get(resource.get("status", ""), "UNKNOWN"),
         "effective_at": effective,
-        "issued_at": _instant(resource.get("issued"), f"{pointer}/issued"),
+        "issued_at": _instant(resource.get("issued"), f"{pointer}/issued", offset),
         "result": observation_result(
             analyte,
             local,
@@ -236,7 +243,9 @@ def _observation(
     }
 
 
-def _condition(resource: dict[str, Any], pointer: str, envelope: dict[str, Any]) -> dict[str, Any]:
+def _condition(
+    resource: dict[str, Any], pointer: str, envelope: dict[str, Any], offset: int
+) -> dict[str, Any]:
     codings = resource.get("code", {}).get("coding", [])
     icd10 = next((c for c in codings if c.get("system") == ICD10), None)
     if icd10 is None:
@@ -245,7 +254,7 @@ def _condition(resource: dict[str, Any], pointer: str, envelope: dict[str, Any])
         (c.get("code") for c in resource.get("verificationStatus", {}).get("coding", [])),
         "unconfirmed",
     )
-    recorded = _instant(resource.get("recordedDate"), f"{pointer}/recordedDate")
+    recorded = _instant(resource.get("recordedDate"), f"{pointer}/recordedDate", offset)
     return {
         "envelope": derived_envelope(envelope, recorded),
         "subject": _subject_ref(resource, pointer),
@@ -257,12 +266,14 @@ def _condition(resource: dict[str, Any], pointer: str, envelope: dict[str, Any])
             "text": resource.get("code", {}).get("text"),
         },
         "verification_status": VERIFICATION.get(str(status), "UNCONFIRMED"),
-        "onset_at": _instant(resource.get("onsetDateTime"), f"{pointer}/onsetDateTime"),
+        "onset_at": _instant(resource.get("onsetDateTime"), f"{pointer}/onsetDateTime", offset),
         "recorded_at": recorded,
     }
 
 
-def _encounter(resource: dict[str, Any], pointer: str, envelope: dict[str, Any]) -> dict[str, Any]:
+def _encounter(
+    resource: dict[str, Any], pointer: str, envelope: dict[str, Any], offset: int
+) -> dict[str, Any]:
     period = resource.get("period", {})
     return {
         "envelope": derived_envelope(envelope),
@@ -279,7 +290,7 @@ def _encounter(resource: dict[str, Any], pointer: str, envelope: dict[str, Any])
             "finished": "FINISHED",
             "cancelled": "CANCELLED",
         }.get(resource.get("status", ""), "UNKNOWN"),
-        "started_at": _instant(period.get("start"), f"{pointer}/period/start"),
-        "ended_at": _instant(period.get("end"), f"{pointer}/period/end"),
+        "started_at": _instant(period.get("start"), f"{pointer}/period/start", offset),
+        "ended_at": _instant(period.get("end"), f"{pointer}/period/end", offset),
         "department": None,
     }

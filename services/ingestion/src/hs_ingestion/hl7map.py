@@ -7,17 +7,14 @@ and the position, and the whole message goes to the dead-letter topic (no partia
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 from typing import Any
 
 from hs_common.envelope import derived_envelope
-from hs_ingestion.canonical import ICD10, Event, coding, observation_result
+from hs_ingestion.canonical import ICD10, Event, coding, observation_result, script_of
 from hs_ingestion.hl7 import Hl7Error, Message, Segment, parse_timestamp
 from hs_ingestion.sources import Source
 from hs_ingestion.units import ANALYTES, Analyte
-
-HAN = re.compile(r"[\u3400-\u9fff]")
 
 RESULT_STATUS = {
     "F": "FINAL", "P": "PRELIMINARY", "C": "CORRECTED", "D": "DELETED", "W": "WITHDRAWN",
@@ -102,7 +99,7 @@ def _identity(
     for index in range(len(pid.repetitions(5))):
         family, given = pid.value(5, 1, index), pid.value(5, 2, index)
         if family or given:
-            script = "HAN" if HAN.search(family + given) else "LATIN"
+            script = script_of(family + given)
             names.append(
                 {"script": script, "family": family or None, "given": given or None, "text": None}
             )

@@ -7,18 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from collections.abc import Mapping
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any
 
 from hs_common.envelope import derived_envelope
 from hs_common.errors import RejectedInput
-from hs_ingestion.canonical import ICD10, Event, coding, observation_result
+from hs_ingestion.canonical import ICD10, Event, coding, observation_result, script_of, to_utc
 from hs_ingestion.sources import Source
 from hs_ingestion.units import ANALYTES
-
-HAN = re.compile(r"[\u3400-\u9fff]")
 
 
 def normalize_clinic_json(payload: bytes, envelope: dict[str, Any], source: Source) -> list[Event]:
@@ -56,7 +52,7 @@ def _records(
             events.append(
                 Event(
                     "hs.identity.PatientIdentity",
-                    _identity(record, where, envelope, patient, mapping),
+                    _identity(record, where, envelope, patient, source),
                     patient,
                 )
             )
@@ -69,7 +65,7 @@ def _records(
             events.append(
                 Event(
                     "hs.clinical.Condition",
-                    _diagnosis(record, where, envelope, patient, mapping),
+                    _diagnosis(record, where, envelope, patient, source),
                     patient,
                 )
             )
@@ -86,9 +82,12 @@ def _text(record: dict[str, Any], field: str) -> str | None:
     return text or None
 
 
-def _time(value: str | None, where: str, time_format: str) -> datetime | None:
+def _time(record: dict[str, Any], field: str, where: str, source: Source) -> datetime | None:
+    """The record's time field in the source's format, as UTC."""
+    value = _text(record, field)
     if value is None:
         return None
+    time_format = source.mapping["time_format"]
     try:
         parsed = (
             datetime.fromisoformat(value)
@@ -97,11 +96,9 @@ def _time(value: str | None, where: str, time_format: str) -> datetime | None:
         )
     except ValueError:
         raise RejectedInput(
-            f"{where}: not a date/time in the source's format", "clinic.invalid_field"
+            f"{where}/{field}: not a date/time in the source's format", "clinic.invalid_field"
         ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone(timedelta(hours=8)))
-    return parsed.astimezone(UTC)
+    return to_utc(parsed, source.utc_offset_hours)
 
 
 def _identity(
@@ -109,16 +106,14 @@ def _identity(
     where: str,
     envelope: dict[str, Any],
     patient: str,
-    mapping: Mapping[str, Any],
+    source: Source,
 ) -> dict[str, Any]:
+    mapping = source.mapping
     fields = mapping["person"]
     name = _text(record, fields["name"])
     names = []
     if name:
-        if HAN.search(name):
-            names.append({"script": "HAN", "family": None, "given": None, "text": name})
-        else:
-            names.append({"script": "LATIN", "family": None, "given": None, "text": name})
+        names.append({"script": script_of(name), "family": None, "given": None, "text": name})
     birth_text = _text(record, fields["birth_date"])
     birth: date | None = None
     if birth_text:
@@ -141,9 +136,7 @@ def _identity(
     return {
         "envelope": derived_envelope(
             envelope,
-            _time(
-                _text(record, mapping["time"]), f"{where}/{mapping['time']}", mapping["time_format"]
-            ),
+            _time(record, mapping["time"], where, source),
         ),
         "kind": "REGISTER",
         "person": {
@@ -173,14 +166,7 @@ def _results(
         raise RejectedInput(
             f"{where}/{fields['items']}: result items missing", "clinic.invalid_field"
         )
-    effective = (
-        _time(
-            _text(record, fields["time"]),
-            f"{where}/{fields['time']}",
-            source.mapping["time_format"],
-        )
-        or envelope["occurred_at"]
-    )
+    effective = _time(record, fields["time"], where, source) or envelope["occurred_at"]
     order = _text(record, fields["order"]) or f"{patient}-{effective:%Y%m%d%H%M%S}"
     observations = []
     for index, item in enumerate(items, start=1):
@@ -231,17 +217,16 @@ def _diagnosis(
     where: str,
     envelope: dict[str, Any],
     patient: str,
-    mapping: Mapping[str, Any],
+    source: Source,
 ) -> dict[str, Any]:
+    mapping = source.mapping
     fields = mapping["diagnosis"]
     code = _text(record, fields["code"])
     if not code:
         raise RejectedInput(
             f"{where}/{fields['code']}: diagnosis code is empty", "clinic.invalid_field"
         )
-    recorded = _time(
-        _text(record, mapping["time"]), f"{where}/{mapping['time']}", mapping["time_format"]
-    )
+    recorded = _time(record, mapping["time"], where, source)
     visit = _text(record, fields["visit"])
     return {
         "envelope": derived_envelope(envelope, recorded),

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\x0d"
+from hs_synth.formats.hl7 import END_BLOCK, START_BLOCK
 
 
 @dataclass(frozen=True)

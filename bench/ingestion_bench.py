@@ -50,9 +50,13 @@ def oru(number: int) -> bytes:
     ).encode()
 
 
-async def sender(port: int, numbers: list[int], latencies: list[float], pace: float) -> None:
+async def sender(
+    port: int, numbers: list[int], latencies: list[float], pace: float, phase: float
+) -> None:
+    """One sender connection; with `pace`, it sends `pace` messages/s starting `phase` s late,
+    so that paced connections together send at an even rate rather than in bursts."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    start = time.perf_counter()
+    start = time.perf_counter() + phase
     for index, number in enumerate(numbers):
         if pace:
             await asyncio.sleep(max(0.0, start + index / pace - time.perf_counter()))
@@ -71,8 +75,12 @@ async def drive(
     latencies: list[float] = []
     share = [numbers[i::connections] for i in range(connections)]
     started = time.perf_counter()
+    pace = rate / connections
     await asyncio.gather(
-        *(sender(port, part, latencies, rate / connections if rate else 0) for part in share)
+        *(
+            sender(port, part, latencies, pace, index / rate if rate else 0)
+            for index, part in enumerate(share)
+        )
     )
     return latencies, time.perf_counter() - started
 

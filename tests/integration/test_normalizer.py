@@ -14,6 +14,7 @@ from hs_common.settings import RuntimeSettings
 from hs_common.testing import TopicFactory, processing, read_all
 from hs_ingestion.intake import Kept, receive_hl7
 from hs_ingestion.normalizer import Normalizer
+from hs_ingestion.recent import read_recent
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 
 pytestmark = pytest.mark.integration
@@ -108,3 +109,56 @@ def test_raw_messages_become_keyed_observations_once_and_bad_ones_dead_letters(
     assert (dead["reason_code"], dead["stage"]) == ("code.unknown", "ingestion.normalize")
     assert "OBX-3 (set 1)" in dead["reason"]
     assert codec.decode(dead["original"]).record["sender_message_id"] == "BAD1"
+
+
+def test_a_message_stored_again_after_a_restart_is_not_normalized_again(
+    runtime_settings: RuntimeSettings,
+    codec: Codec,
+    topics_for_test: dict[str, str],
+    kafka_bootstrap: str,
+) -> None:
+    topic_of = {"hs.clinical.Observation": topics_for_test["observation"]}
+    group = f"normalize-restart-{runtime_settings.instance_id}"
+    sources = SourceRegistry.load(default_sources_dir())
+
+    def run_normalizer(expected_observations: int) -> None:
+        normalizer = Normalizer(codec, sources, topic_of)
+        normalizer.recent.remember(
+            read_recent(
+                runtime_settings, codec.catalogue, 1000, topics_for_test["raw"], group_id=group
+            )
+        )
+        processor = ExactlyOnceProcessor(
+            runtime_settings,
+            stage="ingestion.normalize",
+            group_id=group,
+            input_topics=[topics_for_test["raw"]],
+            transform=normalizer,
+            codec=codec,
+            dead_letter_topic=topics_for_test["dead"],
+            poll_timeout=0.2,
+        )
+        with processing(processor):
+            read_all(
+                kafka_bootstrap,
+                topics_for_test["observation"],
+                expected=expected_observations,
+                timeout=60,
+                idle=10,
+            )
+
+    producer = make_producer(runtime_settings, "raw-feeder")
+    key, value = _raw(codec, "RS1", 1)
+    producer.produce(topics_for_test["raw"], value=value, key=key)
+    assert producer.flush(10) == 0
+    run_normalizer(expected_observations=2)
+
+    # the same message stored again (a resend after a lost acknowledgement), then a new one
+    producer.produce(topics_for_test["raw"], value=_raw(codec, "RS1", 1)[1], key=key)
+    producer.produce(topics_for_test["raw"], value=_raw(codec, "RS2", 1)[1], key=key)
+    assert producer.flush(10) == 0
+    run_normalizer(expected_observations=4)
+
+    observations = read_all(kafka_bootstrap, topics_for_test["observation"], idle=3)
+    ids = Counter(codec.decode(value).record["observation_id"] for _, value in observations)
+    assert ids == {"ORS1-F-1": 1, "ORS1-F-2": 1, "ORS2-F-1": 1, "ORS2-F-2": 1}

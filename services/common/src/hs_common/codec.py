@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import fastavro
 
+from hs_common.avrowrite import AvroWriteError
 from hs_common.crypto import Keyring, Sealed
 from hs_common.errors import CodecError, NotSingleObjectError, UnknownSchemaError
 from hs_common.schemas import (
@@ -50,13 +51,12 @@ class Codec:
     def encode(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
         schema = self.catalogue.get(schema_name)
         wire_record = self._seal(schema.plan, record) if schema.plan else record
-        out = io.BytesIO()
-        out.write(schema.header)
+        out = bytearray(schema.header)
         try:
-            fastavro.schemaless_writer(out, schema.wire_parsed, wire_record)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise CodecError(f"record does not match {schema_name}: {_describe(exc)}") from None
-        return out.getvalue()
+            schema.write_wire(wire_record, out)
+        except AvroWriteError as error:
+            raise CodecError(f"record does not match {schema_name}: {error}") from None
+        return bytes(out)
 
     def schema_of(self, data: bytes) -> EventSchema:
         if len(data) < HEADER_BYTES or data[:2] != SINGLE_OBJECT_MARKER:
@@ -115,16 +115,13 @@ class Codec:
                 return None
             if isinstance(value, Sealed):  # passing on a value this process cannot read
                 return _sealed_to_wire(value)
-            plain = io.BytesIO()
+            plain = bytearray()
             try:
-                fastavro.schemaless_writer(plain, plan.plain_schema, {"v": value})
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                raise CodecError(
-                    f"{plan.aad_name} does not match its schema: {_describe(exc)}"
-                ) from None
-            return _sealed_to_wire(
-                self.keyring.seal(plan.sensitivity, plan.aad_name, plain.getvalue())
-            )
+                plan.write_plain({"v": value}, plain)
+            except AvroWriteError as error:
+                where = ".".join([plan.aad_name, *error.path[1:]])  # path[0] is the wrapper's "v"
+                raise CodecError(f"{where}: {error.expected}") from None
+            return _sealed_to_wire(self.keyring.seal(plan.sensitivity, plan.aad_name, bytes(plain)))
         if value is None:
             return None
         if isinstance(plan, RecordPlan):

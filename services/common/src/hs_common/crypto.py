@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -47,6 +48,10 @@ class DataKey:
 
     def __repr__(self) -> str:
         return f"DataKey({self.key_id!r}, {self.sensitivity!r}, <secret>)"
+
+    @cached_property
+    def cipher(self) -> algorithms.SM4:
+        return algorithms.SM4(self.secret)
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,7 @@ class Keyring:
                 f"no active {sensitivity} key: this process may not write {aad_name}"
             )
         nonce = os.urandom(NONCE_BYTES)
-        encryptor = Cipher(algorithms.SM4(self.keys[key_id].secret), modes.GCM(nonce)).encryptor()
+        encryptor = Cipher(self.keys[key_id].cipher, modes.GCM(nonce)).encryptor()
         encryptor.authenticate_additional_data(_aad(aad_name, key_id))
         body = encryptor.update(plaintext) + encryptor.finalize()
         return Sealed(key_id, nonce, body + encryptor.tag)
@@ -152,7 +157,7 @@ class Keyring:
         if len(sealed.nonce) != NONCE_BYTES or len(sealed.ciphertext) < TAG_BYTES:
             raise SealedFieldError(f"{aad_name}: sealed value has a malformed nonce or tag")
         body, tag = sealed.ciphertext[:-TAG_BYTES], sealed.ciphertext[-TAG_BYTES:]
-        decryptor = Cipher(algorithms.SM4(key.secret), modes.GCM(sealed.nonce, tag)).decryptor()
+        decryptor = Cipher(key.cipher, modes.GCM(sealed.nonce, tag)).decryptor()
         decryptor.authenticate_additional_data(_aad(aad_name, sealed.key_id))
         try:
             return decryptor.update(body) + decryptor.finalize()

@@ -125,7 +125,7 @@ class AsyncDurableProducer:
         self.timeout = timeout
         overrides: dict[str, str | int] = {
             "delivery.timeout.ms": int(timeout * 1000),
-            "linger.ms": 1,
+            "linger.ms": 0,
         }
         self._producer = make_producer(settings, client_id, None, **overrides)
         self._running = True

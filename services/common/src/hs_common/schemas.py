@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeAlias
 import fastavro
 from fastavro.schema import UnknownType, to_parsing_canonical_form
 
+from hs_common.avrowrite import Writer, compile_writer
 from hs_common.errors import SchemaCatalogueError
 
 Sensitivity: TypeAlias = Literal["identifying", "health"]
@@ -75,6 +76,7 @@ class SealedField:
     plain_json: JsonSchema  # wrapper record {"v": <logical type>}, self-contained (adds no bytes)
     plain_schema: Any  # the wrapper, parsed
     plain_canonical: str  # canonical form of that wrapper: part of the contract fingerprint
+    write_plain: Writer = field(repr=False, compare=False)  # the wrapper's Avro binary writer
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class EventSchema:
     wire_parsed: Any
     fingerprint: bytes  # 8 bytes, little-endian CRC-64-AVRO of the wire canonical form
     plan: RecordPlan | None  # None when the type has no sealed field
+    write_wire: Writer = field(repr=False, compare=False)  # Avro binary writer of the wire form
     sensitive_fields: tuple[str, ...] = field(default=())
     sealed_fields: Mapping[str, SealedField] = field(default_factory=dict)  # by aad_name
     released: bool = False  # True for a version loaded from schemas/history/
@@ -210,6 +213,7 @@ def _event_schema(
         wire_parsed=wire_parsed,
         fingerprint=_contract_fingerprint(wire_parsed, sealed_fields.values()),
         plan=plan if isinstance(plan, RecordPlan) else None,
+        write_wire=compile_writer(wire_parsed),
         sensitive_fields=tuple(_sensitive_field_names(name, definitions)),
         sealed_fields=sealed_fields,
         released=released,
@@ -430,6 +434,7 @@ def _plan_for(
                 plain_json=plain_json,
                 plain_schema=plain,
                 plain_canonical=to_parsing_canonical_form(plain),
+                write_plain=compile_writer(plain),
             )
             fields.append((f["name"], sealed))
             continue

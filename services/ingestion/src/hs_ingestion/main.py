@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
 
 import uvicorn
+import uvloop
 from pydantic import Field
 
 from hs_common.kafka import AsyncDurableProducer
@@ -15,6 +15,7 @@ from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.mllp import MllpLimits, MllpServer
+from hs_ingestion.recent import read_recent
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 from hs_ingestion.store import Store
 
@@ -48,6 +49,7 @@ async def run(settings: IngestionSettings) -> None:
     registry = runtime.metrics.registry
     store = Store(runtime.codec, producer)
     mllp = MllpServer(sources, store, registry, limits)
+    mllp.recent.remember(read_recent(settings, runtime.codec.catalogue, limits.recent_messages))
     listener = await mllp.serve(settings.mllp_host, settings.mllp_port)
     intake = Intake(sources, store, registry, settings.max_message_bytes)
     config = uvicorn.Config(
@@ -66,7 +68,7 @@ async def run(settings: IngestionSettings) -> None:
 
 
 def main() -> int:
-    asyncio.run(run(IngestionSettings()))
+    uvloop.run(run(IngestionSettings()))
     return 0
 
 

@@ -6,7 +6,7 @@ and an idle connection is closed after `idle_timeout`.
 Every message is written to Kafka (acks=all) before it is answered: to the raw topic when it
 can be kept, to the dead-letter topic when not. If Kafka does not confirm, the answer is AE
 (CE in enhanced mode), never AA. A repeated message (same sender, MSH-10 and bytes) is
-answered again without being written again.
+answered again without being written again, also after a restart (hs_ingestion.recent).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from hs_common.errors import NotStoredError
 from hs_ingestion.ack import Outcome, Problem, acknowledgement
 from hs_ingestion.hl7 import Message
 from hs_ingestion.intake import HL7_CONTENT_TYPE, Kept, receive_hl7
+from hs_ingestion.recent import RecentMessages
 from hs_ingestion.sources import SourceRegistry
 from hs_ingestion.store import Store
 
@@ -126,7 +126,7 @@ class MllpServer:
         self.store = store
         self.limits = limits or MllpLimits()
         self.metrics = MllpMetrics(registry)
-        self._recent: OrderedDict[tuple[str, str, bytes], bytes] = OrderedDict()
+        self.recent = RecentMessages(self.limits.recent_messages)
         self._connections: set[asyncio.Task[None]] = set()
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
@@ -189,21 +189,17 @@ class MllpServer:
         return acknowledgement(result.message, result.outcome, result.problem)
 
     async def _keep(self, kept: Kept) -> bytes:
-        repeated = self._recent.get(kept.dedup_key)
-        if repeated is not None:
+        if kept.dedup_key in self.recent:
             self.metrics.repeats.inc()
-            self._recent.move_to_end(kept.dedup_key)
-            return repeated
+            self.recent.first_seen(kept.dedup_key)
+            return acknowledgement(kept.message, Outcome.ACCEPTED)
         try:
             await self.store.keep(kept.record, kept.key)
         except NotStoredError:
             return self._not_stored(kept.message)
-        answer = acknowledgement(kept.message, Outcome.ACCEPTED)
-        self._recent[kept.dedup_key] = answer
-        if len(self._recent) > self.limits.recent_messages:
-            self._recent.popitem(last=False)
+        self.recent.first_seen(kept.dedup_key)
         self.metrics.answers.labels(Outcome.ACCEPTED.value).inc()
-        return answer
+        return acknowledgement(kept.message, Outcome.ACCEPTED)
 
     def _not_stored(self, message: Message | None) -> bytes:
         self.metrics.answers.labels("not_stored").inc()

@@ -9,7 +9,6 @@ order on one partition.
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,9 +23,11 @@ from hs_common.processor import ExactlyOnceProcessor, Output
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
 from hs_ingestion.normalize import normalize_raw
+from hs_ingestion.recent import RecentMessages, read_recent
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 
 STAGE = "ingestion.normalize"
+REMEMBER = 100_000  # messages remembered for repeat detection
 TOPIC_OF = {spec.value_schema: spec.name for spec in topics.ALL}
 
 
@@ -44,15 +45,14 @@ class Normalizer:
         codec: Codec,
         sources: SourceRegistry,
         topic_of: dict[str, str] | None = None,
-        remember: int = 100_000,
+        remember: int = REMEMBER,
     ) -> None:
         self.codec = codec
         self.sources = sources
         self.topic_of = topic_of or TOPIC_OF
-        self.remember = remember
-        # (institution, MSH-10, digest) -> where it was first seen. A message read again at the
-        # same position (a batch replayed after an aborted transaction) is not a repeat.
-        self._seen: OrderedDict[tuple[str, str, bytes], tuple[int, int]] = OrderedDict()
+        # A message read again at the position where it was first seen (a batch replayed after
+        # an aborted transaction) is not a repeat.
+        self.recent = RecentMessages(remember)
 
     def __call__(self, message: Message) -> Iterator[Output]:
         raw = self.codec.decode(message.value() or b"", expect=topics.RAW.value_schema).record
@@ -63,12 +63,13 @@ class Normalizer:
         if raw["sender_message_id"]:
             repeat = (institution, raw["sender_message_id"], bytes(raw["content_sha256"]))
             position = (int(message.partition() or 0), int(message.offset() or 0))
-            if self._seen.setdefault(repeat, position) != position:
+            if self.recent.first_seen(repeat, position) != position:
                 return  # the same message stored twice (a resend after a lost acknowledgement)
-            if len(self._seen) > self.remember:
-                self._seen.popitem(last=False)
+        keys: dict[str, str] = {}  # a message's events are mostly about one patient
         for event in normalize_raw(raw, source):
-            key = self.codec.keyring.pseudonym(institution, event.patient)
+            key = keys.get(event.patient) or keys.setdefault(
+                event.patient, self.codec.keyring.pseudonym(institution, event.patient)
+            )
             yield Output(
                 self.topic_of[event.schema], self.codec.encode(event.schema, event.record), key
             )
@@ -78,6 +79,9 @@ def main() -> int:
     settings = NormalizerSettings()
     runtime = Runtime.start("normalize", settings)
     normalizer = Normalizer(runtime.codec, SourceRegistry.load(settings.sources_dir))
+    normalizer.recent.remember(
+        read_recent(settings, runtime.codec.catalogue, REMEMBER, group_id=settings.group_id)
+    )
     ExactlyOnceProcessor(
         settings,
         stage=STAGE,

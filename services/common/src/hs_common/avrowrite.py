@@ -43,6 +43,9 @@ class AvroWriteError(Exception):
 
 def write_long(n: int, out: bytearray) -> None:
     """Zig-zag variable-length integer."""
+    if 0 <= n < 64:  # lengths, enum and union indexes: one byte
+        out.append(n << 1)
+        return
     n = (n << 1) ^ (n >> 63)
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)

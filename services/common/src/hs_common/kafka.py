@@ -125,7 +125,7 @@ class AsyncDurableProducer:
         self.timeout = timeout
         overrides: dict[str, str | int] = {
             "delivery.timeout.ms": int(timeout * 1000),
-            "linger.ms": 0,
+            "linger.ms": 2,
         }
         self._producer = make_producer(settings, client_id, None, **overrides)
         self._running = True
@@ -158,7 +158,8 @@ class AsyncDurableProducer:
         except BufferError:
             raise NotStoredError(f"{topic}: producer queue full") from None
         try:
-            return await asyncio.wait_for(done, self.timeout)
+            async with asyncio.timeout(self.timeout):
+                return await done
         except TimeoutError:
             raise NotStoredError(
                 f"{topic}: no delivery confirmation within {self.timeout:.1f} s"

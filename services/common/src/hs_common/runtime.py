@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 from hs_common.codec import Codec
@@ -32,3 +33,12 @@ class Runtime:
         metrics = RuntimeMetrics.create()
         metrics.serve(settings.metrics_port)
         return cls(settings, codec, metrics)
+
+    @staticmethod
+    def ready() -> None:
+        """Call once start-up (imports, schemas, warmed caches) is done. What exists by then
+        lives as long as the process; freezing it keeps the collector from scanning it again in
+        every full collection, pauses that otherwise reach tens of milliseconds and show up as
+        the slowest acknowledgements."""
+        gc.collect()
+        gc.freeze()

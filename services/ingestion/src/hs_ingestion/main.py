@@ -50,6 +50,7 @@ async def run(settings: IngestionSettings) -> None:
     store = Store(runtime.codec, producer)
     mllp = MllpServer(sources, store, registry, limits)
     mllp.recent.remember(read_recent(settings, runtime.codec.catalogue, limits.recent_messages))
+    runtime.ready()
     listener = await mllp.serve(settings.mllp_host, settings.mllp_port)
     intake = Intake(sources, store, registry, settings.max_message_bytes)
     config = uvicorn.Config(

@@ -51,7 +51,8 @@ async def read_chunks(reader: asyncio.StreamReader, limits: MllpLimits) -> Async
     buffer = b""
     while True:
         try:
-            data = await asyncio.wait_for(reader.read(65536), limits.idle_timeout)
+            async with asyncio.timeout(limits.idle_timeout):
+                data = await reader.read(65536)
         except TimeoutError:
             return
         if not data:

@@ -82,6 +82,7 @@ def main() -> int:
     normalizer.recent.remember(
         read_recent(settings, runtime.codec.catalogue, REMEMBER, group_id=settings.group_id)
     )
+    runtime.ready()
     ExactlyOnceProcessor(
         settings,
         stage=STAGE,

@@ -39,25 +39,40 @@ class RecentMessages:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._first: OrderedDict[RepeatKey, Position | None] = OrderedDict()
+        # flat bytes keys and int positions: objects the garbage collector does not track
+        self._first: OrderedDict[bytes, int] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._first)
 
     def __contains__(self, key: RepeatKey) -> bool:
-        return key in self._first
+        return _flat(key) in self._first
 
     def first_seen(self, key: RepeatKey, position: Position | None = None) -> Position | None:
         """Remember `key` (at `position`, if new); return where it was first seen."""
-        first = self._first.setdefault(key, position)
-        self._first.move_to_end(key)
+        flat = _flat(key)
+        first = self._first.setdefault(flat, -1 if position is None else _packed(position))
+        self._first.move_to_end(flat)
         if len(self._first) > self.capacity:
             self._first.popitem(last=False)
-        return first
+        return None if first < 0 else (first >> 48, first & _OFFSET_MASK)
 
     def remember(self, seen: list[Seen]) -> None:
         for item in seen:
             self.first_seen(item.key, item.position)
+
+
+_OFFSET_MASK = (1 << 48) - 1
+
+
+def _flat(key: RepeatKey) -> bytes:
+    institution, message_id, digest = key
+    return digest + f"{institution}\x1f{message_id}".encode()
+
+
+def _packed(position: Position) -> int:
+    partition, offset = position
+    return partition << 48 | offset
 
 
 def read_recent(

@@ -56,3 +56,96 @@ def test_device_values_must_be_finite_numbers() -> None:
     assert [p.field for p in check_device_batch(json.dumps(batch).encode()).problems] == [
         "/readings/0/value"
     ]
+
+
+def _problems(document: dict[str, object]) -> dict[str, str]:
+    return {p.field: p.problem for p in check_fhir(json.dumps(document).encode()).problems}
+
+
+def test_codes_outside_required_value_sets_are_refused_by_path() -> None:
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "done",
+        "code": {"text": "glucose"},
+        "subject": {"reference": "Patient/p1"},
+        "valueQuantity": {"value": 5.1, "comparator": "~"},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {**PATIENT, "gender": "F"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"resource": observation, "request": {"method": "SEND", "url": "Observation"}},
+        ],
+    }
+    problems = _problems(bundle)
+    assert set(problems) == {
+        "/entry/0/resource/gender",
+        "/entry/1/resource/status",
+        "/entry/1/resource/valueQuantity/comparator",
+        "/entry/1/request/method",
+    }
+    assert "required value set" in problems["/entry/0/resource/gender"]
+    assert "'F'" not in problems["/entry/0/resource/gender"]  # the value is not echoed
+
+
+def test_condition_status_concepts_need_a_coding_from_their_code_system() -> None:
+    condition = {
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": {"reference": "Patient/p1"},
+        "clinicalStatus": {"coding": [{"system": "http://example.org/status", "code": "active"}]},
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": "maybe",
+                }
+            ]
+        },
+    }
+    assert set(_problems(condition)) == {
+        "/clinicalStatus/coding",
+        "/verificationStatus/coding/0/code",
+    }
+
+
+def test_fhir_invariants_obs6_and_con5() -> None:
+    observation = {
+        "resourceType": "Observation",
+        "id": "o1",
+        "status": "final",
+        "code": {"text": "glucose"},
+        "subject": {"reference": "Patient/p1"},
+        "valueQuantity": {"value": 5.1},
+        "dataAbsentReason": {"text": "not measured"},
+    }
+    assert "obs-6" in _problems(observation)["/dataAbsentReason"]
+    condition = {
+        "resourceType": "Condition",
+        "id": "c1",
+        "subject": {"reference": "Patient/p1"},
+        "clinicalStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                    "code": "active",
+                }
+            ]
+        },
+        "verificationStatus": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                    "code": "entered-in-error",
+                }
+            ]
+        },
+    }
+    assert "con-5" in _problems(condition)["/clinicalStatus"]
+    del condition["clinicalStatus"]
+    assert _problems(condition) == {}

@@ -15,6 +15,8 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from hs_ingestion.fhirterms import terminology_problems
+
 FHIR_RESOURCES = {"Bundle", "Patient", "Observation", "Condition", "Encounter"}
 
 
@@ -68,6 +70,12 @@ def check_fhir(body: bytes, charset: str = "utf-8") -> Checked:
         problems += _fhir_resource(pointer, resource)
     if not problems:
         problems = _fhir_r4_problems(document)
+    if not problems:
+        problems = [
+            FieldProblem(where, problem)
+            for pointer, resource in resources
+            for where, problem in terminology_problems(pointer, resource)
+        ]
     return Checked(document, problems, "fhir.invalid" if problems else "")
 
 

@@ -183,7 +183,9 @@ def main() -> None:
     subprocess.run(["hs-admin", "create-topics"], env=env, check=True, capture_output=True)
     start_group_at_end(bootstrap, env["HS_NORMALIZE_GROUP"], topics.RAW.name)
     ingestion = subprocess.Popen(["hs-ingestion"], env=env, stderr=subprocess.DEVNULL)
-    normalizer = subprocess.Popen(["nice", "-n", "10", "hs-normalize"], env=env, stderr=subprocess.DEVNULL)
+    normalizer = subprocess.Popen(
+        ["nice", "-n", "10", "hs-normalize"], env=env, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_for_port(mllp_port)
         asyncio.run(drive(mllp_port, list(range(10_000_000, 10_000_500)), 8, 0))  # warm-up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from hs_ingestion.payloads import check_csv, check_device_batch, check_fhir
 
@@ -58,7 +59,7 @@ def test_device_values_must_be_finite_numbers() -> None:
     ]
 
 
-def _problems(document: dict[str, object]) -> dict[str, str]:
+def _problems(document: Mapping[str, object]) -> dict[str, str]:
     return {p.field: p.problem for p in check_fhir(json.dumps(document).encode()).problems}
 
 

@@ -1,0 +1,1 @@
+"""HealthStream EMPI: one person, one record."""

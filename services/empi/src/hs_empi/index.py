@@ -1,0 +1,226 @@
+"""The person index: every source record linked to one person, decided as records arrive.
+
+A record is compared with the records that share a blocking key with it; candidates are
+scored with the Fellegi-Sunter model and grouped by person. Above the link threshold it joins
+the best person; between the thresholds it starts a new person and a review item names the
+likely one; below, it starts a new person. Two records with the same valid resident ID are
+always one person unless a reviewer separated them. Every decision carries its score and the
+evidence against the best-matching record. Pure: the Kafka service feeds it and publishes
+its decisions; rebuilt by replaying them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hs_empi.compare import blocking_keys
+from hs_empi.model import Evidence, Model, Score
+from hs_empi.standardize import Standard
+
+LINKED, NEW_PERSON, REVIEW = "LINKED", "NEW_PERSON", "REVIEW"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    link: float = 0.6  # match probability at or above which a record joins a person
+    review: float = 0.2  # at or above (and below link): new person, and a reviewer is asked
+
+
+@dataclass(frozen=True)
+class Decision:
+    record_id: str
+    person_id: str
+    action: str  # LINKED, NEW_PERSON or REVIEW (new person, possible duplicate of review_person)
+    probability: float  # against the best-matching record (0 when there was none)
+    weight: float
+    evidence: tuple[Evidence, ...]
+    matched_record: str | None = None
+    review_person: str | None = None
+    merged_persons: tuple[str, ...] = ()  # persons folded into person_id by this decision
+    flags: tuple[str, ...] = ()
+
+
+def default_person_id(record_id: str) -> str:
+    return "P" + hashlib.sha256(record_id.encode()).hexdigest()[:16]
+
+
+@dataclass
+class PersonIndex:
+    model: Model
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    person_id_for: Callable[[str], str] = default_person_id
+    max_block: int = 500  # a blocking key shared by more records than this is not used
+    records: dict[str, Standard] = field(default_factory=dict)
+    person_of: dict[str, str] = field(default_factory=dict)
+    members: dict[str, set[str]] = field(default_factory=dict)
+    blocks: dict[str, list[str]] = field(default_factory=dict)
+    kept_apart: set[frozenset[str]] = field(default_factory=set)
+
+    def add(self, record: Standard) -> Decision:
+        """Link a new or updated record."""
+        previous_person = self._forget(record.record_id)
+        best: dict[str, tuple[Score, str]] = {}
+        same_id: set[str] = set()
+        other_id: set[str] = set()  # persons holding a different valid ID: never linked unasked
+        for candidate_id in self._candidates(record):
+            candidate = self.records[candidate_id]
+            person = self.person_of[candidate_id]
+            if record.id_valid and candidate.id_valid:
+                (same_id if record.id_number == candidate.id_number else other_id).add(person)
+            score = self.model.score(record, candidate)
+            if person not in best or score.weight > best[person][0].weight:
+                best[person] = (score, candidate_id)
+        if previous_person is not None:  # a reviewer's separation holds for updates too
+            same_id = {p for p in same_id if frozenset({p, previous_person}) not in self.kept_apart}
+        decision = self._decide(record, best, same_id, other_id - same_id, previous_person)
+        self._remember(record, decision.person_id)
+        return decision
+
+    def _decide(
+        self,
+        record: Standard,
+        best: dict[str, tuple[Score, str]],
+        same_id: set[str],
+        other_id: set[str],
+        previous_person: str | None,
+    ) -> Decision:
+        ranked = sorted(best.items(), key=lambda item: item[1][0].weight, reverse=True)
+        top_person, (top_score, top_record) = ranked[0] if ranked else (None, (None, None))
+        flags = record.flags if record.has_identifier else (*record.flags, "low_confidence")
+        if same_id:
+            target = top_person if top_person in same_id else sorted(same_id)[0]
+            score, matched = best[target]
+            merged = self._merge_all(target, same_id - {target})
+            forced = () if score.probability >= self.thresholds.link else ("id_forced_link",)
+            return Decision(
+                record.record_id, target, LINKED, score.probability, score.weight,
+                score.evidence, matched, None, merged, (*flags, *forced),
+            )  # fmt: skip
+        new_person = (
+            previous_person
+            if previous_person and previous_person not in self.members
+            else self._fresh_person(record.record_id)
+        )
+        if top_score is None or top_person is None:
+            return Decision(
+                record.record_id, new_person, NEW_PERSON, 0.0, 0.0, (), None, None, (), flags
+            )
+        if top_score.probability >= self.thresholds.link and top_person in other_id:
+            # two valid, different resident ID numbers: twins look like this; a person decides
+            return Decision(
+                record.record_id, new_person, REVIEW, top_score.probability, top_score.weight,
+                top_score.evidence, top_record, top_person, (), (*flags, "id_conflict"),
+            )  # fmt: skip
+        if top_score.probability >= self.thresholds.link:
+            # a record that is surely two persons' shows they are one (connected components)
+            held = self._valid_ids(top_person) | (
+                {record.id_number} if record.id_valid and record.id_number else set()
+            )
+            also = {
+                p
+                for p, (score, _) in best.items()
+                if score.probability >= self.thresholds.link
+                and p not in other_id
+                and not _conflict(held, self._valid_ids(p))
+            }
+            merged = self._merge_all(top_person, also - {top_person})
+            return Decision(
+                record.record_id, top_person, LINKED, top_score.probability, top_score.weight,
+                top_score.evidence, top_record, None, merged, flags,
+            )  # fmt: skip
+        action = REVIEW if top_score.probability >= self.thresholds.review else NEW_PERSON
+        return Decision(
+            record.record_id, new_person, action, top_score.probability, top_score.weight,
+            top_score.evidence, top_record, top_person if action == REVIEW else None, (), flags,
+        )  # fmt: skip
+
+    def _candidates(self, record: Standard) -> set[str]:
+        found: set[str] = set()
+        for key in blocking_keys(record):
+            members = self.blocks.get(key, ())
+            if len(members) <= self.max_block or key.startswith("id:"):
+                found.update(members)
+        found.discard(record.record_id)
+        return found
+
+    def _remember(self, record: Standard, person: str) -> None:
+        self.records[record.record_id] = record
+        self.person_of[record.record_id] = person
+        self.members.setdefault(person, set()).add(record.record_id)
+        for key in blocking_keys(record):
+            self.blocks.setdefault(key, []).append(record.record_id)
+
+    def _forget(self, record_id: str) -> str | None:
+        """Take a record out before it is linked again; its person, if any."""
+        old = self.records.pop(record_id, None)
+        if old is None:
+            return None
+        for key in blocking_keys(old):
+            self.blocks[key].remove(record_id)
+        person = self.person_of.pop(record_id)
+        self.members[person].discard(record_id)
+        if not self.members[person]:
+            del self.members[person]
+        return person
+
+    # --- decisions taken by people and by sources -----------------------------------------
+
+    def merge(self, survivor_record: str, prior_record: str) -> tuple[str, tuple[str, ...]]:
+        """A source's merge (ADT^A40) or a reviewer's link: the two records' persons become
+        one, the survivor's. Returns (person, persons folded into it)."""
+        target = self.person_of[survivor_record]
+        other = self.person_of.get(prior_record)
+        if other is None or other == target:
+            return target, ()
+        self.kept_apart.discard(frozenset({target, other}))
+        return target, self._merge_all(target, {other})
+
+    def unlink(self, record_id: str) -> str:
+        """A reviewer's decision: the record is not the person it was linked to. It gets a
+        person of its own, which the same-ID rule will not merge back."""
+        old_person = self.person_of[record_id]
+        if len(self.members[old_person]) == 1:
+            return old_person
+        record = self.records[record_id]
+        self._forget(record_id)
+        new_person = self._fresh_person(record_id)
+        self._remember(record, new_person)
+        self.kept_apart.add(frozenset({old_person, new_person}))
+        return new_person
+
+    def _valid_ids(self, person: str) -> set[str]:
+        return {
+            record.id_number
+            for record in (self.records[r] for r in self.members.get(person, ()))
+            if record.id_valid and record.id_number
+        }
+
+    def _fresh_person(self, record_id: str) -> str:
+        """A person id derived from the record that founds it; deterministic, so replaying the
+        same decisions rebuilds the same ids."""
+        person, attempt = self.person_id_for(record_id), 0
+        while person in self.members:
+            attempt += 1
+            person = self.person_id_for(f"{record_id}#{attempt}")
+        return person
+
+    def _merge_all(self, target: str, others: set[str]) -> tuple[str, ...]:
+        merged = []
+        for other in sorted(others):
+            if frozenset({target, other}) in self.kept_apart or other not in self.members:
+                continue
+            for record_id in self.members.pop(other):
+                self.person_of[record_id] = target
+                self.members[target].add(record_id)
+            merged.append(other)
+        return tuple(merged)
+
+    def person_count(self) -> int:
+        return len(self.members)
+
+
+def _conflict(ids: set[str], other: set[str]) -> bool:
+    """Two persons each holding valid resident IDs, none in common."""
+    return bool(ids and other and ids.isdisjoint(other))

@@ -219,12 +219,17 @@ def _name_place_keys(s: Standard) -> list[str]:
     return [f"{s.name.full}|{s.district}"]
 
 
-def _id_half_keys(s: Standard) -> list[str]:
-    """Either half of the number: one mistyped digit leaves the other half intact."""
-    if not s.id_number or len(s.id_number) < 6:
+def _id_part_keys(s: Standard) -> list[str]:
+    """Parts of the number such that one mistyped character leaves a part intact: for a
+    resident ID, region + birth date, birth date + sequence, region + sequence (each part is
+    shared by few people, unlike a plain half); for other numbers, either half."""
+    number = s.id_number
+    if not number or len(number) < 6:
         return []
-    middle = len(s.id_number) // 2
-    return [f"1|{s.id_number[:middle]}", f"2|{s.id_number[middle:]}"]
+    if len(number) == 18:
+        return [f"rd|{number[:14]}", f"ds|{number[6:]}", f"rs|{number[:6]}{number[14:]}"]
+    middle = len(number) // 2
+    return [f"h1|{number[:middle]}", f"h2|{number[middle:]}"]
 
 
 def _address_keys(s: Standard) -> list[str]:
@@ -239,7 +244,7 @@ BLOCKING_RULES: tuple[BlockingRule, ...] = (
     BlockingRule("given_birth", _given_birth_keys, frozenset({"birth_date"})),
     BlockingRule("birth_place", _birth_place_keys, frozenset({"birth_date", "sex", "contact"})),
     BlockingRule("name_place", _name_place_keys, frozenset({"name", "contact"}), trains=False),
-    BlockingRule("id_half", _id_half_keys, frozenset(), trains=False),
+    BlockingRule("id_part", _id_part_keys, frozenset(), trains=False),
     BlockingRule("address", _address_keys, frozenset({"contact"}), trains=False),
 )
 

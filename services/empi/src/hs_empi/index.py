@@ -12,6 +12,7 @@ its decisions; rebuilt by replaying them.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,7 +62,7 @@ class PersonIndex:
     def add(self, record: Standard) -> Decision:
         """Link a new or updated record."""
         previous_person = self._forget(record.record_id)
-        best: dict[str, tuple[Score, str]] = {}
+        best: dict[str, tuple[float, str]] = {}  # person -> best weight, its record
         same_id: set[str] = set()
         other_id: set[str] = set()  # persons holding a different valid ID: never linked unasked
         for candidate_id in self._candidates(record):
@@ -69,9 +70,9 @@ class PersonIndex:
             person = self.person_of[candidate_id]
             if record.id_valid and candidate.id_valid:
                 (same_id if record.id_number == candidate.id_number else other_id).add(person)
-            score = self.model.score(record, candidate)
-            if person not in best or score.weight > best[person][0].weight:
-                best[person] = (score, candidate_id)
+            weight = self.model.weight(record, candidate)
+            if person not in best or weight > best[person][0]:
+                best[person] = (weight, candidate_id)
         if previous_person is not None:  # a reviewer's separation holds for updates too
             same_id = {p for p in same_id if frozenset({p, previous_person}) not in self.kept_apart}
         decision = self._decide(record, best, same_id, other_id - same_id, previous_person)
@@ -81,59 +82,80 @@ class PersonIndex:
     def _decide(
         self,
         record: Standard,
-        best: dict[str, tuple[Score, str]],
+        best: dict[str, tuple[float, str]],
         same_id: set[str],
         other_id: set[str],
         previous_person: str | None,
     ) -> Decision:
-        ranked = sorted(best.items(), key=lambda item: item[1][0].weight, reverse=True)
-        top_person, (top_score, top_record) = ranked[0] if ranked else (None, (None, None))
+        link, review = _log_odds(self.thresholds.link), _log_odds(self.thresholds.review)
         flags = record.flags if record.has_identifier else (*record.flags, "low_confidence")
+        top_person = max(best, key=lambda p: best[p][0], default=None)
         if same_id:
             target = top_person if top_person in same_id else sorted(same_id)[0]
-            score, matched = best[target]
             merged = self._merge_all(target, same_id - {target})
-            forced = () if score.probability >= self.thresholds.link else ("id_forced_link",)
-            return Decision(
-                record.record_id, target, LINKED, score.probability, score.weight,
-                score.evidence, matched, None, merged, (*flags, *forced),
-            )  # fmt: skip
+            score = self._explain(record, best[target][1])
+            forced = () if score.weight >= link else ("id_forced_link",)
+            return self._decision(
+                record, target, LINKED, score, best[target][1], None, merged, (*flags, *forced)
+            )
         new_person = (
             previous_person
             if previous_person and previous_person not in self.members
             else self._fresh_person(record.record_id)
         )
-        if top_score is None or top_person is None:
-            return Decision(
-                record.record_id, new_person, NEW_PERSON, 0.0, 0.0, (), None, None, (), flags
-            )
-        if top_score.probability >= self.thresholds.link and top_person in other_id:
+        if top_person is None:
+            return Decision(record.record_id, new_person, NEW_PERSON, 0.0, 0.0, (), flags=flags)
+        top_weight, top_record = best[top_person]
+        score = self._explain(record, top_record)
+        if top_weight >= link and top_person in other_id:
             # two valid, different resident ID numbers: twins look like this; a person decides
-            return Decision(
-                record.record_id, new_person, REVIEW, top_score.probability, top_score.weight,
-                top_score.evidence, top_record, top_person, (), (*flags, "id_conflict"),
-            )  # fmt: skip
-        if top_score.probability >= self.thresholds.link:
+            return self._decision(
+                record,
+                new_person,
+                REVIEW,
+                score,
+                top_record,
+                top_person,
+                (),
+                (*flags, "id_conflict"),
+            )
+        if top_weight >= link:
             # a record that is surely two persons' shows they are one (connected components)
             held = self._valid_ids(top_person) | (
                 {record.id_number} if record.id_valid and record.id_number else set()
             )
             also = {
                 p
-                for p, (score, _) in best.items()
-                if score.probability >= self.thresholds.link
-                and p not in other_id
-                and not _conflict(held, self._valid_ids(p))
+                for p, (weight, _) in best.items()
+                if weight >= link and p not in other_id and not _conflict(held, self._valid_ids(p))
             }
             merged = self._merge_all(top_person, also - {top_person})
-            return Decision(
-                record.record_id, top_person, LINKED, top_score.probability, top_score.weight,
-                top_score.evidence, top_record, None, merged, flags,
-            )  # fmt: skip
-        action = REVIEW if top_score.probability >= self.thresholds.review else NEW_PERSON
+            return self._decision(
+                record, top_person, LINKED, score, top_record, None, merged, flags
+            )
+        if top_weight >= review:
+            return self._decision(
+                record, new_person, REVIEW, score, top_record, top_person, (), flags
+            )
+        return self._decision(record, new_person, NEW_PERSON, score, top_record, None, (), flags)
+
+    def _explain(self, record: Standard, matched: str) -> Score:
+        return self.model.score(record, self.records[matched])
+
+    @staticmethod
+    def _decision(
+        record: Standard,
+        person: str,
+        action: str,
+        score: Score,
+        matched: str,
+        review_person: str | None,
+        merged: tuple[str, ...],
+        flags: tuple[str, ...],
+    ) -> Decision:
         return Decision(
-            record.record_id, new_person, action, top_score.probability, top_score.weight,
-            top_score.evidence, top_record, top_person if action == REVIEW else None, (), flags,
+            record.record_id, person, action, score.probability, score.weight, score.evidence,
+            matched, review_person, merged, flags,
         )  # fmt: skip
 
     def _candidates(self, record: Standard) -> set[str]:
@@ -224,3 +246,7 @@ class PersonIndex:
 def _conflict(ids: set[str], other: set[str]) -> bool:
     """Two persons each holding valid resident IDs, none in common."""
     return bool(ids and other and ids.isdisjoint(other))
+
+
+def _log_odds(probability: float) -> float:
+    return math.log2(probability / (1 - probability))

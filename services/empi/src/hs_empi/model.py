@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hs_empi.compare import BLOCKING_RULES, COMPARISONS, MISSING, BlockingRule, tf_value, vector
+from hs_empi.compare import (
+    BLOCKING_RULES,
+    COMPARISONS,
+    MISSING,
+    BlockingRule,
+    Comparison,
+    tf_value,
+    vector,
+)
 from hs_empi.standardize import Standard
 
 FLOOR = 1e-6
@@ -58,17 +66,26 @@ class Model:
         ]
         self._prior_weight = math.log2(self.prior / (1 - self.prior))
 
+    def weight(self, a: Standard, b: Standard) -> float:
+        """Prior log-odds plus the evidence, in bits (what candidates are ranked by)."""
+        return self._prior_weight + sum(w for _, _, w in self._terms(a, b))
+
     def score(self, a: Standard, b: Standard) -> Score:
-        levels = vector(a, b)
-        evidence = []
-        total = self._prior_weight
-        for index, (comparison, level) in enumerate(zip(COMPARISONS, levels, strict=True)):
+        """The weight with its evidence, comparison by comparison."""
+        terms = self._terms(a, b)
+        total = self._prior_weight + sum(w for _, _, w in terms)
+        evidence = tuple(Evidence(c.name, c.levels[level], round(w, 3)) for c, level, w in terms)
+        return Score(total, _probability(total), evidence)
+
+    def _terms(self, a: Standard, b: Standard) -> list[tuple[Comparison, int, float]]:
+        terms = []
+        for index, comparison in enumerate(COMPARISONS):
+            level = comparison.level_of(a, b)
             weight = self._weights[index][level]
             if level in comparison.tf_levels:
                 weight += self._tf_adjustment(index, comparison.name, a, b, level)
-            total += weight
-            evidence.append(Evidence(comparison.name, comparison.levels[level], round(weight, 3)))
-        return Score(total, _probability(total), tuple(evidence))
+            terms.append((comparison, level, weight))
+        return terms
 
     def _tf_adjustment(self, index: int, name: str, a: Standard, b: Standard, level: int) -> float:
         table = self.tf.get(name)

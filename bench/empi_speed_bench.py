@@ -92,9 +92,11 @@ def splink_baseline(records: list[Standard], calls: int = 20) -> float:
             cl.ExactMatch("district"),
         ],
         blocking_rules_to_generate_predictions=[
-            block_on("id_number"), block_on("phone"), block_on("family", "birth_date"),
+            block_on("id_number"),
+            block_on("phone"),
+            block_on("family", "birth_date"),
             block_on("given", "birth_date"),
-        ],  # fmt: skip
+        ],
     )
     linker = Linker(existing, settings)
     linker.training.estimate_u_using_random_sampling(max_pairs=1e6)
@@ -148,7 +150,9 @@ def main() -> None:
 
     baseline = splink_baseline(indexed)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    )
     print(
         f"HealthStream: {len(incoming):,} incoming records against {args.persons:,} persons: "
         f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, {len(incoming) / seconds:,.0f} records/s"

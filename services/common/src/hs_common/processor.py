@@ -55,6 +55,7 @@ class ExactlyOnceProcessor:
         batch_size: int = 500,
         poll_timeout: float = 0.5,
         dead_letter_topic: str = topics.DEAD_LETTER.name,
+        on_assign: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.stage = stage
@@ -67,6 +68,9 @@ class ExactlyOnceProcessor:
         self.poll_timeout = poll_timeout
         self.dead_letter_topic = dead_letter_topic
         self.transactional_id = f"{group_id}-{settings.instance_id}"
+        # Called when partitions are assigned and after an aborted transaction: a transform that
+        # keeps state rebuilds it there from what is committed.
+        self.on_assign = on_assign
 
     def run(self, stop: threading.Event) -> None:
         """Process until `stop` is set; the batch in hand is finished and committed first."""
@@ -82,7 +86,7 @@ class ExactlyOnceProcessor:
         producer.init_transactions(
             KAFKA_TIMEOUT
         )  # fences and aborts a predecessor's open transaction
-        consumer.subscribe(self.input_topics)
+        consumer.subscribe(self.input_topics, on_assign=self._assigned)
         log.info(
             "processor started",
             extra={"stage": self.stage, "transactional_id": self.transactional_id},
@@ -128,8 +132,14 @@ class ExactlyOnceProcessor:
             log.warning(
                 "transaction aborted; batch will be reprocessed", extra={"count": len(batch)}
             )
+            if self.on_assign is not None:
+                self.on_assign()
             return
         self.metrics.batch_seconds.observe(time.monotonic() - started)
+
+    def _assigned(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if partitions and self.on_assign is not None:
+            self.on_assign()
 
     def _commit(self, producer: Producer) -> None:
         while True:

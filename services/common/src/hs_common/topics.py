@@ -23,6 +23,9 @@ class TopicSpec:
     key: str  # what the key is, for people reading the catalogue
     retention_ms: int = -1
     compacted: bool = False
+    partitions: int | None = (
+        None  # None: the deployment's default; 1 where one total order is needed
+    )
 
     def config(self) -> dict[str, str]:
         return {
@@ -37,7 +40,12 @@ PATIENT_KEY = "pseudonym(institution, local patient id)"
 RAW = TopicSpec(
     "hs.ingest.raw.v1", "hs.ingest.RawMessage", "pseudonym(institution, system)", 30 * DAY_MS
 )
-PATIENT_IDENTITY = TopicSpec("hs.identity.patient.v1", "hs.identity.PatientIdentity", PATIENT_KEY)
+# One partition: the EMPI decides in the order identity events arrive, one decision at a time,
+# so records of one person arriving together cannot found two persons (docs/decisions/0004).
+PATIENT_IDENTITY = TopicSpec(
+    "hs.identity.patient.v1", "hs.identity.PatientIdentity", PATIENT_KEY, partitions=1
+)
+PERSON_LINK = TopicSpec("hs.identity.link.v1", "hs.identity.PersonLink", "person id", partitions=1)
 ENCOUNTER = TopicSpec("hs.clinical.encounter.v1", "hs.clinical.Encounter", PATIENT_KEY)
 CONDITION = TopicSpec("hs.clinical.condition.v1", "hs.clinical.Condition", PATIENT_KEY)
 OBSERVATION = TopicSpec("hs.clinical.observation.v1", "hs.clinical.Observation", PATIENT_KEY)
@@ -49,6 +57,7 @@ DEAD_LETTER = TopicSpec("hs.ops.deadletter.v1", "hs.ops.DeadLetter", "stage", 30
 ALL: tuple[TopicSpec, ...] = (
     RAW,
     PATIENT_IDENTITY,
+    PERSON_LINK,
     ENCOUNTER,
     CONDITION,
     OBSERVATION,
@@ -70,7 +79,10 @@ def ensure_topics(
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, partitions, replication, config=s.config()) for s in missing],
+        [
+            NewTopic(s.name, s.partitions or partitions, replication, config=s.config())
+            for s in missing
+        ],
         operation_timeout=timeout,
         request_timeout=timeout,
     )

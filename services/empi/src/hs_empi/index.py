@@ -228,6 +228,24 @@ class PersonIndex:
             person = self.person_id_for(f"{record_id}#{attempt}")
         return person
 
+    def restore(
+        self,
+        record: Standard,
+        person: str,
+        merged: tuple[str, ...] = (),
+        apart_from: str | None = None,
+    ) -> None:
+        """Apply a decision read back from the link log (rebuilding after a restart)."""
+        self._forget(record.record_id)
+        self.members.setdefault(person, set())
+        for other in merged:
+            for record_id in self.members.pop(other, set()):
+                self.person_of[record_id] = person
+                self.members[person].add(record_id)
+        self._remember(record, person)
+        if apart_from is not None:
+            self.kept_apart.add(frozenset({person, apart_from}))
+
     def _merge_all(self, target: str, others: set[str]) -> tuple[str, ...]:
         merged = []
         for other in sorted(others):

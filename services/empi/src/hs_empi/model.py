@@ -16,6 +16,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -95,18 +96,29 @@ class Model:
         share = table.get(value, 1.0 / max(1, int(table.get("", 1e6))))
         return math.log2(max(self.u[index][level], FLOOR) / max(share, FLOOR))
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
+        """The model as JSON: m and u by comparison and level, the prior, term frequencies."""
         return {
             "prior": self.prior,
             "comparisons": {
                 c.name: {
-                    level: {"m": round(self.m[i][j], 6), "u": round(self.u[i][j], 8)}
+                    level: {"m": float(self.m[i][j]), "u": float(self.u[i][j])}
                     for j, level in enumerate(c.levels)
                     if j
                 }
                 for i, c in enumerate(COMPARISONS)
             },
+            "term_frequencies": self.tf,
         }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Model:
+        m, u = [], []
+        for comparison in COMPARISONS:
+            levels = document["comparisons"][comparison.name]
+            m.append([0.0] + [float(levels[name]["m"]) for name in comparison.levels[1:]])
+            u.append([0.0] + [float(levels[name]["u"]) for name in comparison.levels[1:]])
+        return cls(m, u, float(document["prior"]), document.get("term_frequencies", {}))
 
 
 def _probability(weight: float) -> float:

@@ -1,0 +1,245 @@
+"""`hs-empi`: links every patient identity event to a person, as it arrives, exactly once.
+
+Reads hs.identity.patient.v1 (one partition: one decision at a time, in arrival order) with
+Kafka transactions and writes each decision to hs.identity.link.v1 in the same transaction
+as the input offset. The person index lives in memory and is rebuilt from the link topic
+whenever this instance is given the input partition (start, restart, failover) and after an
+aborted transaction, so what it holds is always what was committed. A second instance in the
+same group stands by and takes over when the first stops.
+
+    hs-empi run      serve (HS_EMPI_MODEL_FILE: the model; estimated from the identity topic
+                     at start when the file does not exist)
+    hs-empi train    estimate the model from the identity topic and write it to the file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from pydantic import Field
+
+from hs_common import topics
+from hs_common.codec import Codec
+from hs_common.envelope import derived_envelope
+from hs_common.errors import RejectedInput
+from hs_common.kafka import make_consumer
+from hs_common.lifecycle import stop_on_signals
+from hs_common.processor import ExactlyOnceProcessor, Output
+from hs_common.runtime import Runtime
+from hs_common.settings import RuntimeSettings
+from hs_empi.identity import identity_fields
+from hs_empi.index import PersonIndex, Thresholds
+from hs_empi.links import SOURCE, link_record, merge_record, standard_of
+from hs_empi.model import Model, estimate
+from hs_empi.standardize import Standard, standardize
+
+log = logging.getLogger("hs_empi")
+
+STAGE = "empi.link"
+DEFAULT_MODEL = Path(__file__).with_name("default_model.json")
+MIN_TRAINING_RECORDS = 500
+
+
+class EmpiSettings(RuntimeSettings):
+    metrics_port: int = Field(9403, ge=0, le=65535, alias="HS_METRICS_PORT")
+    group_id: str = Field("hs-empi", alias="HS_EMPI_GROUP")
+    model_file: Path = Field(Path(".local/empi-model.json"), alias="HS_EMPI_MODEL_FILE")
+    link_threshold: float = Field(0.6, gt=0, lt=1, alias="HS_EMPI_LINK_THRESHOLD")
+    review_threshold: float = Field(0.2, gt=0, lt=1, alias="HS_EMPI_REVIEW_THRESHOLD")
+    identity_topic: str = Field(topics.PATIENT_IDENTITY.name, alias="HS_EMPI_IDENTITY_TOPIC")
+    link_topic: str = Field(topics.PERSON_LINK.name, alias="HS_EMPI_LINK_TOPIC")
+
+
+class Empi:
+    """The transform: an identity event in, its link decisions out."""
+
+    def __init__(self, codec: Codec, model: Model, thresholds: Thresholds, link_topic: str) -> None:
+        self.codec = codec
+        self.model = model
+        self.thresholds = thresholds
+        self.link_topic = link_topic
+        self.index = self._new_index()
+        self.key_of: dict[str, str] = {}  # record id -> record key (pseudonym)
+
+    def _new_index(self) -> PersonIndex:
+        return PersonIndex(self.model, self.thresholds, self._person_id)
+
+    def _person_id(self, founding_record: str) -> str:
+        return "P" + self.codec.keyring.pseudonym("person", founding_record)[:16]
+
+    def __call__(self, message: Message) -> Iterator[Output]:
+        event = self.codec.decode(
+            message.value() or b"", expect=topics.PATIENT_IDENTITY.value_schema
+        ).record
+        fields = identity_fields(event)
+        record = standardize(fields)
+        record_key = self._key(message, fields.institution, fields.local_id)
+        self.key_of[record.record_id] = record_key
+        decision = self.index.add(record)
+        envelope = derived_envelope(event["envelope"])
+        link = link_record(envelope, decision, record, record_key, self.key_of)
+        yield self._output(link)
+        prior = event["prior"]
+        if event["kind"] == "MERGE" and prior is not None:
+            prior_id = f"{fields.institution}:{prior['local_patient_id']}"
+            if prior_id in self.index.records:
+                person, merged = self.index.merge(record.record_id, prior_id)
+                prior_record = self.index.records[prior_id]
+                yield self._output(
+                    merge_record(
+                        derived_envelope(event["envelope"]),
+                        prior_record,
+                        self.key_of[prior_id],
+                        person,
+                        merged,
+                        SOURCE,
+                    )
+                )
+
+    def _key(self, message: Message, institution: str, local_id: str) -> str:
+        key = message.key()
+        if isinstance(key, bytes) and key:
+            return key.decode()
+        if isinstance(key, str) and key:
+            return key
+        if not local_id:
+            raise RejectedInput("identity event without a local patient id", "empi.no_record_id")
+        return self.codec.keyring.pseudonym(institution, local_id)
+
+    def _output(self, link: dict[str, Any]) -> Output:
+        value = self.codec.encode(topics.PERSON_LINK.value_schema, link)
+        return Output(self.link_topic, value, link["person_id"])
+
+    def rebuild(self, links: Iterator[dict[str, Any]]) -> int:
+        """Start over from the committed decisions; returns how many were applied."""
+        self.index = self._new_index()
+        self.key_of = {}
+        applied = 0
+        for link in links:
+            record = standard_of(link["record"])
+            self.key_of[record.record_id] = link["record_key"]
+            apart = link["review_person_id"] if link["action"] == "UNLINKED" else None
+            self.index.restore(record, link["person_id"], tuple(link["merged_person_ids"]), apart)
+            applied += 1
+        return applied
+
+
+def read_topic(
+    settings: RuntimeSettings, codec: Codec, topic: str, schema: str, timeout: float = 120.0
+) -> Iterator[dict[str, Any]]:
+    """Every committed record of `topic`, in order, up to its end when called."""
+    consumer = make_consumer(settings, f"hs-empi-reader-{uuid.uuid4().hex}", "empi-reader")
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+        pending = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                partition, offset = message.partition(), message.offset()
+                if message.error() is not None or partition not in pending or offset is None:
+                    continue
+                yield codec.decode(message.value() or b"", expect=schema).record
+                if offset >= ends[partition] - 1:
+                    pending.discard(partition)
+            for position in consumer.position([TopicPartition(topic, p) for p in pending]):
+                if position.offset >= ends[position.partition]:  # the rest were transaction markers
+                    pending.discard(position.partition)
+        if pending:
+            raise TimeoutError(f"{topic}: could not read to its end within {timeout:.0f} s")
+    finally:
+        consumer.close()
+
+
+def load_model(settings: EmpiSettings, codec: Codec) -> Model:
+    """The model file; else estimated from the identity topic (written to the file for the next
+    start); else, with too few records to estimate from, the shipped default."""
+    if settings.model_file.exists():
+        return Model.from_json(json.loads(settings.model_file.read_text()))
+    records = training_records(settings, codec)
+    if len(records) < MIN_TRAINING_RECORDS:
+        log.info(
+            "too few identity records to estimate the model; default used",
+            extra={"count": len(records)},
+        )
+        return Model.from_json(json.loads(DEFAULT_MODEL.read_text()))
+    model = estimate(records)
+    save_model(model, settings.model_file)
+    return model
+
+
+def training_records(settings: EmpiSettings, codec: Codec) -> list[Standard]:
+    latest: dict[str, Standard] = {}
+    schema = topics.PATIENT_IDENTITY.value_schema
+    for event in read_topic(settings, codec, settings.identity_topic, schema):
+        record = standardize(identity_fields(event))
+        latest[record.record_id] = record
+    return list(latest.values())
+
+
+def save_model(model: Model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(model.to_json(), ensure_ascii=False))
+
+
+def run(settings: EmpiSettings) -> None:
+    runtime = Runtime.start("empi", settings)
+    model = load_model(settings, runtime.codec)
+    thresholds = Thresholds(settings.link_threshold, settings.review_threshold)
+    empi = Empi(runtime.codec, model, thresholds, settings.link_topic)
+
+    def rebuild() -> None:
+        started = time.monotonic()
+        links = read_topic(
+            settings, runtime.codec, settings.link_topic, topics.PERSON_LINK.value_schema
+        )
+        count = empi.rebuild(links)
+        log.info(
+            "person index rebuilt from the link topic",
+            extra={"count": count, "duration_ms": round((time.monotonic() - started) * 1000)},
+        )
+
+    processor = ExactlyOnceProcessor(
+        settings,
+        stage=STAGE,
+        group_id=settings.group_id,
+        input_topics=[settings.identity_topic],
+        transform=empi,
+        codec=runtime.codec,
+        metrics=runtime.metrics,
+        on_assign=rebuild,
+    )
+    runtime.ready()
+    processor.run(stop_on_signals())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hs-empi", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["run", "train"], nargs="?", default="run")
+    args = parser.parse_args(argv)
+    settings = EmpiSettings()
+    if args.command == "train":
+        runtime = Runtime.start("empi-train", settings.model_copy(update={"metrics_port": 0}))
+        records = training_records(settings, runtime.codec)
+        save_model(estimate(records), settings.model_file)
+        log.info("model estimated", extra={"count": len(records)})
+        return 0
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

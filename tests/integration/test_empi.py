@@ -1,0 +1,228 @@
+"""The EMPI service on a real broker: decisions with evidence, exactly once; the index rebuilt
+from the link topic after a restart; two instances racing on one person's records."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hs_common.codec import Codec
+from hs_common.kafka import make_producer
+from hs_common.processor import ExactlyOnceProcessor
+from hs_common.schemas import SchemaCatalogue
+from hs_common.settings import RuntimeSettings
+from hs_common.testing import TopicFactory, golden_example, processing, read_all
+from hs_empi.index import Thresholds
+from hs_empi.model import Model
+from hs_empi.service import DEFAULT_MODEL, Empi, read_topic
+
+pytestmark = pytest.mark.integration
+
+IDENTITY = "hs.identity.PatientIdentity"
+LINK = "hs.identity.PersonLink"
+WANG = {
+    "family": "王",
+    "given": "小明",
+    "id": "330102198703150023",
+    "born": date(1987, 3, 15),
+    "phone": "13812345678",
+}
+LI = {
+    "family": "李",
+    "given": "芳",
+    "id": "11010519491231002X",
+    "born": date(1949, 12, 31),
+    "phone": "13700001111",
+}
+
+
+def identity_event(
+    catalogue: SchemaCatalogue,
+    schema_root: Path,
+    institution: str,
+    local_id: str,
+    who: dict[str, Any],
+    *,
+    kind: str = "REGISTER",
+    prior: str | None = None,
+    with_id: bool = True,
+) -> dict[str, Any]:
+    event = copy.deepcopy(golden_example(catalogue.get(IDENTITY), schema_root))
+    event["envelope"]["event_id"] = str(uuid.uuid4())
+    event["envelope"]["source"]["institution"] = institution
+    event["kind"] = kind
+    person = event["person"]
+    person["local_patient_id"] = local_id
+    person["identifiers"] = [{"type": "MEDICAL_RECORD", "value": local_id, "assigner": institution}]
+    if with_id:
+        person["identifiers"].append({"type": "RESIDENT_ID", "value": who["id"], "assigner": "CHN"})
+    person["names"] = [
+        {"script": "HAN", "family": who["family"], "given": who["given"], "text": None}
+    ]
+    person["birth_date"] = who["born"]
+    person["phones"] = [who["phone"]]
+    event["prior"] = {"local_patient_id": prior, "identifiers": []} if prior else None
+    event["sex"] = "MALE" if who is WANG else "FEMALE"
+    return event
+
+
+@pytest.fixture
+def empi_topics(new_topic: TopicFactory) -> dict[str, str]:
+    return {
+        "identity": new_topic("identity", 1),
+        "link": new_topic("link", 1),
+        "dead": new_topic("dead", 1),
+    }
+
+
+def empi_processor(
+    settings: RuntimeSettings, codec: Codec, empi_topics: dict[str, str], group: str
+) -> tuple[ExactlyOnceProcessor, Empi]:
+    model = Model.from_json(json.loads(DEFAULT_MODEL.read_text()))
+    empi = Empi(codec, model, Thresholds(), empi_topics["link"])
+
+    def rebuild() -> None:
+        empi.rebuild(read_topic(settings, codec, empi_topics["link"], LINK))
+
+    processor = ExactlyOnceProcessor(
+        settings,
+        stage="empi.link",
+        group_id=group,
+        input_topics=[empi_topics["identity"]],
+        transform=empi,
+        codec=codec,
+        dead_letter_topic=empi_topics["dead"],
+        poll_timeout=0.2,
+        on_assign=rebuild,
+    )
+    return processor, empi
+
+
+def send(settings: RuntimeSettings, codec: Codec, topic: str, events: list[dict[str, Any]]) -> None:
+    producer = make_producer(settings, f"identity-feeder-{uuid.uuid4().hex[:6]}")
+    for event in events:
+        key = codec.keyring.pseudonym(
+            event["envelope"]["source"]["institution"], event["person"]["local_patient_id"]
+        )
+        producer.produce(topic, value=codec.encode(IDENTITY, event), key=key)
+    assert producer.flush(10) == 0
+
+
+def links(bootstrap: str, codec: Codec, topic: str, expected: int) -> list[dict[str, Any]]:
+    records = read_all(bootstrap, topic, expected=expected, timeout=60, idle=15)
+    return [codec.decode(value).record for _, value in records]
+
+
+def persons_of(links_read: list[dict[str, Any]]) -> dict[str, str]:
+    """record (institution:local id) -> person, replaying the decisions in order."""
+    person_of: dict[str, str] = {}
+    for link in links_read:
+        for record, person in list(person_of.items()):
+            if person in link["merged_person_ids"]:
+                person_of[record] = link["person_id"]
+        record = link["record"]
+        person_of[f"{record['institution']}:{record['local_patient_id']}"] = link["person_id"]
+    return person_of
+
+
+def test_identity_events_become_links_with_evidence_and_merges(
+    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    empi_topics: dict[str, str], kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    processor, _ = empi_processor(
+        runtime_settings, codec, empi_topics, f"empi-{uuid.uuid4().hex[:6]}"
+    )
+    homophone = {**WANG, "given": "晓明"}  # typed with a different character, same reading
+    events = [
+        identity_event(catalogue, schema_root, "HZ01", "HZ1", WANG),
+        identity_event(catalogue, schema_root, "SH02", "SH7", homophone, with_id=False),
+        identity_event(catalogue, schema_root, "HZ01", "HZ2", LI),
+        identity_event(catalogue, schema_root, "HZ01", "HZ3", LI, kind="MERGE", prior="HZ2"),
+    ]
+    with processing(processor):
+        send(runtime_settings, codec, empi_topics["identity"], events)
+        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=5)
+    assert [link["action"] for link in decided] == [
+        "NEW_PERSON",
+        "LINKED",
+        "NEW_PERSON",
+        "LINKED",
+        "MERGED",
+    ]
+    second = decided[1]
+    assert second["person_id"] == decided[0]["person_id"]
+    assert {e["comparison"]: e["level"] for e in second["evidence"]}["name"] == "same_pinyin"
+    assert second["probability"] >= 0.6
+    assert decided[2]["person_id"] != decided[0]["person_id"]
+    assert decided[4]["decided_by"] == "source"
+    person_of = persons_of(decided)
+    assert person_of["HZ01:HZ2"] == person_of["HZ01:HZ3"] != person_of["HZ01:HZ1"]
+    assert all("王" not in json.dumps(link["evidence"], ensure_ascii=False) for link in decided)
+
+
+def test_after_a_restart_the_index_is_rebuilt_and_no_person_is_lost_or_duplicated(
+    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    empi_topics: dict[str, str], kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    group = f"empi-{uuid.uuid4().hex[:6]}"
+    first, _ = empi_processor(runtime_settings, codec, empi_topics, group)
+    with processing(first):
+        send(runtime_settings, codec, empi_topics["identity"], [
+            identity_event(catalogue, schema_root, "HZ01", "A1", WANG),
+            identity_event(catalogue, schema_root, "HZ01", "B1", LI),
+        ])  # fmt: skip
+        links(kafka_bootstrap, codec, empi_topics["link"], expected=2)
+
+    restarted, empi = empi_processor(runtime_settings, codec, empi_topics, group)
+    with processing(restarted):
+        send(runtime_settings, codec, empi_topics["identity"], [
+            identity_event(catalogue, schema_root, "SH02", "A2", WANG),
+            identity_event(catalogue, schema_root, "SH02", "B2", LI),
+        ])  # fmt: skip
+        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=4)
+    assert empi.index.person_count() == 2  # rebuilt from the two first decisions, then two links
+    person_of = persons_of(decided)
+    assert person_of["HZ01:A1"] == person_of["SH02:A2"]
+    assert person_of["HZ01:B1"] == person_of["SH02:B2"]
+    assert len(decided) == 4  # nothing decided twice
+
+
+def test_two_instances_racing_on_one_persons_records_make_one_person(
+    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    empi_topics: dict[str, str], kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    group = f"empi-{uuid.uuid4().hex[:6]}"
+    other_settings = runtime_settings.model_copy(
+        update={"instance_id": f"{runtime_settings.instance_id}-b"}
+    )
+    one, _ = empi_processor(runtime_settings, codec, empi_topics, group)
+    two, _ = empi_processor(other_settings, codec, empi_topics, group)
+    institutions = ["HZ01", "SH02", "BJ03", "HZC01", "SHC02", "F01"]
+    batches = [
+        [
+            identity_event(catalogue, schema_root, institution, f"{institution}-{n}", WANG)
+            for n in range(5)
+        ]
+        for institution in institutions
+    ]
+    with processing(one), processing(two):
+        senders = [
+            threading.Thread(
+                target=send, args=(runtime_settings, codec, empi_topics["identity"], batch)
+            )
+            for batch in batches
+        ]  # the same person's records from six sources at the same moment
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join()
+        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=30)
+    assert len(decided) == 30
+    assert len(set(persons_of(decided).values())) == 1

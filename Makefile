@@ -26,15 +26,17 @@ up: install kafka-up dev-keys topics ## run the platform locally: broker, keys, 
 demo: up ## run the platform: broker, ingestion, and a generated feed replayed into it
 	infra/service.sh up ingestion
 	infra/service.sh up normalize
+	infra/service.sh up empi
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
 	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 --quiet
-	@sleep 3  # the normalizer commits its last batch
+	@sleep 5  # the normalizer and the EMPI commit their last batches
 	@$(RUN) hs-admin counts
 	@echo
 	@echo "Where to look:"
 	@echo "  ingestion    MLLP 127.0.0.1:2575, HTTP http://127.0.0.1:8080 (OpenAPI: /docs), log .local/services/ingestion.log"
 	@echo "  normalizer   log .local/services/normalize.log"
-	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), http://127.0.0.1:9402/metrics (normalizer)"
+	@echo "  EMPI         hs.identity.link.v1 (a person per record, with score and evidence), log .local/services/empi.log"
+	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI)"
 	@echo "  topics       hs.ingest.raw.v1 (as received), canonical hs.identity.* hs.clinical.* hs.device.*,"
 	@echo "               hs.ops.deadletter.v1 (what was refused, with reasons)"
 	@echo "  demo feed    $(DEMO_DIR) (truth in $(DEMO_DIR)/truth/)"
@@ -43,6 +45,7 @@ demo: up ## run the platform: broker, ingestion, and a generated feed replayed i
 down: ## stop the local platform (services, then the broker)
 	infra/service.sh down ingestion
 	infra/service.sh down normalize
+	infra/service.sh down empi
 	infra/kafka/kafka.sh down
 
 kafka-jars: ## fetch the Apache Kafka broker jars from Maven Central (cached)

@@ -63,6 +63,7 @@ class PersonIndex:
         """Link a new or updated record."""
         previous_person = self._forget(record.record_id)
         best: dict[str, tuple[float, str]] = {}  # person -> best weight, its record
+        population = len(self.records) + 1
         same_id: set[str] = set()
         other_id: set[str] = set()  # persons holding a different valid ID: never linked unasked
         for candidate_id in self._candidates(record):
@@ -70,7 +71,7 @@ class PersonIndex:
             person = self.person_of[candidate_id]
             if record.id_valid and candidate.id_valid:
                 (same_id if record.id_number == candidate.id_number else other_id).add(person)
-            weight = self.model.weight(record, candidate)
+            weight = self.model.weight(record, candidate, population)
             if person not in best or weight > best[person][0]:
                 best[person] = (weight, candidate_id)
         if previous_person is not None:  # a reviewer's separation holds for updates too
@@ -140,7 +141,7 @@ class PersonIndex:
         return self._decision(record, new_person, NEW_PERSON, score, top_record, None, (), flags)
 
     def _explain(self, record: Standard, matched: str) -> Score:
-        return self.model.score(record, self.records[matched])
+        return self.model.score(record, self.records[matched], len(self.records) + 1)
 
     @staticmethod
     def _decision(

@@ -53,8 +53,9 @@ class Score:
 class Model:
     m: list[list[float]]  # [comparison][level]; level 0 (missing) unused
     u: list[list[float]]
-    prior: float  # probability that two random records are one person
+    prior: float  # probability that two random records are one person, among `trained_on`
     tf: dict[str, dict[str, float]] = field(default_factory=dict)  # comparison -> value -> share
+    trained_on: int = 0  # records the prior was estimated among (0: use the prior as it is)
 
     def __post_init__(self) -> None:
         self._weights = [
@@ -67,14 +68,23 @@ class Model:
         ]
         self._prior_weight = math.log2(self.prior / (1 - self.prior))
 
-    def weight(self, a: Standard, b: Standard) -> float:
-        """Prior log-odds plus the evidence, in bits (what candidates are ranked by)."""
-        return self._prior_weight + sum(w for _, _, w in self._terms(a, b))
+    def prior_weight(self, population: int = 0) -> float:
+        """Prior log-odds that a record is one person with another among `population` records.
+        A person has about the same number of records however many people are indexed, so the
+        chance that two random records match falls as the index grows."""
+        if not self.trained_on or population <= 1:
+            return self._prior_weight
+        prior = min(0.5, self.prior * (self.trained_on - 1) / (population - 1))
+        return math.log2(prior / (1 - prior))
 
-    def score(self, a: Standard, b: Standard) -> Score:
+    def weight(self, a: Standard, b: Standard, population: int = 0) -> float:
+        """Prior log-odds plus the evidence, in bits (what candidates are ranked by)."""
+        return self.prior_weight(population) + sum(w for _, _, w in self._terms(a, b))
+
+    def score(self, a: Standard, b: Standard, population: int = 0) -> Score:
         """The weight with its evidence, comparison by comparison."""
         terms = self._terms(a, b)
-        total = self._prior_weight + sum(w for _, _, w in terms)
+        total = self.prior_weight(population) + sum(w for _, _, w in terms)
         evidence = tuple(Evidence(c.name, c.levels[level], round(w, 3)) for c, level, w in terms)
         return Score(total, _probability(total), evidence)
 
@@ -109,6 +119,7 @@ class Model:
                 for i, c in enumerate(COMPARISONS)
             },
             "term_frequencies": self.tf,
+            "trained_on": self.trained_on,
         }
 
     @classmethod
@@ -118,7 +129,13 @@ class Model:
             levels = document["comparisons"][comparison.name]
             m.append([0.0] + [float(levels[name]["m"]) for name in comparison.levels[1:]])
             u.append([0.0] + [float(levels[name]["u"]) for name in comparison.levels[1:]])
-        return cls(m, u, float(document["prior"]), document.get("term_frequencies", {}))
+        return cls(
+            m,
+            u,
+            float(document["prior"]),
+            document.get("term_frequencies", {}),
+            int(document.get("trained_on", 0)),
+        )
 
 
 def _probability(weight: float) -> float:
@@ -179,7 +196,7 @@ def estimate(
     matches = _expected_matches(_patterns(records, blocked), m_final, u)
     total_pairs = len(records) * (len(records) - 1) / 2
     prior = min(0.5, max(matches, 1.0) / max(total_pairs, 1.0))
-    return Model(m_final, u, prior, term_frequencies(records))
+    return Model(m_final, u, prior, term_frequencies(records), len(records))
 
 
 def _u_from_random_pairs(

@@ -71,10 +71,11 @@ class Model:
     def prior_weight(self, population: int = 0) -> float:
         """Prior log-odds that a record is one person with another among `population` records.
         A person has about the same number of records however many people are indexed, so the
-        chance that two random records match falls as the index grows."""
-        if not self.trained_on or population <= 1:
+        chance that two random records match falls as the index grows beyond the records the
+        prior was estimated among (below that, the estimate stands)."""
+        if not self.trained_on or population <= self.trained_on:
             return self._prior_weight
-        prior = min(0.5, self.prior * (self.trained_on - 1) / (population - 1))
+        prior = self.prior * (self.trained_on - 1) / (population - 1)
         return math.log2(prior / (1 - prior))
 
     def weight(self, a: Standard, b: Standard, population: int = 0) -> float:

@@ -78,6 +78,7 @@ def empi_topics(new_topic: TopicFactory) -> dict[str, str]:
     return {
         "identity": new_topic("identity", 1),
         "link": new_topic("link", 1),
+        "person": new_topic("person", 2),
         "dead": new_topic("dead", 1),
     }
 
@@ -86,7 +87,7 @@ def empi_processor(
     settings: RuntimeSettings, codec: Codec, empi_topics: dict[str, str], group: str
 ) -> tuple[ExactlyOnceProcessor, Empi]:
     model = Model.from_json(json.loads(DEFAULT_MODEL.read_text()))
-    empi = Empi(codec, model, Thresholds(), empi_topics["link"])
+    empi = Empi(codec, model, Thresholds(), empi_topics["link"], empi_topics["person"])
 
     def rebuild() -> None:
         empi.rebuild(read_topic(settings, codec, empi_topics["link"], LINK))
@@ -165,6 +166,19 @@ def test_identity_events_become_links_with_evidence_and_merges(
     person_of = persons_of(decided)
     assert person_of["HZ01:HZ2"] == person_of["HZ01:HZ3"] != person_of["HZ01:HZ1"]
     assert all("王" not in json.dumps(link["evidence"], ensure_ascii=False) for link in decided)
+
+    latest: dict[str, dict[str, Any]] = {}
+    for _, value in read_all(kafka_bootstrap, empi_topics["person"], idle=3):
+        person = codec.decode(value).record
+        latest[person["person_id"]] = person
+    wang = latest[decided[0]["person_id"]]
+    assert wang["status"] == "ACTIVE"
+    assert len(wang["record_keys"]) == 2
+    assert wang["golden"]["id_number"] == WANG["id"]
+    assert wang["golden"]["given_han"] == "小明"  # from the record whose resident ID checks out
+    assert wang["field_sources"]["id_number"] == decided[0]["record_key"]
+    active = [p for p in latest.values() if p["status"] == "ACTIVE"]
+    assert len(active) == 2
 
 
 def test_after_a_restart_the_index_is_rebuilt_and_no_person_is_lost_or_duplicated(

@@ -46,6 +46,7 @@ PATIENT_IDENTITY = TopicSpec(
     "hs.identity.patient.v1", "hs.identity.PatientIdentity", PATIENT_KEY, partitions=1
 )
 PERSON_LINK = TopicSpec("hs.identity.link.v1", "hs.identity.PersonLink", "person id", partitions=1)
+PERSON = TopicSpec("hs.identity.person.v1", "hs.identity.Person", "person id", compacted=True)
 ENCOUNTER = TopicSpec("hs.clinical.encounter.v1", "hs.clinical.Encounter", PATIENT_KEY)
 CONDITION = TopicSpec("hs.clinical.condition.v1", "hs.clinical.Condition", PATIENT_KEY)
 OBSERVATION = TopicSpec("hs.clinical.observation.v1", "hs.clinical.Observation", PATIENT_KEY)
@@ -58,6 +59,7 @@ ALL: tuple[TopicSpec, ...] = (
     RAW,
     PATIENT_IDENTITY,
     PERSON_LINK,
+    PERSON,
     ENCOUNTER,
     CONDITION,
     OBSERVATION,

@@ -58,6 +58,8 @@ class PersonIndex:
     members: dict[str, set[str]] = field(default_factory=dict)
     blocks: dict[str, list[str]] = field(default_factory=dict)
     kept_apart: set[frozenset[str]] = field(default_factory=set)
+    arrival: dict[str, int] = field(default_factory=dict)  # record -> when it was last (re)linked
+    clock: int = 0
 
     def add(self, record: Standard) -> Decision:
         """Link a new or updated record."""
@@ -169,6 +171,8 @@ class PersonIndex:
         return found
 
     def _remember(self, record: Standard, person: str) -> None:
+        self.clock += 1
+        self.arrival[record.record_id] = self.clock
         self.records[record.record_id] = record
         self.person_of[record.record_id] = person
         self.members.setdefault(person, set()).add(record.record_id)

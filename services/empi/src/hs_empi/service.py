@@ -20,7 +20,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from hs_common.lifecycle import stop_on_signals
 from hs_common.processor import ExactlyOnceProcessor, Output
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
+from hs_empi.golden import Linked, golden
 from hs_empi.identity import identity_fields
 from hs_empi.index import PersonIndex, Thresholds
 from hs_empi.links import SOURCE, link_record, merge_record, standard_of
@@ -57,16 +58,37 @@ class EmpiSettings(RuntimeSettings):
     review_threshold: float = Field(0.2, gt=0, lt=1, alias="HS_EMPI_REVIEW_THRESHOLD")
     identity_topic: str = Field(topics.PATIENT_IDENTITY.name, alias="HS_EMPI_IDENTITY_TOPIC")
     link_topic: str = Field(topics.PERSON_LINK.name, alias="HS_EMPI_LINK_TOPIC")
+    person_topic: str = Field(topics.PERSON.name, alias="HS_EMPI_PERSON_TOPIC")
+    trusted_sources: str = Field(
+        "",
+        alias="HS_EMPI_TRUSTED_SOURCES",
+        description="Institutions whose values survive first in golden records, most trusted "
+        "first (comma-separated).",
+    )
+
+    def trust(self) -> dict[str, int]:
+        codes = [c.strip() for c in self.trusted_sources.split(",") if c.strip()]
+        return {code: len(codes) - rank for rank, code in enumerate(codes)}
 
 
 class Empi:
     """The transform: an identity event in, its link decisions out."""
 
-    def __init__(self, codec: Codec, model: Model, thresholds: Thresholds, link_topic: str) -> None:
+    def __init__(
+        self,
+        codec: Codec,
+        model: Model,
+        thresholds: Thresholds,
+        link_topic: str = topics.PERSON_LINK.name,
+        person_topic: str = topics.PERSON.name,
+        trust: Mapping[str, int] | None = None,
+    ) -> None:
         self.codec = codec
         self.model = model
         self.thresholds = thresholds
         self.link_topic = link_topic
+        self.person_topic = person_topic
+        self.trust = trust or {}  # institution -> rank (higher: its values survive first)
         self.index = self._new_index()
         self.key_of: dict[str, str] = {}  # record id -> record key (pseudonym)
 
@@ -84,26 +106,51 @@ class Empi:
         record = standardize(fields)
         record_key = self._key(message, fields.institution, fields.local_id)
         self.key_of[record.record_id] = record_key
+        moved_from = self.index.person_of.get(record.record_id)
         decision = self.index.add(record)
         envelope = derived_envelope(event["envelope"])
-        link = link_record(envelope, decision, record, record_key, self.key_of)
-        yield self._output(link)
+        yield self._output(link_record(envelope, decision, record, record_key, self.key_of))
+        person, merged = decision.person_id, decision.merged_persons
         prior = event["prior"]
         if event["kind"] == "MERGE" and prior is not None:
             prior_id = f"{fields.institution}:{prior['local_patient_id']}"
             if prior_id in self.index.records:
-                person, merged = self.index.merge(record.record_id, prior_id)
-                prior_record = self.index.records[prior_id]
+                person, folded = self.index.merge(record.record_id, prior_id)
+                merged += folded
                 yield self._output(
                     merge_record(
                         derived_envelope(event["envelope"]),
-                        prior_record,
+                        self.index.records[prior_id],
                         self.key_of[prior_id],
                         person,
-                        merged,
+                        folded,
                         SOURCE,
                     )
                 )
+        gone = {*merged, moved_from} - {None, person}
+        for changed in (person, *sorted(p for p in gone if p is not None)):
+            yield self._person(envelope, changed, person)
+
+    def _person(self, envelope: dict[str, Any], person: str, survivor: str) -> Output:
+        """The golden record of a person the decision changed (MERGED when it no longer has
+        records: they are `survivor`'s now)."""
+        members = sorted(self.index.members.get(person, ()))
+        linked = [
+            Linked(self.index.records[r], self.key_of[r], self.index.arrival[r]) for r in members
+        ]
+        identity, sources, flags = golden(linked, self.trust) if linked else (None, {}, [])
+        record = {
+            "envelope": derived_envelope(envelope),
+            "person_id": person,
+            "status": "ACTIVE" if linked else "MERGED",
+            "merged_into": None if linked else survivor,
+            "record_keys": sorted(item.key for item in linked),
+            "golden": identity,
+            "field_sources": sources,
+            "flags": flags,
+        }
+        value = self.codec.encode(topics.PERSON.value_schema, record)
+        return Output(self.person_topic, value, person)
 
     def _key(self, message: Message, institution: str, local_id: str) -> str:
         key = message.key()
@@ -199,7 +246,14 @@ def run(settings: EmpiSettings) -> None:
     runtime = Runtime.start("empi", settings)
     model = load_model(settings, runtime.codec)
     thresholds = Thresholds(settings.link_threshold, settings.review_threshold)
-    empi = Empi(runtime.codec, model, thresholds, settings.link_topic)
+    empi = Empi(
+        runtime.codec,
+        model,
+        thresholds,
+        settings.link_topic,
+        settings.person_topic,
+        settings.trust(),
+    )
 
     def rebuild() -> None:
         started = time.monotonic()

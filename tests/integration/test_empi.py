@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
+import subprocess
 import threading
 import uuid
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 
 from hs_common.codec import Codec
+from hs_common.crypto import Keyring
 from hs_common.kafka import make_producer
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.schemas import SchemaCatalogue
@@ -22,6 +27,7 @@ from hs_common.testing import TopicFactory, golden_example, processing, read_all
 from hs_empi.index import Thresholds
 from hs_empi.model import Model
 from hs_empi.service import DEFAULT_MODEL, Empi, read_topic
+from hs_empi.standardize import check_digit
 
 pytestmark = pytest.mark.integration
 
@@ -240,3 +246,81 @@ def test_two_instances_racing_on_one_persons_records_make_one_person(
         decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=30)
     assert len(decided) == 30
     assert len(set(persons_of(decided).values())) == 1
+
+
+def test_killed_and_restarted_the_service_rebuilds_and_decides_as_if_never_stopped(
+    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    empi_topics: dict[str, str], kafka_bootstrap: str, keyring: Keyring, tmp_path: Path,
+) -> None:  # fmt: skip
+    names = [(f, g) for f in "王李张刘陈杨黄赵" for g in ("伟", "芳", "小明", "建国", "丽", "强")]
+    people = [
+        {"family": family, "given": given, "id": _resident_id(n), "phone": f"139{n:08d}",
+         "born": date(1950 + n % 50, 1 + n % 12, 1 + n % 28)}
+        for n, (family, given) in enumerate(names)
+    ]  # fmt: skip
+    first_half = [
+        identity_event(catalogue, schema_root, "HZ01", f"H{n}", p) for n, p in enumerate(people)
+    ]
+    second_half = [
+        identity_event(catalogue, schema_root, "SH02", f"S{n}", p, with_id=n % 2 == 0)
+        for n, p in enumerate(people)
+    ]
+    keyring.to_file(tmp_path / "keyring.json")
+    env = os.environ | {
+        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "HS_INSTANCE_ID": f"empi-{uuid.uuid4().hex[:6]}",
+        "HS_EMPI_GROUP": f"empi-{uuid.uuid4().hex[:6]}",
+        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_METRICS_PORT": "0",
+        "HS_LOG_LEVEL": "WARNING", "HS_EMPI_MODEL_FILE": str(DEFAULT_MODEL),
+        "HS_EMPI_IDENTITY_TOPIC": empi_topics["identity"],
+        "HS_EMPI_LINK_TOPIC": empi_topics["link"],
+        "HS_EMPI_PERSON_TOPIC": empi_topics["person"],
+    }  # fmt: skip
+
+    send(runtime_settings, codec, empi_topics["identity"], first_half)
+    service = subprocess.Popen(["hs-empi", "run"], env=env)
+    try:
+        links(kafka_bootstrap, codec, empi_topics["link"], expected=len(people))
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+        send(runtime_settings, codec, empi_topics["identity"], second_half)
+        service = subprocess.Popen(["hs-empi", "run"], env=env)
+        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=2 * len(people))
+    finally:
+        service.send_signal(signal.SIGTERM)
+        service.wait(30)
+
+    assert len(decided) == 2 * len(people)  # every record decided once, none twice
+    reference = Empi(codec, Model.from_json(json.loads(DEFAULT_MODEL.read_text())), Thresholds())
+    for offset, event in enumerate(first_half + second_half):
+        key = codec.keyring.pseudonym(
+            event["envelope"]["source"]["institution"], event["person"]["local_patient_id"]
+        )
+        message = FakeMessage(codec.encode(IDENTITY, event), key.encode(), offset)
+        list(reference(message))  # type: ignore[arg-type]
+    expected = dict(reference.index.person_of)
+    assert persons_of(decided) == expected  # same persons, same ids, as an uninterrupted run
+    assert len(set(expected.values())) == len(people)
+
+
+def _resident_id(n: int) -> str:
+    first17 = f"330105{1950 + n % 50}{1 + n % 12:02d}{1 + n % 28:02d}{100 + n:03d}"
+    return first17 + check_digit(first17)
+
+
+@dataclass
+class FakeMessage:
+    """What the transform reads from a Kafka message, for the uninterrupted reference run."""
+
+    _value: bytes
+    _key: bytes
+    _offset: int
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def offset(self) -> int:
+        return self._offset

@@ -253,7 +253,7 @@ def chinese(people: int, noise: float, workdir: Path) -> Dataset:
             f"{r['institution']}:{r['local_id']}": r["person_id"] for r in csv.DictReader(handle)
         }
     latest = {f"{a.fields.institution}:{a.fields.local_id}": a for a in arrivals}
-    rows = [_chinese_row(standardize(a.fields)) for a in latest.values()]
+    rows = [splink_row(standardize(a.fields)) for a in latest.values()]
     table = pd.DataFrame(rows)
 
     def run() -> dict[str, str]:
@@ -281,7 +281,8 @@ def chinese(people: int, noise: float, workdir: Path) -> Dataset:
     return Dataset(f"Chinese identities, noise x{noise:g}", arrivals, truth, run)
 
 
-def _chinese_row(s: Standard) -> dict[str, Any]:
+def splink_row(s: Standard) -> dict[str, Any]:
+    """A standardized record as the columns the Splink baselines compare."""
     return {
         "unique_id": s.record_id,
         "id_number": s.id_number,

@@ -26,6 +26,7 @@ from datetime import datetime
 
 import pandas as pd
 import splink.comparison_library as cl
+from empi_accuracy_bench import splink_row
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 from hs_empi.index import PersonIndex
@@ -68,19 +69,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def splink_baseline(records: list[Standard], calls: int = 20) -> float:
-    def row(s: Standard) -> dict[str, object]:
-        return {
-            "unique_id": s.record_id,
-            "id_number": s.id_number,
-            "family": s.name.family if s.name else None,
-            "given": s.name.given if s.name else None,
-            "birth_date": s.birth_date.isoformat() if s.birth_date else None,
-            "phone": s.phones[0] if s.phones else None,
-            "district": s.district,
-        }
-
     db_api = DuckDBAPI()
-    existing = db_api.register(pd.DataFrame([row(s) for s in records[:5000]]))
+    existing = db_api.register(pd.DataFrame([splink_row(s) for s in records[:5000]]))
     settings = SettingsCreator(
         link_type="dedupe_only",
         comparisons=[
@@ -104,7 +94,7 @@ def splink_baseline(records: list[Standard], calls: int = 20) -> float:
     timings = []
     for s in records[5000 : 5000 + calls]:
         started = time.perf_counter()
-        new = db_api.register(pd.DataFrame([row(s)]))
+        new = db_api.register(pd.DataFrame([splink_row(s)]))
         linker.inference.predict_between(existing, new).as_pandas_dataframe()  # type: ignore[no-untyped-call]
         timings.append(time.perf_counter() - started)
     return statistics.median(timings)

@@ -12,6 +12,10 @@ from hs_empi.index import LINKED, NEW_PERSON, REVIEW, PersonIndex
 from hs_empi.model import Model, estimate
 from hs_empi.standardize import IdentityFields, Standard, standardize
 
+SOMEONE_ELSE: dict[str, object] = {
+    "family": "李", "given": "芳", "birth_date": date(1990, 1, 2), "sex": "F",
+    "phones": ("13700000000",),
+}  # fmt: skip
 FAMILIES = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "欧阳", "单"]
 GIVENS = ["伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "明", "小红", "建国"]
 
@@ -82,11 +86,7 @@ def test_a_different_person_starts_a_new_one(model: Model) -> None:
     other = index.add(
         record(
             "H2:2",
-            family="李",
-            given="芳",
-            birth_date=date(1990, 1, 2),
-            sex="F",
-            phones=("13700000000",),
+            **SOMEONE_ELSE,
         )
     )
     assert other.action == NEW_PERSON and other.person_id != first.person_id
@@ -142,11 +142,7 @@ def test_an_update_moves_the_record_but_keeps_one_person_per_record(model: Model
     index.add(
         record(
             "H2:2",
-            family="李",
-            given="芳",
-            birth_date=date(1990, 1, 2),
-            sex="F",
-            phones=("13700000000",),
+            **SOMEONE_ELSE,
             district="110101",
         )
     )

@@ -9,7 +9,7 @@ import pytest
 
 from hs_empi.compare import COMPARISONS
 from hs_empi.index import LINKED, NEW_PERSON, REVIEW, PersonIndex
-from hs_empi.model import Model, estimate
+from hs_empi.model import Model, ModelError, estimate
 from hs_empi.standardize import IdentityFields, Standard, standardize
 
 SOMEONE_ELSE: dict[str, object] = {
@@ -165,3 +165,18 @@ def test_twins_with_their_own_valid_ids_are_never_linked_unasked(model: Model) -
     assert twin.action in (NEW_PERSON, REVIEW)
     if twin.action == REVIEW:
         assert "id_conflict" in twin.flags
+
+
+def test_siblings_born_together_without_ids_go_to_review_not_to_one_person(model: Model) -> None:
+    index = PersonIndex(model)
+    first = index.add(record("H1:1", given="立建"))
+    sibling = index.add(record("H1:2", given="春强"))  # same family, birth date, phone, district
+    assert sibling.person_id != first.person_id
+    if sibling.action == REVIEW:
+        assert "possible_twin" in sibling.flags
+        assert sibling.review_person == first.person_id
+
+
+def test_a_model_estimated_for_other_comparisons_is_refused_clearly() -> None:
+    with pytest.raises(ModelError, match="estimate it again"):
+        Model.from_json({"prior": 0.001, "comparisons": {"id_number": {}}})

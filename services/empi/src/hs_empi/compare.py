@@ -64,10 +64,17 @@ def _name(a: Standard, b: Standard) -> int:
     ):
         return 4
     if x.family == y.family:
-        return 5
+        return 5 if _one_character_differs(x.given_han, y.given_han) else 6
     if x.given and x.given == y.given:
-        return 6
-    return 7
+        return 7
+    return 8
+
+
+def _one_character_differs(given: str | None, other: str | None) -> bool:
+    """A typo in a Han given name; relatives (twins) usually differ in every character."""
+    if not given or not other or len(given) != len(other) or len(given) < 2:
+        return False
+    return sum(a != b for a, b in zip(given, other, strict=True)) == 1
 
 
 def _similar_parts(family: str, given: str, other_family: str, other_given: str) -> bool:
@@ -120,8 +127,8 @@ def _contact(a: Standard, b: Standard) -> int:
 
 
 NAME_LEVELS = (
-    "missing", "exact_han", "same_pinyin", "swapped", "similar", "same_family", "same_given",
-    "different",
+    "missing", "exact_han", "same_pinyin", "swapped", "similar", "one_character_differs",
+    "same_family", "same_given", "different",
 )  # fmt: skip
 CONTACT_LEVELS = (
     "missing", "phone_and_address", "phone_and_district", "phone_only", "address_only",

@@ -122,6 +122,11 @@ class PersonIndex:
                 (),
                 (*flags, "id_conflict"),
             )
+        if top_weight >= link and possible_twins(record, self.records[top_record]):
+            twins = (*flags, "possible_twin")
+            return self._decision(
+                record, new_person, REVIEW, score, top_record, top_person, (), twins
+            )
         if top_weight >= link:
             # a record that is surely two persons' shows they are one (connected components)
             held = self._valid_ids(top_person) | (
@@ -273,3 +278,16 @@ def _conflict(ids: set[str], other: set[str]) -> bool:
 
 def _log_odds(probability: float) -> float:
     return math.log2(probability / (1 - probability))
+
+
+def possible_twins(a: Standard, b: Standard) -> bool:
+    """Same birth date and family name, Han given names with no character in common, and no
+    resident ID to tell them apart: siblings born together, until a person says otherwise."""
+    if a.id_valid and b.id_valid and a.id_number == b.id_number:
+        return False
+    x, y = a.name, b.name
+    if x is None or y is None or not x.given_han or not y.given_han:
+        return False  # in pinyin, a garbled given name and a sibling's cannot be told apart
+    if a.birth_date is None or a.birth_date != b.birth_date or x.family != y.family:
+        return False
+    return not set(x.given_han) & set(y.given_han)

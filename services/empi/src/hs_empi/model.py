@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from hs_common.errors import HealthStreamError
 from hs_empi.compare import (
     BLOCKING_RULES,
     COMPARISONS,
@@ -32,6 +33,12 @@ from hs_empi.compare import (
 from hs_empi.standardize import Standard
 
 FLOOR = 1e-6
+
+
+class ModelError(HealthStreamError):
+    """A model file that does not fit the comparisons of this version."""
+
+
 PSEUDO_SHARE = 0.01
 
 
@@ -127,7 +134,13 @@ class Model:
     def from_json(cls, document: dict[str, Any]) -> Model:
         m, u = [], []
         for comparison in COMPARISONS:
-            levels = document["comparisons"][comparison.name]
+            levels = document["comparisons"].get(comparison.name, {})
+            missing = [name for name in comparison.levels[1:] if name not in levels]
+            if missing:
+                raise ModelError(
+                    f"model has no {comparison.name} levels {missing}: it was estimated for "
+                    "other comparisons; estimate it again (hs-empi train)"
+                )
             m.append([0.0] + [float(levels[name]["m"]) for name in comparison.levels[1:]])
             u.append([0.0] + [float(levels[name]["u"]) for name in comparison.levels[1:]])
         return cls(

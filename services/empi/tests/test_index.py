@@ -180,3 +180,41 @@ def test_siblings_born_together_without_ids_go_to_review_not_to_one_person(model
 def test_a_model_estimated_for_other_comparisons_is_refused_clearly() -> None:
     with pytest.raises(ModelError, match="estimate it again"):
         Model.from_json({"prior": 0.001, "comparisons": {"id_number": {}}})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_invariants_hold_through_random_registrations_updates_merges_and_unlinks(
+    model: Model, seed: int
+) -> None:
+    rng = random.Random(seed)
+    index = PersonIndex(model)
+    ids = ["11010519491231002X", "110105194912310046", None, None]
+    for step in range(600):
+        local = f"H{rng.randrange(3)}:{rng.randrange(60)}"
+        operation = rng.random()
+        if operation < 0.8 or len(index.records) < 2:
+            index.add(
+                record(
+                    local, family=rng.choice(FAMILIES[:3]), given=rng.choice(GIVENS[:4]),
+                    birth_date=date(1970, 1, 1 + rng.randrange(3)), resident_id=rng.choice(ids),
+                )
+            )  # fmt: skip
+        elif operation < 0.9:
+            a, b = rng.sample(sorted(index.records), 2)
+            index.merge(a, b)
+        else:
+            index.unlink(rng.choice(sorted(index.records)))
+        # a source record belongs to exactly one person at a time
+        holders = [p for p, members in index.members.items() for r in members]
+        assert sorted(holders) == sorted(index.person_of[r] for r in index.records), step
+        assert all(members for members in index.members.values())
+        assert set(index.person_of) == set(index.records)
+    # the same valid ID is one person, unless a reviewer separated them
+    by_id: dict[str, set[str]] = {}
+    for record_id, standard in index.records.items():
+        if standard.id_valid and standard.id_number:
+            by_id.setdefault(standard.id_number, set()).add(index.person_of[record_id])
+    for persons in by_id.values():
+        for a in persons:
+            for b in persons - {a}:
+                assert frozenset({a, b}) in index.kept_apart

@@ -77,7 +77,9 @@ class PersonIndex:
             if person not in best or weight > best[person][0]:
                 best[person] = (weight, candidate_id)
         if previous_person is not None:  # a reviewer's separation holds for updates too
-            same_id = {p for p in same_id if frozenset({p, previous_person}) not in self.kept_apart}
+            apart = {p for p in best if frozenset({p, previous_person}) in self.kept_apart}
+            same_id -= apart
+            best = {p: found for p, found in best.items() if p not in apart}
         decision = self._decide(record, best, same_id, other_id - same_id, previous_person)
         self._remember(record, decision.person_id)
         return decision
@@ -209,18 +211,25 @@ class PersonIndex:
         self.kept_apart.discard(frozenset({target, other}))
         return target, self._merge_all(target, {other})
 
-    def unlink(self, record_id: str) -> str:
+    def unlink(self, record_id: str) -> tuple[str, tuple[str, ...]]:
         """A reviewer's decision: the record is not the person it was linked to. It gets a
-        person of its own, which the same-ID rule will not merge back."""
+        person of its own, which the same-ID rule will not merge back; records with its valid
+        ID that were separated from that person before are this person too. Returns (person,
+        persons folded into it)."""
         old_person = self.person_of[record_id]
         if len(self.members[old_person]) == 1:
-            return old_person
+            return old_person, ()
         record = self.records[record_id]
         self._forget(record_id)
         new_person = self._fresh_person(record_id)
         self._remember(record, new_person)
         self.kept_apart.add(frozenset({old_person, new_person}))
-        return new_person
+        same_id = {
+            self.person_of[other]
+            for other in self.blocks.get(f"id:{record.id_number}", ())
+            if record.id_valid and self.records[other].id_valid
+        } - {old_person, new_person}
+        return new_person, self._merge_all(new_person, same_id)
 
     def _valid_ids(self, person: str) -> set[str]:
         return {
@@ -249,9 +258,7 @@ class PersonIndex:
         self._forget(record.record_id)
         self.members.setdefault(person, set())
         for other in merged:
-            for record_id in self.members.pop(other, set()):
-                self.person_of[record_id] = person
-                self.members[person].add(record_id)
+            self._fold(person, other)
         self._remember(record, person)
         if apart_from is not None:
             self.kept_apart.add(frozenset({person, apart_from}))
@@ -261,11 +268,20 @@ class PersonIndex:
         for other in sorted(others):
             if frozenset({target, other}) in self.kept_apart or other not in self.members:
                 continue
-            for record_id in self.members.pop(other):
-                self.person_of[record_id] = target
-                self.members[target].add(record_id)
+            self._fold(target, other)
             merged.append(other)
         return tuple(merged)
+
+    def _fold(self, target: str, other: str) -> None:
+        """`other`'s records become `target`'s, and so do the separations decided for it."""
+        for record_id in self.members.pop(other, set()):
+            self.person_of[record_id] = target
+            self.members[target].add(record_id)
+        for pair in [pair for pair in self.kept_apart if other in pair]:
+            self.kept_apart.discard(pair)
+            (apart,) = pair - {other}
+            if apart != target:
+                self.kept_apart.add(frozenset({target, apart}))
 
     def person_count(self) -> int:
         return len(self.members)

@@ -112,23 +112,20 @@ class PersonIndex:
             return Decision(record.record_id, new_person, NEW_PERSON, 0.0, 0.0, (), flags=flags)
         top_weight, top_record = best[top_person]
         score = self._explain(record, top_record)
-        if top_weight >= link and top_person in other_id:
-            # two valid, different resident ID numbers: twins look like this; a person decides
-            return self._decision(
-                record,
-                new_person,
-                REVIEW,
-                score,
-                top_record,
-                top_person,
-                (),
-                (*flags, "id_conflict"),
+        if top_weight >= link:
+            # two valid, different resident IDs, or siblings born together: a person decides
+            doubt = (
+                "id_conflict"
+                if top_person in other_id
+                else "possible_twin"
+                if possible_twins(record, self.records[top_record])
+                else None
             )
-        if top_weight >= link and possible_twins(record, self.records[top_record]):
-            twins = (*flags, "possible_twin")
-            return self._decision(
-                record, new_person, REVIEW, score, top_record, top_person, (), twins
-            )
+            if doubt is not None:
+                flagged = (*flags, doubt)
+                return self._decision(
+                    record, new_person, REVIEW, score, top_record, top_person, (), flagged
+                )
         if top_weight >= link:
             # a record that is surely two persons' shows they are one (connected components)
             held = self._valid_ids(top_person) | (

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 IDENTITY = "hs.identity.PatientIdentity"
 LINK = "hs.identity.PersonLink"
+REVIEW = "hs.identity.ReviewDecision"
 WANG = {
     "family": "王",
     "given": "小明",
@@ -85,6 +86,7 @@ def empi_topics(new_topic: TopicFactory) -> dict[str, str]:
         "identity": new_topic("identity", 1),
         "link": new_topic("link", 1),
         "person": new_topic("person", 2),
+        "review": new_topic("review", 1),
         "dead": new_topic("dead", 1),
     }
 
@@ -102,7 +104,8 @@ def empi_processor(
         settings,
         stage="empi.link",
         group_id=group,
-        input_topics=[empi_topics["identity"]],
+        input_topics=[empi_topics["identity"], empi_topics["review"]],
+        consumer_settings={"partition.assignment.strategy": "range"},
         transform=empi,
         codec=codec,
         dead_letter_topic=empi_topics["dead"],
@@ -275,6 +278,7 @@ def test_killed_and_restarted_the_service_rebuilds_and_decides_as_if_never_stopp
         "HS_EMPI_IDENTITY_TOPIC": empi_topics["identity"],
         "HS_EMPI_LINK_TOPIC": empi_topics["link"],
         "HS_EMPI_PERSON_TOPIC": empi_topics["person"],
+        "HS_EMPI_REVIEW_TOPIC": empi_topics["review"],
     }  # fmt: skip
 
     send(runtime_settings, codec, empi_topics["identity"], first_half)
@@ -324,3 +328,61 @@ class FakeMessage:
 
     def offset(self) -> int:
         return self._offset
+
+
+def test_reviewer_decisions_separate_and_join_records_and_survive_a_restart(
+    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    empi_topics: dict[str, str], kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    group = f"empi-{uuid.uuid4().hex[:6]}"
+    wang_again = {**WANG, "given": "晓明"}
+    events = [
+        identity_event(catalogue, schema_root, "HZ01", "R1", WANG),
+        identity_event(catalogue, schema_root, "SH02", "R2", wang_again, with_id=False),
+        identity_event(catalogue, schema_root, "BJ03", "R3", LI),
+    ]
+    key = {e["person"]["local_patient_id"]: _key(codec, e) for e in events}
+    unlink = review_decision(catalogue, schema_root, "UNLINK", key["R2"], None)
+    link = review_decision(catalogue, schema_root, "LINK", key["R3"], key["R1"])
+    first, _ = empi_processor(runtime_settings, codec, empi_topics, group)
+    with processing(first):
+        send(runtime_settings, codec, empi_topics["identity"], events)
+        links(kafka_bootstrap, codec, empi_topics["link"], expected=3)
+        send_reviews(runtime_settings, codec, empi_topics["review"], [unlink, link])
+        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=5)
+    assert decided[1]["action"] == "LINKED"
+    assert [d["action"] for d in decided[3:]] == ["UNLINKED", "MERGED"]
+    assert {d["decided_by"] for d in decided[3:]} == {"staff-7f3a"}
+    assert decided[3]["review_person_id"] == decided[0]["person_id"]  # separated from
+    person_of = persons_of(decided)
+    assert person_of["SH02:R2"] != person_of["HZ01:R1"] == person_of["BJ03:R3"]
+
+    restarted, empi = empi_processor(runtime_settings, codec, empi_topics, group)
+    with processing(restarted):  # R2 sent again: the separation holds after the rebuild
+        send(runtime_settings, codec, empi_topics["identity"], [events[1]])
+        again = links(kafka_bootstrap, codec, empi_topics["link"], expected=6)[-1]
+    assert again["person_id"] == decided[3]["person_id"]
+    assert empi.index.person_count() == 2
+
+
+def _key(codec: Codec, event: dict[str, Any]) -> str:
+    institution = event["envelope"]["source"]["institution"]
+    return codec.keyring.pseudonym(institution, event["person"]["local_patient_id"])
+
+
+def review_decision(
+    catalogue: SchemaCatalogue, schema_root: Path, action: str, record: str, other: str | None
+) -> dict[str, Any]:
+    decision = copy.deepcopy(golden_example(catalogue.get(REVIEW), schema_root))
+    decision["envelope"]["event_id"] = str(uuid.uuid4())
+    decision.update(action=action, record_key=record, other_record_key=other)
+    return decision
+
+
+def send_reviews(
+    settings: RuntimeSettings, codec: Codec, topic: str, decisions: list[dict[str, Any]]
+) -> None:
+    producer = make_producer(settings, f"review-feeder-{uuid.uuid4().hex[:6]}")
+    for decision in decisions:
+        producer.produce(topic, value=codec.encode(REVIEW, decision), key=decision["record_key"])
+    assert producer.flush(10) == 0

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 
 from hs_common.envelope import new_envelope
 from hs_empi.index import PersonIndex
-from hs_empi.links import link_record, merge_record, standard_of
+from hs_empi.links import MERGED, UNLINKED, decided_record, link_record, standard_of
 from hs_empi.model import Model, estimate
 from hs_empi.service import DEFAULT_MODEL
 from hs_empi.standardize import IdentityFields, standardize
@@ -38,19 +38,38 @@ def test_links_replayed_into_an_empty_index_rebuild_it_exactly() -> None:
             survivor, prior = record.record_id, sorted(index.records)[n % len(index.records)]
             person, merged = index.merge(survivor, prior)
             links.append(
-                merge_record(
-                    envelope, index.records[prior], key_of[prior], person, merged, "source"
+                decided_record(
+                    envelope, MERGED, index.records[prior], key_of[prior], person, merged, "source"
+                )
+            )
+        if n % 70 == 69:  # a reviewer separates a record from its person
+            unlinked = sorted(index.records)[n % len(index.records)]
+            separated_from = index.person_of[unlinked]
+            person, merged = index.unlink(unlinked)
+            links.append(
+                decided_record(
+                    envelope,
+                    UNLINKED,
+                    index.records[unlinked],
+                    key_of[unlinked],
+                    person,
+                    merged,
+                    "staff-1",
+                    "not the same person",
+                    separated_from,
                 )
             )
 
     rebuilt = PersonIndex(model)
     for link in links:
+        apart = link["review_person_id"] if link["action"] == UNLINKED else None
         rebuilt.restore(
-            standard_of(link["record"]), link["person_id"], tuple(link["merged_person_ids"])
+            standard_of(link["record"]), link["person_id"], tuple(link["merged_person_ids"]), apart
         )
     assert rebuilt.person_of == index.person_of
     assert rebuilt.members == index.members
     assert rebuilt.records == index.records
+    assert rebuilt.kept_apart == index.kept_apart
 
 
 def test_a_model_written_as_json_reads_back_the_same() -> None:

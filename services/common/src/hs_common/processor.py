@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -56,6 +56,7 @@ class ExactlyOnceProcessor:
         poll_timeout: float = 0.5,
         dead_letter_topic: str = topics.DEAD_LETTER.name,
         on_assign: Callable[[], None] | None = None,
+        consumer_settings: Mapping[str, str | int] | None = None,
     ) -> None:
         self.settings = settings
         self.stage = stage
@@ -71,6 +72,7 @@ class ExactlyOnceProcessor:
         # Called when partitions are assigned and after an aborted transaction: a transform that
         # keeps state rebuilds it there from what is committed.
         self.on_assign = on_assign
+        self.consumer_settings = dict(consumer_settings or {})
 
     def run(self, stop: threading.Event) -> None:
         """Process until `stop` is set; the batch in hand is finished and committed first."""
@@ -82,7 +84,9 @@ class ExactlyOnceProcessor:
             "group.instance.id": self.transactional_id,
             "session.timeout.ms": 15000,
         }
-        consumer = make_consumer(self.settings, self.group_id, client_id, **static_membership)
+        consumer = make_consumer(
+            self.settings, self.group_id, client_id, **static_membership, **self.consumer_settings
+        )
         producer.init_transactions(
             KAFKA_TIMEOUT
         )  # fences and aborts a predecessor's open transaction

@@ -47,6 +47,9 @@ PATIENT_IDENTITY = TopicSpec(
 )
 PERSON_LINK = TopicSpec("hs.identity.link.v1", "hs.identity.PersonLink", "person id", partitions=1)
 PERSON = TopicSpec("hs.identity.person.v1", "hs.identity.Person", "person id", compacted=True)
+REVIEW_DECISION = TopicSpec(
+    "hs.identity.review.v1", "hs.identity.ReviewDecision", "record key", partitions=1
+)
 ENCOUNTER = TopicSpec("hs.clinical.encounter.v1", "hs.clinical.Encounter", PATIENT_KEY)
 CONDITION = TopicSpec("hs.clinical.condition.v1", "hs.clinical.Condition", PATIENT_KEY)
 OBSERVATION = TopicSpec("hs.clinical.observation.v1", "hs.clinical.Observation", PATIENT_KEY)
@@ -60,6 +63,7 @@ ALL: tuple[TopicSpec, ...] = (
     PATIENT_IDENTITY,
     PERSON_LINK,
     PERSON,
+    REVIEW_DECISION,
     ENCOUNTER,
     CONDITION,
     OBSERVATION,

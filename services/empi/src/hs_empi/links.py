@@ -9,6 +9,7 @@ from hs_empi.standardize import Name, Standard
 
 EMPI = "empi"
 SOURCE = "source"
+MERGED, UNLINKED = "MERGED", "UNLINKED"
 
 
 def match_record(record: Standard) -> dict[str, Any]:
@@ -85,28 +86,32 @@ def link_record(
     }
 
 
-def merge_record(
+def decided_record(
     envelope: dict[str, Any],
+    action: str,
     record: Standard,
     record_key: str,
     person: str,
     merged: tuple[str, ...],
     decided_by: str,
+    reason: str | None = None,
+    separated_from: str | None = None,
 ) -> dict[str, Any]:
-    """A source's merge (ADT^A40) or a reviewer's: `record` now belongs to `person`."""
+    """A source's merge (ADT^A40, MERGED) or a reviewer's LINK (MERGED) or UNLINK (UNLINKED,
+    with the person the record was separated from): `record` now belongs to `person`."""
     return {
         "envelope": envelope,
-        "action": "MERGED",
+        "action": action,
         "record_key": record_key,
         "person_id": person,
         "merged_person_ids": list(merged),
-        "review_person_id": None,
+        "review_person_id": separated_from,
         "matched_record_key": None,
         "probability": 1.0,
         "weight": 0.0,
         "evidence": [],
         "flags": [],
         "decided_by": decided_by,
-        "reason": None,
+        "reason": reason,
         "record": match_record(record),
     }

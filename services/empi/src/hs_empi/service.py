@@ -39,7 +39,7 @@ from hs_common.settings import RuntimeSettings
 from hs_empi.golden import Linked, golden
 from hs_empi.identity import identity_fields
 from hs_empi.index import PersonIndex, Thresholds
-from hs_empi.links import SOURCE, link_record, merge_record, standard_of
+from hs_empi.links import MERGED, SOURCE, UNLINKED, decided_record, link_record, standard_of
 from hs_empi.model import Model, estimate
 from hs_empi.standardize import Standard, standardize
 
@@ -59,6 +59,7 @@ class EmpiSettings(RuntimeSettings):
     identity_topic: str = Field(topics.PATIENT_IDENTITY.name, alias="HS_EMPI_IDENTITY_TOPIC")
     link_topic: str = Field(topics.PERSON_LINK.name, alias="HS_EMPI_LINK_TOPIC")
     person_topic: str = Field(topics.PERSON.name, alias="HS_EMPI_PERSON_TOPIC")
+    review_topic: str = Field(topics.REVIEW_DECISION.name, alias="HS_EMPI_REVIEW_TOPIC")
     trusted_sources: str = Field(
         "",
         alias="HS_EMPI_TRUSTED_SOURCES",
@@ -91,6 +92,7 @@ class Empi:
         self.trust = trust or {}  # institution -> rank (higher: its values survive first)
         self.index = self._new_index()
         self.key_of: dict[str, str] = {}  # record id -> record key (pseudonym)
+        self.record_of: dict[str, str] = {}  # and back
 
     def _new_index(self) -> PersonIndex:
         return PersonIndex(self.model, self.thresholds, self._person_id)
@@ -99,13 +101,19 @@ class Empi:
         return "P" + self.codec.keyring.pseudonym("person", founding_record)[:16]
 
     def __call__(self, message: Message) -> Iterator[Output]:
-        event = self.codec.decode(
-            message.value() or b"", expect=topics.PATIENT_IDENTITY.value_schema
-        ).record
+        decoded = self.codec.decode(message.value() or b"")
+        if decoded.schema == topics.PATIENT_IDENTITY.value_schema:
+            yield from self._identity(message, decoded.record)
+        elif decoded.schema == topics.REVIEW_DECISION.value_schema:
+            yield from self._review(decoded.record)
+        else:
+            raise RejectedInput(f"the EMPI does not read {decoded.schema}", "empi.unexpected_event")
+
+    def _identity(self, message: Message, event: dict[str, Any]) -> Iterator[Output]:
         fields = identity_fields(event)
         record = standardize(fields)
         record_key = self._key(message, fields.institution, fields.local_id)
-        self.key_of[record.record_id] = record_key
+        self._know(record.record_id, record_key)
         moved_from = self.index.person_of.get(record.record_id)
         decision = self.index.add(record)
         envelope = derived_envelope(event["envelope"])
@@ -118,8 +126,9 @@ class Empi:
                 person, folded = self.index.merge(record.record_id, prior_id)
                 merged += folded
                 yield self._output(
-                    merge_record(
+                    decided_record(
                         derived_envelope(event["envelope"]),
+                        MERGED,
                         self.index.records[prior_id],
                         self.key_of[prior_id],
                         person,
@@ -127,9 +136,54 @@ class Empi:
                         SOURCE,
                     )
                 )
-        gone = {*merged, moved_from} - {None, person}
-        for changed in (person, *sorted(p for p in gone if p is not None)):
+        yield from self._persons(envelope, person, {*merged, moved_from})
+
+    def _review(self, decision: dict[str, Any]) -> Iterator[Output]:
+        """A reviewer's LINK or UNLINK, applied and written with who decided and why."""
+        record_id = self._record_of(decision["record_key"])
+        separated_from: str | None = self.index.person_of[record_id]
+        if decision["action"] == "LINK":
+            other = self._record_of(decision["other_record_key"] or "")
+            person, merged = self.index.merge(other, record_id)
+            action, separated_from = MERGED, None
+        else:
+            person, merged = self.index.unlink(record_id)
+            action = UNLINKED
+        envelope = derived_envelope(decision["envelope"])
+        yield self._output(
+            decided_record(
+                envelope,
+                action,
+                self.index.records[record_id],
+                decision["record_key"],
+                person,
+                merged,
+                decision["decided_by"],
+                decision["reason"],
+                separated_from,
+            )
+        )
+        yield from self._persons(envelope, person, {*merged, separated_from})
+
+    def _persons(
+        self, envelope: dict[str, Any], person: str, touched: set[str | None]
+    ) -> Iterator[Output]:
+        """Golden records of the person decided about and of the others the decision changed."""
+        others = sorted(p for p in touched if p is not None and p != person)
+        for changed in (person, *others):
             yield self._person(envelope, changed, person)
+
+    def _know(self, record_id: str, record_key: str) -> None:
+        self.key_of[record_id] = record_key
+        self.record_of[record_key] = record_id
+
+    def _record_of(self, record_key: str) -> str:
+        record_id = self.record_of.get(record_key)
+        if record_id is None:
+            raise RejectedInput(
+                "review decision names a record the EMPI has not seen", "empi.unknown_record"
+            )
+        return record_id
 
     def _person(self, envelope: dict[str, Any], person: str, survivor: str) -> Output:
         """The golden record of a person the decision changed (MERGED when it no longer has
@@ -169,12 +223,12 @@ class Empi:
     def rebuild(self, links: Iterator[dict[str, Any]]) -> int:
         """Start over from the committed decisions; returns how many were applied."""
         self.index = self._new_index()
-        self.key_of = {}
+        self.key_of, self.record_of = {}, {}
         applied = 0
         for link in links:
             record = standard_of(link["record"])
-            self.key_of[record.record_id] = link["record_key"]
-            apart = link["review_person_id"] if link["action"] == "UNLINKED" else None
+            self._know(record.record_id, link["record_key"])
+            apart = link["review_person_id"] if link["action"] == UNLINKED else None
             self.index.restore(record, link["person_id"], tuple(link["merged_person_ids"]), apart)
             applied += 1
         return applied
@@ -270,7 +324,9 @@ def run(settings: EmpiSettings) -> None:
         settings,
         stage=STAGE,
         group_id=settings.group_id,
-        input_topics=[settings.identity_topic],
+        input_topics=[settings.identity_topic, settings.review_topic],
+        # range assignment gives both one-partition inputs to the same instance
+        consumer_settings={"partition.assignment.strategy": "range"},
         transform=empi,
         codec=runtime.codec,
         metrics=runtime.metrics,

@@ -152,7 +152,10 @@ def test_an_update_moves_the_record_but_keeps_one_person_per_record(model: Model
 
 def test_a_record_with_no_usable_identifier_is_a_low_confidence_new_person(model: Model) -> None:
     index = PersonIndex(model)
-    decision = index.add(standardize(IdentityFields("H1", "x", family="王")))
+    index.add(record("H1:1"))
+    decision = index.add(
+        standardize(IdentityFields("H1", "x", family="欧阳", given="建国", district="330105"))
+    )
     assert decision.action == NEW_PERSON
     assert {"no_usable_identifier", "low_confidence"} <= set(decision.flags)
 

@@ -108,7 +108,7 @@ class PersonIndex:
             if previous_person and previous_person not in self.members
             else self._fresh_person(record.record_id)
         )
-        if top_person is None:
+        if top_person is None or not record.has_identifier:  # nothing to link it by, safely
             return Decision(record.record_id, new_person, NEW_PERSON, 0.0, 0.0, (), flags=flags)
         top_weight, top_record = best[top_person]
         score = self._explain(record, top_record)

@@ -1,0 +1,1 @@
+"""HealthStream vitals: wearable streams and real-time clinical alerts."""

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
-from hs_vitals.monitor import Action, AlertEvent, Metric, PatientMonitor, Reading
+from hs_vitals.monitor import (
+    Action,
+    AlertEvent,
+    Metric,
+    PatientMonitor,
+    Reading,
+    from_state,
+    to_state,
+)
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 FIVE = timedelta(minutes=5)
@@ -115,3 +124,18 @@ def test_an_open_alert_is_escalated_once_unless_acknowledged() -> None:
     acknowledged.acknowledge("glucose.hypo.level1")
     later = run(acknowledged, glucose([3.5] * 8, start + 4 * FIVE))
     assert [e.action for e in first] == [Action.OPENED] and later == []
+
+
+def test_the_state_survives_a_round_trip_through_json_mid_episode() -> None:
+    whole, start = warmed()
+    readings = glucose([3.5, 3.6, 3.5, 3.4, 3.5] * 3 + [6.0], start)
+    expected = run(whole, readings)
+    halves, start = warmed()
+    events = []
+    for reading in readings:
+        events += halves.observe(reading).alerts
+        halves = from_state(json.loads(json.dumps(to_state(halves))))
+    events += halves.flush()
+    assert [(e.rule, e.action, e.at) for e in events] == [
+        (e.rule, e.action, e.at) for e in expected
+    ]

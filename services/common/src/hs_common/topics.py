@@ -56,6 +56,7 @@ OBSERVATION = TopicSpec("hs.clinical.observation.v1", "hs.clinical.Observation",
 DEVICE_READING = TopicSpec(
     "hs.device.reading.v1", "hs.device.DeviceReading", "pseudonym(institution, device id)"
 )
+VITALS_ALERT = TopicSpec("hs.vitals.alert.v1", "hs.vitals.Alert", PATIENT_KEY)
 DEAD_LETTER = TopicSpec("hs.ops.deadletter.v1", "hs.ops.DeadLetter", "stage", 30 * DAY_MS)
 
 ALL: tuple[TopicSpec, ...] = (
@@ -68,6 +69,7 @@ ALL: tuple[TopicSpec, ...] = (
     CONDITION,
     OBSERVATION,
     DEVICE_READING,
+    VITALS_ALERT,
     DEAD_LETTER,
 )
 

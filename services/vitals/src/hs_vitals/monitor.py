@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from hs_vitals.thresholds import DEFAULT, Thresholds
 
@@ -238,3 +239,64 @@ class PatientMonitor:
             return []
         run.escalated = True
         return [AlertEvent(rule.rule_id, Action.ESCALATED, rule.severity, reading.at, (reading,))]
+
+
+# --- state as JSON, for the stream processor's state store ------------------------------
+
+
+def to_state(monitor: PatientMonitor) -> dict[str, Any]:
+    def reading(r: Reading) -> list[Any]:
+        return [r.device, r.metric.value, r.value, r.at.isoformat()]
+
+    return {
+        "pending": [reading(r) for _, _, r in sorted(monitor._pending)],
+        "watermark": _iso(monitor._watermark),
+        "newest": _iso(monitor._newest),
+        "seen": [[d, m.value, at.isoformat()] for d, m, at in monitor._seen],
+        "first_seen": {d: at.isoformat() for d, at in monitor._first_seen.items()},
+        "last_at": {m.value: at.isoformat() for m, at in monitor._last_at.items()},
+        "runs": {
+            rule: {
+                "readings": [reading(r) for r in run.readings],
+                "open_since": _iso(run.open_since),
+                "escalated": run.escalated,
+                "acknowledged": run.acknowledged,
+            }
+            for rule, run in monitor._runs.items()
+        },
+    }
+
+
+def from_state(state: dict[str, Any], thresholds: Thresholds = DEFAULT) -> PatientMonitor:
+    def reading(fields: list[Any]) -> Reading:
+        device, metric, value, at = fields
+        return Reading(device, Metric(metric), float(value), datetime.fromisoformat(at))
+
+    monitor = PatientMonitor(thresholds)
+    for held in state["pending"]:
+        r = reading(held)
+        heapq.heappush(monitor._pending, (r.at, monitor._sequence, r))
+        monitor._sequence += 1
+    monitor._watermark = _time(state["watermark"])
+    monitor._newest = _time(state["newest"])
+    monitor._seen.extend((d, Metric(m), datetime.fromisoformat(at)) for d, m, at in state["seen"])
+    monitor._first_seen = {d: datetime.fromisoformat(at) for d, at in state["first_seen"].items()}
+    monitor._last_at = {Metric(m): datetime.fromisoformat(at) for m, at in state["last_at"].items()}
+    monitor._runs = {
+        rule: _Run(
+            [reading(r) for r in run["readings"]],
+            _time(run["open_since"]),
+            run["escalated"],
+            run["acknowledged"],
+        )
+        for rule, run in state["runs"].items()
+    }
+    return monitor
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

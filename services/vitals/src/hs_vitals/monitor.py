@@ -73,6 +73,7 @@ class AlertEvent:
     severity: Severity
     at: datetime  # event time of the reading that caused it
     readings: tuple[Reading, ...]  # what triggered (or resolved) it
+    opened_at: datetime  # when the alert opened: with the rule, it names the alert
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,11 @@ class PatientMonitor:
         if not rule.breached(reading.value, self.thresholds):
             if run.open_since is not None:
                 self._runs[rule.rule_id] = _Run()
-                return [
-                    AlertEvent(rule.rule_id, Action.RESOLVED, rule.severity, reading.at, (reading,))
-                ]
+                resolved = AlertEvent(
+                    rule.rule_id, Action.RESOLVED, rule.severity, reading.at, (reading,),
+                    run.open_since,
+                )  # fmt: skip
+                return [resolved]
             run.readings.clear()
             return []
         if gap and run.open_since is None:
@@ -223,11 +226,11 @@ class PatientMonitor:
             not rule.confirm_by_repeat and duration >= rule.sustained(self.thresholds)
         ):
             run.open_since = reading.at
-            return [
-                AlertEvent(
-                    rule.rule_id, Action.OPENED, rule.severity, reading.at, tuple(run.readings)
-                )
-            ]
+            trigger = tuple(run.readings)
+            opened = AlertEvent(
+                rule.rule_id, Action.OPENED, rule.severity, reading.at, trigger, reading.at
+            )
+            return [opened]
         if rule.confirm_by_repeat and not confirmed and len(run.readings) >= 2:
             run.readings = [reading]  # the earlier reading is too old to confirm this one
         return []
@@ -238,7 +241,10 @@ class PatientMonitor:
         if run.escalated or run.acknowledged or reading.at < due:
             return []
         run.escalated = True
-        return [AlertEvent(rule.rule_id, Action.ESCALATED, rule.severity, reading.at, (reading,))]
+        escalated = AlertEvent(
+            rule.rule_id, Action.ESCALATED, rule.severity, reading.at, (reading,), run.open_since
+        )
+        return [escalated]
 
 
 # --- state as JSON, for the stream processor's state store ------------------------------

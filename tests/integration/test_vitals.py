@@ -1,0 +1,75 @@
+"""hs-vitals as a process against the real broker: CGM readings in, alerts out, sealed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from hs_common.codec import Codec
+from hs_common.crypto import Keyring
+from hs_common.envelope import new_envelope
+from hs_common.kafka import make_producer
+from hs_common.settings import RuntimeSettings
+from hs_common.testing import TopicFactory, read_all
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+FIVE = timedelta(minutes=5)
+
+
+def reading(codec: Codec, patient: str, value: float, at: datetime) -> tuple[str, bytes]:
+    record = {
+        "envelope": new_envelope("CGMVENDOR", "cloud", at),
+        "binding": {"device_id": f"CGM-{patient}", "local_patient_id": patient},
+        "measurement": {"metric": "GLUCOSE", "value": value, "unit": "mmol/L"},
+        "measured_at": at,
+    }
+    key = codec.keyring.pseudonym("CGMVENDOR", f"CGM-{patient}")
+    return key, codec.encode("hs.device.DeviceReading", record)
+
+
+def test_a_cgm_low_becomes_one_alert_that_opens_and_resolves(
+    runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, new_topic: TopicFactory,
+    kafka_bootstrap: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    readings, alerts = new_topic("readings", 3), new_topic("alerts", 1)
+    trace = [6.0] * 24 + [3.5, 3.6, 3.4, 3.5, 3.6] + [6.1] * 3  # worn 2 h, 20 min low, back
+    producer = make_producer(runtime_settings, "cgm-feeder")
+    for patient in ("U1", "U2"):
+        values = trace if patient == "U1" else [6.0] * len(trace)
+        for i, value in enumerate(values):
+            key, value_bytes = reading(codec, patient, value, T0 + i * FIVE)
+            producer.produce(readings, value=value_bytes, key=key)
+    assert producer.flush(10) == 0
+
+    keyring.to_file(tmp_path / "keyring.json")
+    env = os.environ | {
+        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_METRICS_PORT": "0",
+        "HS_LOG_LEVEL": "WARNING", "HS_VITALS_GROUP": f"vitals-{uuid.uuid4().hex[:6]}",
+        "HS_VITALS_READING_TOPIC": readings, "HS_VITALS_ALERT_TOPIC": alerts,
+        "HS_VITALS_STATE_DIR": str(tmp_path / "state"),
+    }  # fmt: skip
+    service = subprocess.Popen(["hs-vitals"], env=env)
+    try:
+        received = read_all(kafka_bootstrap, alerts, expected=2, timeout=90, idle=60)
+    finally:
+        service.terminate()
+        service.wait(30)
+    decoded = [codec.decode(value).record for _, value in received]
+    assert [(a["rule_id"], a["action"]) for a in decoded] == [
+        ("glucose.hypo.level1", "OPENED"),
+        ("glucose.hypo.level1", "RESOLVED"),
+    ]
+    opened, resolved = decoded
+    assert opened["alert_id"] == resolved["alert_id"]
+    assert opened["at"] == T0 + 27 * FIVE  # 15 minutes after the first low reading
+    assert [r["value"] for r in opened["readings"]] == [3.5, 3.6, 3.4, 3.5]
+    assert opened["patient_key"] == codec.keyring.pseudonym("CGMVENDOR", "U1")
+    assert b"3.5" not in received[0][1]  # the readings travel sealed

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from hs_common.envelope import new_envelope
 from hs_common.kafka import make_producer
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import TopicFactory, read_all
+from hs_vitals.monitor import Metric, PatientMonitor, Reading
+from hs_vitals.service import alert_id
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +77,61 @@ def test_a_cgm_low_becomes_one_alert_that_opens_and_resolves(
     assert [r["value"] for r in opened["readings"]] == [3.5, 3.6, 3.4, 3.5]
     assert opened["patient_key"] == codec.keyring.pseudonym("CGMVENDOR", "U1")
     assert b"3.5" not in received[0][1]  # the readings travel sealed
+
+
+def test_killed_mid_stream_and_restarted_no_alert_is_duplicated_or_missing(
+    runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, new_topic: TopicFactory,
+    kafka_bootstrap: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    readings, alerts = new_topic("readings", 3), new_topic("alerts", 1)
+    episode = [3.5, 3.6, 3.4, 3.5, 3.6, 6.1, 6.2, 6.0, 6.1, 6.0, 6.2]
+    trace = [6.0] * 24 + episode * 4  # worn 2 h, then four lows of 20 minutes
+    patients = [f"K{n}" for n in range(40)]
+    half = len(trace) // 2 + 3  # the second episode is open when the first half ends
+    expected: Counter[tuple[str, str, str, str]] = Counter()
+    for patient in patients:
+        monitor = PatientMonitor()
+        stream = [
+            Reading(f"CGM-{patient}", Metric.GLUCOSE, v, T0 + i * FIVE) for i, v in enumerate(trace)
+        ]
+        events = [e for r in stream for e in monitor.observe(r).alerts] + monitor.flush()
+        key = codec.keyring.pseudonym("CGMVENDOR", patient)
+        expected.update(
+            (key, e.rule, e.action.value, alert_id(key, e.rule, e.opened_at)) for e in events
+        )
+
+    def feed(part: slice) -> None:
+        producer = make_producer(runtime_settings, f"cgm-feeder-{uuid.uuid4().hex[:4]}")
+        for patient in patients:
+            for i, value in list(enumerate(trace))[part]:
+                key, value_bytes = reading(codec, patient, value, T0 + i * FIVE)
+                producer.produce(readings, value=value_bytes, key=key)
+        assert producer.flush(10) == 0
+
+    keyring.to_file(tmp_path / "keyring.json")
+    env = os.environ | {
+        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_METRICS_PORT": "0",
+        "HS_LOG_LEVEL": "WARNING", "HS_VITALS_GROUP": f"vitals-{uuid.uuid4().hex[:6]}",
+        "HS_VITALS_READING_TOPIC": readings, "HS_VITALS_ALERT_TOPIC": alerts,
+        "HS_VITALS_STATE_DIR": str(tmp_path / "state"),
+    }  # fmt: skip
+    feed(slice(0, half))
+    service = subprocess.Popen(["hs-vitals"], env=env)
+    try:
+        read_all(kafka_bootstrap, alerts, expected=1, timeout=90, idle=60)  # it is working
+        service.send_signal(signal.SIGKILL)
+        service.wait(10)
+        feed(slice(half, None))
+        service = subprocess.Popen(["hs-vitals"], env=env)
+        received = read_all(
+            kafka_bootstrap, alerts, expected=sum(expected.values()), timeout=120, idle=60
+        )
+    finally:
+        service.terminate()
+        service.wait(30)
+    got: Counter[tuple[str, str, str, str]] = Counter()
+    for _, value in received:
+        alert = codec.decode(value).record
+        got[(alert["patient_key"], alert["rule_id"], alert["action"], alert["alert_id"])] += 1
+    assert got == expected

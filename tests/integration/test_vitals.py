@@ -125,7 +125,7 @@ def test_killed_mid_stream_and_restarted_no_alert_is_duplicated_or_missing(
         feed(slice(half, None))
         service = subprocess.Popen(["hs-vitals"], env=env)
         received = read_all(
-            kafka_bootstrap, alerts, expected=sum(expected.values()), timeout=120, idle=60
+            kafka_bootstrap, alerts, expected=sum(expected.values()), timeout=300, idle=150
         )
     finally:
         service.terminate()
@@ -134,4 +134,5 @@ def test_killed_mid_stream_and_restarted_no_alert_is_duplicated_or_missing(
     for _, value in received:
         alert = codec.decode(value).record
         got[(alert["patient_key"], alert["rule_id"], alert["action"], alert["alert_id"])] += 1
+    assert sum(got.values()) == sum(expected.values()), (sum(got.values()), sum(expected.values()))
     assert got == expected

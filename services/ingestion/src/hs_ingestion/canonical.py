@@ -13,6 +13,9 @@ from hs_ingestion.units import Analyte, normalize, parse_range
 HAN = re.compile(r"[\u3400-\u9fff]")
 LOINC = "http://loinc.org"
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
+HS_ANALYTE = (
+    "urn:hs:analyte"  # for an analyte LOINC has no single code for (e.g. on oxygen: yes/no)
+)
 
 INTERPRETATIONS = {
     "N": "NORMAL", "L": "LOW", "H": "HIGH", "LL": "CRITICAL_LOW", "HH": "CRITICAL_HIGH", "A": "ABNORMAL",
@@ -44,7 +47,9 @@ def observation_result(
     """hs.clinical.ObservationResult: the value converted to the analyte's UCUM unit where a
     conversion is known, the range converted alike, the flag from the sender or computed."""
     result: dict[str, Any] = {
-        "code": coding(LOINC, analyte.loinc, analyte.display) if analyte.loinc else None,
+        "code": coding(LOINC, analyte.loinc, analyte.display)
+        if analyte.loinc
+        else coding(HS_ANALYTE, analyte.key, analyte.display),
         "local_code": local_code,
         "value_quantity": None, "unit": None, "value_coding": None, "value_text": None,
         "original_value": original_value, "original_unit": unit_as_sent, "unit_status": "NO_UNIT",

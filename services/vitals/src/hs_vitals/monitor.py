@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from hs_vitals.news2 import News2, VitalSigns, news2
 from hs_vitals.thresholds import DEFAULT, Thresholds
 
 
@@ -31,6 +32,13 @@ class Metric(StrEnum):
     SPO2 = "SPO2"  # %
     BODY_TEMPERATURE = "BODY_TEMPERATURE"  # Cel
     RESPIRATORY_RATE = "RESPIRATORY_RATE"  # /min
+    CONSCIOUSNESS = "CONSCIOUSNESS"  # 0: Alert; 1: new Confusion, Voice, Pain or Unresponsive
+    SUPPLEMENTAL_OXYGEN = "SUPPLEMENTAL_OXYGEN"  # 0: air; 1: oxygen
+
+
+class Severity(StrEnum):
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
 
 
 # Values outside these cannot come from a living patient: sensor faults, not clinical events.
@@ -42,14 +50,22 @@ PLAUSIBLE: dict[Metric, tuple[float, float]] = {
     Metric.SPO2: (50.0, 100.0),
     Metric.BODY_TEMPERATURE: (25.0, 45.0),
     Metric.RESPIRATORY_RATE: (2.0, 80.0),
+    Metric.CONSCIOUSNESS: (0.0, 1.0),
+    Metric.SUPPLEMENTAL_OXYGEN: (0.0, 1.0),
 }
+NEWS2_PARAMETERS = (
+    Metric.RESPIRATORY_RATE, Metric.SPO2, Metric.SUPPLEMENTAL_OXYGEN, Metric.SYSTOLIC_BP,
+    Metric.HEART_RATE, Metric.CONSCIOUSNESS, Metric.BODY_TEMPERATURE,
+)  # fmt: skip
+NEWS2_WINDOW = timedelta(minutes=30)  # a full set: all seven parameters within this
+# NEWS2 response thresholds (RCP 2017, Chart 4): each is an alert with its own lifecycle
+NEWS2_RULES: tuple[tuple[str, Severity, Callable[[News2], bool]], ...] = (
+    ("news2.single_parameter_3", Severity.MEDIUM, lambda n: max(n.scores.values()) >= 3),
+    ("news2.urgent", Severity.MEDIUM, lambda n: n.total >= 5),
+    ("news2.emergency", Severity.HIGH, lambda n: n.total >= 7),
+)
 MAX_GAP = timedelta(minutes=15)  # longer without a reading of a metric: a sensor gap
 WARM_UP = timedelta(minutes=60)  # after a device is first seen (CGM sensor warm-up)
-
-
-class Severity(StrEnum):
-    MEDIUM = "MEDIUM"
-    HIGH = "HIGH"
 
 
 class Action(StrEnum):
@@ -74,6 +90,7 @@ class AlertEvent:
     at: datetime  # event time of the reading that caused it
     readings: tuple[Reading, ...]  # what triggered (or resolved) it
     opened_at: datetime  # when the alert opened: with the rule, it names the alert
+    news2: News2 | None = None  # for NEWS2 rules: the score of the set
 
 
 @dataclass(frozen=True)
@@ -145,6 +162,7 @@ class PatientMonitor:
     _first_seen: dict[str, datetime] = field(default_factory=dict)
     _last_at: dict[Metric, datetime] = field(default_factory=dict)
     _runs: dict[str, _Run] = field(default_factory=dict)
+    _latest: dict[Metric, Reading] = field(default_factory=dict)  # NEWS2 parameters
 
     def observe(self, reading: Reading) -> Outcome:
         """Take one reading (in any order); returns what became due."""
@@ -196,6 +214,51 @@ class PatientMonitor:
         for rule in self.rules:
             if rule.metric is reading.metric:
                 events += self._rule(rule, reading, gap, reading.at - first < WARM_UP)
+        if reading.metric in NEWS2_PARAMETERS:
+            events += self._news2(reading)
+        return events
+
+    def _news2(self, reading: Reading) -> list[AlertEvent]:
+        """Score the set when this reading completes one (all parameters within the window)."""
+        self._latest[reading.metric] = reading
+        if len(self._latest) < len(NEWS2_PARAMETERS):
+            return []
+        readings = tuple(self._latest[m] for m in NEWS2_PARAMETERS)
+        if reading.at - min(r.at for r in readings) > NEWS2_WINDOW:
+            return []
+        value = {r.metric: r.value for r in readings}
+        result = news2(
+            VitalSigns(
+                respiration_rate=value[Metric.RESPIRATORY_RATE], spo2=value[Metric.SPO2],
+                on_oxygen=value[Metric.SUPPLEMENTAL_OXYGEN] >= 0.5,
+                systolic=value[Metric.SYSTOLIC_BP], pulse=value[Metric.HEART_RATE],
+                alert=value[Metric.CONSCIOUSNESS] < 0.5,
+                temperature=value[Metric.BODY_TEMPERATURE], scale_2=self.thresholds.spo2_low < 90,
+            )
+        )  # fmt: skip
+        events = []
+        for rule_id, severity, reached in NEWS2_RULES:
+            run = self._runs.setdefault(rule_id, _Run())
+            if reached(result) and run.open_since is None:
+                run.open_since = reading.at
+                events.append(
+                    AlertEvent(
+                        rule_id, Action.OPENED, severity, reading.at, readings, reading.at, result
+                    )
+                )
+            elif not reached(result) and run.open_since is not None:
+                events.append(
+                    AlertEvent(
+                        rule_id,
+                        Action.RESOLVED,
+                        severity,
+                        reading.at,
+                        readings,
+                        run.open_since,
+                        result,
+                    )
+                )
+                self._runs[rule_id] = _Run()
         return events
 
     def _rule(self, rule: Rule, reading: Reading, gap: bool, warming_up: bool) -> list[AlertEvent]:
@@ -261,6 +324,7 @@ def to_state(monitor: PatientMonitor) -> dict[str, Any]:
         "seen": [[d, m.value, at.isoformat()] for d, m, at in monitor._seen],
         "first_seen": {d: at.isoformat() for d, at in monitor._first_seen.items()},
         "last_at": {m.value: at.isoformat() for m, at in monitor._last_at.items()},
+        "latest": [reading(r) for r in monitor._latest.values()],
         "runs": {
             rule: {
                 "readings": [reading(r) for r in run.readings],
@@ -288,6 +352,7 @@ def from_state(state: dict[str, Any], thresholds: Thresholds = DEFAULT) -> Patie
     monitor._seen.extend((d, Metric(m), datetime.fromisoformat(at)) for d, m, at in state["seen"])
     monitor._first_seen = {d: datetime.fromisoformat(at) for d, at in state["first_seen"].items()}
     monitor._last_at = {Metric(m): datetime.fromisoformat(at) for m, at in state["last_at"].items()}
+    monitor._latest = {r.metric: r for r in map(reading, state.get("latest", []))}
     monitor._runs = {
         rule: _Run(
             [reading(r) for r in run["readings"]],

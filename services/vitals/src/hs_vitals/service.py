@@ -102,27 +102,28 @@ class Vitals:
         patient = binding["local_patient_id"] or f"device:{binding['device_id']}"
         return self.codec.keyring.pseudonym(institution, patient)
 
-    def step(self, reading: Record, state: State[str, Any]) -> list[Record]:
-        stored = state.get(STATE_KEY)
-        monitor = from_state(stored, self.thresholds) if stored else PatientMonitor(self.thresholds)
+    def device_step(self, reading: Record, state: State[str, Any]) -> list[Record]:
+        """A device reading (re-keyed by patient)."""
         measurement = reading["measurement"]
         if measurement["metric"] not in Metric.__members__:
             return []
-        outcome = monitor.observe(
-            Reading(
-                reading["binding"]["device_id"],
-                Metric(measurement["metric"]),
-                float(measurement["value"]),
-                reading["measured_at"],
-            )
-        )
-        state.set(STATE_KEY, to_state(monitor))
-        key = self.patient_key(reading)
-        return [self.alert(reading, key, event) for event in outcome.alerts]
+        binding = reading["binding"]
+        metric, value = Metric(measurement["metric"]), float(measurement["value"])
+        observed = Reading(binding["device_id"], metric, value, reading["measured_at"])
+        return self._observe(state, observed, reading["envelope"], self.patient_key(reading))
 
-    def alert(self, reading: Record, patient_key: str, event: AlertEvent) -> Record:
+    def _observe(
+        self, state: State[str, Any], reading: Reading, envelope: Record, patient_key: str
+    ) -> list[Record]:
+        stored = state.get(STATE_KEY)
+        monitor = from_state(stored, self.thresholds) if stored else PatientMonitor(self.thresholds)
+        outcome = monitor.observe(reading)
+        state.set(STATE_KEY, to_state(monitor))
+        return [self.alert(envelope, patient_key, event) for event in outcome.alerts]
+
+    def alert(self, envelope: Record, patient_key: str, event: AlertEvent) -> Record:
         return {
-            "envelope": derived_envelope(reading["envelope"], event.at),
+            "envelope": derived_envelope(envelope, event.at),
             "alert_id": alert_id(patient_key, event.rule, event.opened_at),
             "action": event.action.value,
             "rule_id": event.rule,
@@ -174,7 +175,7 @@ def build(settings: VitalsSettings, codec: Codec, thresholds: Thresholds = DEFAU
         value_deserializer=CodecDeserializer(codec, reading_schema),
         value_serializer=CodecSerializer(codec, reading_schema),
     )
-    sdf = sdf.apply(vitals.step, stateful=True, expand=True)
+    sdf = sdf.apply(vitals.device_step, stateful=True, expand=True)
     sdf.to_topic(alerts, key=lambda alert: alert["patient_key"])
     return app
 

@@ -27,6 +27,7 @@ demo: up ## run the platform: broker, ingestion, and a generated feed replayed i
 	infra/service.sh up ingestion
 	infra/service.sh up normalize
 	infra/service.sh up empi
+	infra/service.sh up vitals
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
 	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 --quiet
 	@sleep 5  # the normalizer and the EMPI commit their last batches
@@ -36,6 +37,7 @@ demo: up ## run the platform: broker, ingestion, and a generated feed replayed i
 	@echo "  ingestion    MLLP 127.0.0.1:2575, HTTP http://127.0.0.1:8080 (OpenAPI: /docs), log .local/services/ingestion.log"
 	@echo "  normalizer   log .local/services/normalize.log"
 	@echo "  EMPI         hs.identity.link.v1 (a person per record, with score and evidence), log .local/services/empi.log"
+	@echo "  vitals       hs.vitals.alert.v1 (CGM, blood pressure, SpO2, heart rate alerts), log .local/services/vitals.log"
 	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI)"
 	@echo "  topics       hs.ingest.raw.v1 (as received), canonical hs.identity.* hs.clinical.* hs.device.*,"
 	@echo "               hs.ops.deadletter.v1 (what was refused, with reasons)"
@@ -46,6 +48,7 @@ down: ## stop the local platform (services, then the broker)
 	infra/service.sh down ingestion
 	infra/service.sh down normalize
 	infra/service.sh down empi
+	infra/service.sh down vitals
 	infra/kafka/kafka.sh down
 
 kafka-jars: ## fetch the Apache Kafka broker jars from Maven Central (cached)

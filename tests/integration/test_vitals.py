@@ -27,6 +27,20 @@ T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 FIVE = timedelta(minutes=5)
 
 
+def service_env(
+    bootstrap: str, keyring: Keyring, tmp_path: Path, readings: str, alerts: str
+) -> dict[str, str]:
+    """hs-vitals's environment for a test: its own topics, group, keys and state folder."""
+    keyring.to_file(tmp_path / "keyring.json")
+    return os.environ | {
+        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": bootstrap,
+        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_METRICS_PORT": "0",
+        "HS_LOG_LEVEL": "WARNING", "HS_VITALS_GROUP": f"vitals-{uuid.uuid4().hex[:6]}",
+        "HS_VITALS_READING_TOPIC": readings, "HS_VITALS_ALERT_TOPIC": alerts,
+        "HS_VITALS_STATE_DIR": str(tmp_path / "state"),
+    }  # fmt: skip
+
+
 def reading(codec: Codec, patient: str, value: float, at: datetime) -> tuple[str, bytes]:
     record = {
         "envelope": new_envelope("CGMVENDOR", "cloud", at),
@@ -52,14 +66,7 @@ def test_a_cgm_low_becomes_one_alert_that_opens_and_resolves(
             producer.produce(readings, value=value_bytes, key=key)
     assert producer.flush(10) == 0
 
-    keyring.to_file(tmp_path / "keyring.json")
-    env = os.environ | {
-        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_METRICS_PORT": "0",
-        "HS_LOG_LEVEL": "WARNING", "HS_VITALS_GROUP": f"vitals-{uuid.uuid4().hex[:6]}",
-        "HS_VITALS_READING_TOPIC": readings, "HS_VITALS_ALERT_TOPIC": alerts,
-        "HS_VITALS_STATE_DIR": str(tmp_path / "state"),
-    }  # fmt: skip
+    env = service_env(kafka_bootstrap, keyring, tmp_path, readings, alerts)
     service = subprocess.Popen(["hs-vitals"], env=env)
     try:
         received = read_all(kafka_bootstrap, alerts, expected=2, timeout=90, idle=60)
@@ -108,14 +115,7 @@ def test_killed_mid_stream_and_restarted_no_alert_is_duplicated_or_missing(
                 producer.produce(readings, value=value_bytes, key=key)
         assert producer.flush(10) == 0
 
-    keyring.to_file(tmp_path / "keyring.json")
-    env = os.environ | {
-        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_METRICS_PORT": "0",
-        "HS_LOG_LEVEL": "WARNING", "HS_VITALS_GROUP": f"vitals-{uuid.uuid4().hex[:6]}",
-        "HS_VITALS_READING_TOPIC": readings, "HS_VITALS_ALERT_TOPIC": alerts,
-        "HS_VITALS_STATE_DIR": str(tmp_path / "state"),
-    }  # fmt: skip
+    env = service_env(kafka_bootstrap, keyring, tmp_path, readings, alerts)
     feed(slice(0, half))
     service = subprocess.Popen(["hs-vitals"], env=env)
     try:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
@@ -54,7 +55,7 @@ def reading(codec: Codec, patient: str, value: float, at: datetime) -> tuple[str
 
 def test_a_cgm_low_becomes_one_alert_that_opens_and_resolves(
     runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, new_topic: TopicFactory,
-    kafka_bootstrap: str, tmp_path: Path,
+    kafka_bootstrap: str, kafka_admin: AdminClient, tmp_path: Path,
 ) -> None:  # fmt: skip
     readings, alerts = new_topic("readings", 3), new_topic("alerts", 1)
     trace = [6.0] * 24 + [3.5, 3.6, 3.4, 3.5, 3.6] + [6.1] * 3  # worn 2 h, 20 min low, back
@@ -84,6 +85,16 @@ def test_a_cgm_low_becomes_one_alert_that_opens_and_resolves(
     assert [r["value"] for r in opened["readings"]] == [3.5, 3.6, 3.4, 3.5]
     assert opened["patient_key"] == codec.keyring.pseudonym("CGMVENDOR", "U1")
     assert b"3.5" not in received[0][1]  # the readings travel sealed
+
+    # what Quix keeps outside the process (state changelog, patient repartition) is sealed too
+    group = env["HS_VITALS_GROUP"]
+    internal = [t for t in kafka_admin.list_topics(timeout=10).topics if group in t]
+    assert any("changelog" in t for t in internal) and any("repartition" in t for t in internal)
+    for topic in internal:
+        for _, stored in read_all(kafka_bootstrap, topic, idle=2):
+            assert (
+                b"GLUCOSE" not in stored and b"U1" not in stored and b'"pending"' not in stored
+            ), topic
 
 
 def test_killed_mid_stream_and_restarted_no_alert_is_duplicated_or_missing(

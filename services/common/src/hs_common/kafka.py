@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hs_common.errors import NotStoredError
@@ -76,6 +78,47 @@ def make_consumer(
 
 def make_admin(settings: RuntimeSettings) -> AdminClient:
     return AdminClient(settings.kafka_client_config() | _LOGGER)
+
+
+def read_range(
+    settings: RuntimeSettings,
+    topic: str,
+    client_id: str,
+    start: Callable[[int, int], int] | None = None,
+    ends: Mapping[int, int] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[Message]:
+    """The committed records of every partition of `topic`, in order within a partition, from
+    `start(low watermark, end)` (default: the low watermark) up to `end`, exclusive: the log
+    end when called, or `ends` (e.g. a group's committed offsets). Raises TimeoutError when the
+    range cannot be read within `timeout`."""
+    consumer = make_consumer(settings, f"hs-reader-{uuid.uuid4().hex}", client_id)
+    try:
+        bounds: dict[int, tuple[int, int]] = {}
+        for p in sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            end = high if ends is None else ends.get(p, 0)
+            if end > low:
+                bounds[p] = (max(low, start(low, end)) if start else low, end)
+        consumer.assign([TopicPartition(topic, p, first) for p, (first, _) in bounds.items()])
+        pending = set(bounds)
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                partition, offset = message.partition(), message.offset()
+                if message.error() is not None or partition not in pending or offset is None:
+                    continue
+                if offset < bounds[partition][1]:
+                    yield message
+                if offset >= bounds[partition][1] - 1:
+                    pending.discard(partition)
+            for position in consumer.position([TopicPartition(topic, p) for p in pending]):
+                if position.offset >= bounds[position.partition][1]:  # the rest: txn markers
+                    pending.discard(position.partition)
+        if pending:
+            raise TimeoutError(f"{topic}: could not read to the end within {timeout:.0f} s")
+    finally:
+        consumer.close()
 
 
 def produce_durably(

@@ -19,19 +19,18 @@ import json
 import logging
 import sys
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import Message
 from pydantic import Field
 
 from hs_common import topics
 from hs_common.codec import Codec
 from hs_common.envelope import derived_envelope
 from hs_common.errors import RejectedInput
-from hs_common.kafka import make_consumer
+from hs_common.kafka import read_range
 from hs_common.lifecycle import stop_on_signals
 from hs_common.processor import ExactlyOnceProcessor, Output
 from hs_common.runtime import Runtime
@@ -235,34 +234,11 @@ class Empi:
 
 
 def read_topic(
-    settings: RuntimeSettings, codec: Codec, topic: str, schema: str, timeout: float = 120.0
+    settings: RuntimeSettings, codec: Codec, topic: str, schema: str
 ) -> Iterator[dict[str, Any]]:
     """Every committed record of `topic`, in order, up to its end when called."""
-    consumer = make_consumer(settings, f"hs-empi-reader-{uuid.uuid4().hex}", "empi-reader")
-    try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in partitions
-        }
-        pending = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        deadline = time.monotonic() + timeout
-        while pending and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                partition, offset = message.partition(), message.offset()
-                if message.error() is not None or partition not in pending or offset is None:
-                    continue
-                yield codec.decode(message.value() or b"", expect=schema).record
-                if offset >= ends[partition] - 1:
-                    pending.discard(partition)
-            for position in consumer.position([TopicPartition(topic, p) for p in pending]):
-                if position.offset >= ends[position.partition]:  # the rest were transaction markers
-                    pending.discard(position.partition)
-        if pending:
-            raise TimeoutError(f"{topic}: could not read to its end within {timeout:.0f} s")
-    finally:
-        consumer.close()
+    for message in read_range(settings, topic, "empi-reader"):
+        yield codec.decode(message.value() or b"", expect=schema).record
 
 
 def load_model(settings: EmpiSettings, codec: Codec) -> Model:

@@ -9,20 +9,21 @@ The digest and ids are in the clear on the raw topic: nothing is decrypted to re
 
 from __future__ import annotations
 
-import time
-import uuid
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from hs_common import topics
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.errors import CodecError
-from hs_common.kafka import make_consumer
+from hs_common.kafka import make_admin, make_consumer, read_range
 from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
+
+log = logging.getLogger(__name__)
 
 RepeatKey = tuple[str, str, bytes]  # (institution, sender message id, SHA-256 of the bytes)
 Position = tuple[int, int]  # (partition, offset) on the raw topic
@@ -84,66 +85,41 @@ def read_recent(
     timeout: float = 30.0,
 ) -> list[Seen]:
     """The last `limit` raw messages (spread over the partitions), oldest first; with
-    `group_id`, the last ones before that group's committed offsets (what it has handled)."""
+    `group_id`, the last ones before that group's committed offsets (what it has handled).
+    What could not be read in `timeout` is left out: repeats of it are then stored again."""
     reader = Codec(catalogue, Keyring.empty())  # sealed payloads stay sealed
-    consumer = make_consumer(settings, f"hs-recent-{uuid.uuid4().hex}", "recent-reader")
+    ends = _committed(settings, topic, group_id) if group_id is not None else None
+    partitions = make_admin(settings).list_topics(topic, timeout=10).topics[topic].partitions
+    share = max(1, limit // max(1, len(partitions)))
+    seen: list[Seen] = []
+    messages = read_range(
+        settings, topic, "recent-reader", lambda low, end: end - share, ends, timeout
+    )
     try:
-        partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = _ends(settings, topic, partitions, group_id, consumer)
-        share = max(1, limit // max(1, len(partitions)))
-        starts = [
-            TopicPartition(topic, p, max(low, end - share))
-            for p, (low, end) in ends.items()
-            if end > low
-        ]
-        remaining = {tp.partition: ends[tp.partition][1] for tp in starts}
-        consumer.assign(starts)
-        seen: list[Seen] = []
-        deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            for message in consumer.consume(1000, 0.5):
-                partition, offset = message.partition(), message.offset()
-                if message.error() is not None or partition not in remaining or offset is None:
-                    continue
-                if offset >= remaining[partition] - 1:
-                    del remaining[partition]
-                if offset >= ends[partition][1]:
-                    continue
-                try:
-                    raw = reader.decode(message.value() or b"", expect=topics.RAW.value_schema)
-                except CodecError:
-                    continue  # not a raw message of ours: nothing to remember
-                record = raw.record
-                if record["sender_message_id"]:
-                    key = (
-                        record["envelope"]["source"]["institution"],
-                        record["sender_message_id"],
-                        bytes(record["content_sha256"]),
-                    )
-                    seen.append(Seen(key, (partition, offset)))
-        return seen
+        for message in messages:
+            try:
+                record = reader.decode(
+                    message.value() or b"", expect=topics.RAW.value_schema
+                ).record
+            except CodecError:
+                continue  # not a raw message of ours: nothing to remember
+            if record["sender_message_id"]:
+                key = (
+                    record["envelope"]["source"]["institution"],
+                    record["sender_message_id"],
+                    bytes(record["content_sha256"]),
+                )
+                seen.append(Seen(key, (int(message.partition() or 0), int(message.offset() or 0))))
+    except TimeoutError:
+        log.warning("recent messages read in part", extra={"topic": topic, "count": len(seen)})
+    return seen
+
+
+def _committed(settings: RuntimeSettings, topic: str, group_id: str) -> dict[int, int]:
+    group = make_consumer(settings, group_id, "recent-offsets")
+    try:
+        partitions = group.list_topics(topic, timeout=10).topics[topic].partitions
+        offsets = group.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return {tp.partition: max(tp.offset, 0) for tp in offsets}
     finally:
-        consumer.close()
-
-
-def _ends(
-    settings: RuntimeSettings,
-    topic: str,
-    partitions: list[int],
-    group_id: str | None,
-    consumer: Consumer,
-) -> dict[int, tuple[int, int]]:
-    """(low watermark, end) per partition; end is the group's committed offset or the log end."""
-    committed: dict[int, int] = {}
-    if group_id is not None:
-        group = make_consumer(settings, group_id, "recent-offsets")
-        try:
-            for tp in group.committed([TopicPartition(topic, p) for p in partitions], timeout=10):
-                committed[tp.partition] = max(tp.offset, 0)
-        finally:
-            group.close()
-    ends = {}
-    for p in partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        ends[p] = (low, committed.get(p, 0) if group_id is not None else high)
-    return ends
+        group.close()

@@ -21,13 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
 from hs_common import topics
 from hs_common.codec import Codec
-from hs_common.kafka import AsyncDurableProducer, make_consumer
+from hs_common.kafka import AsyncDurableProducer, read_range
 from hs_common.runtime import Runtime
 from hs_ingestion.httpapi import FORMATS, Intake
 from hs_ingestion.main import IngestionSettings
@@ -112,40 +111,14 @@ async def replay_dead_letters(
 ) -> Counter[str]:
     """Every dead letter written before now that matches, once. Letters that fail again become
     new dead letters (after the end read here), so a replay never loops."""
-    consumer = make_consumer(
-        settings, f"hs-dead-letter-replay-{uuid.uuid4().hex}", "dead-letter-replay"
-    )
-    name = door.store.dead_letter_topic
-    partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-    ends = {
-        p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-        for p in partitions
-    }
-    consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
     outcomes: Counter[str] = Counter()
-    done: set[int] = {p for p, end in ends.items() if end == 0}
-    try:
-        while len(done) < len(ends):
-            for message in consumer.consume(500, 1.0):
-                partition, offset = int(message.partition() or 0), int(message.offset() or 0)
-                if message.error() is not None or partition in done:
-                    continue
-                if offset >= ends[partition] - 1:
-                    done.add(partition)
-                if offset >= ends[partition]:
-                    continue
-                letter = door.codec.decode(
-                    message.value() or b"", expect=topics.DEAD_LETTER.value_schema
-                ).record
-                if (reason and letter["reason_code"] != reason) or (
-                    stage and letter["stage"] != stage
-                ):
-                    continue
-                outcomes[await _replay_one(door, letter)] += 1
-            positions = consumer.position([TopicPartition(name, p) for p in ends])
-            done |= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-    finally:
-        consumer.close()
+    for message in read_range(settings, door.store.dead_letter_topic, "dead-letter-replay"):
+        letter = door.codec.decode(
+            message.value() or b"", expect=topics.DEAD_LETTER.value_schema
+        ).record
+        if (reason and letter["reason_code"] != reason) or (stage and letter["stage"] != stage):
+            continue
+        outcomes[await _replay_one(door, letter)] += 1
     return outcomes
 
 

@@ -57,6 +57,12 @@ DEVICE_READING = TopicSpec(
     "hs.device.reading.v1", "hs.device.DeviceReading", "pseudonym(institution, device id)"
 )
 VITALS_ALERT = TopicSpec("hs.vitals.alert.v1", "hs.vitals.Alert", PATIENT_KEY)
+VITALS_ACK = TopicSpec("hs.vitals.ack.v1", "hs.vitals.Acknowledgement", PATIENT_KEY)
+VITALS_SUMMARY = TopicSpec("hs.vitals.summary.v1", "hs.vitals.DailySummary", PATIENT_KEY)
+# hs-vitals's own stream of everything a patient's monitor takes (re-keyed by patient)
+VITALS_INPUT = TopicSpec(
+    "hs.vitals.input.v1", "hs.vitals.PatientInput", PATIENT_KEY, retention_ms=7 * DAY_MS
+)
 DEAD_LETTER = TopicSpec("hs.ops.deadletter.v1", "hs.ops.DeadLetter", "stage", 30 * DAY_MS)
 
 ALL: tuple[TopicSpec, ...] = (
@@ -70,6 +76,9 @@ ALL: tuple[TopicSpec, ...] = (
     OBSERVATION,
     DEVICE_READING,
     VITALS_ALERT,
+    VITALS_ACK,
+    VITALS_SUMMARY,
+    VITALS_INPUT,
     DEAD_LETTER,
 )
 

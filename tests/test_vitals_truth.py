@@ -47,7 +47,7 @@ def test_generated_hypoglycaemia_episodes_are_detected_and_nothing_else(tmp_path
     opened: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
     for device, stream in readings.items():
         monitor = PatientMonitor()
-        events = [e for r in stream for e in monitor.observe(r).alerts] + monitor.flush()
+        events = [e for r in stream for e in monitor.observe(r).alerts]
         opened[device] = [
             (e.rule, e.at)
             for e in events
@@ -110,7 +110,7 @@ def test_charted_vital_signs_cross_news2_thresholds_when_the_truth_says(tmp_path
     first_open: dict[tuple[str, str], datetime] = {}
     for patient, stream in readings.items():
         monitor = PatientMonitor()
-        for alert in [e for r in stream for e in monitor.observe(r).alerts] + monitor.flush():
+        for alert in [e for r in stream for e in monitor.observe(r).alerts]:
             if alert.action is Action.OPENED and alert.rule.startswith("news2."):
                 first_open.setdefault((patient, alert.rule), alert.at)
 

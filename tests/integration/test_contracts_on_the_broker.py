@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Message, Producer
 
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring, Sealed
@@ -89,3 +89,25 @@ def test_bytes_on_the_topic_hold_no_plaintext_of_tagged_fields(
             isinstance(opened[f], Sealed) for f in catalogue.get(name).sensitive_fields if opened[f]
         )
         assert codec.decode(value).record == golden_example(catalogue.get(name), schema_root)
+
+
+def test_a_key_lands_in_the_partition_every_kafka_client_puts_it_in(
+    runtime_settings: RuntimeSettings, new_topic: TopicFactory, kafka_bootstrap: str
+) -> None:
+    """Our producers and Quix Streams (the Java partitioner) place a key alike, so that a
+    service's own writes meet the records of that key in one partition and one state store."""
+    topic = new_topic("partitioning", 6)
+    ours = make_producer(runtime_settings, "ours")
+    java_like = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2"})
+    placed: dict[object, list[object]] = {}
+    keys = [f"patient-{n}" for n in range(60)]
+
+    def delivered(_error: object, message: Message) -> None:
+        placed.setdefault(message.key(), []).append(message.partition())
+
+    for producer in (ours, java_like):
+        for key in keys:
+            producer.produce(topic, b"x", key, on_delivery=delivered)
+        assert producer.flush(10) == 0
+    assert all(len(set(placed[key.encode()])) == 1 for key in keys)
+    assert len({placed[key.encode()][0] for key in keys}) == 6  # and the keys do spread

@@ -27,7 +27,7 @@ def run(monitor: PatientMonitor, readings: list[Reading]) -> list[AlertEvent]:
     events: list[AlertEvent] = []
     for reading in readings:
         events += monitor.observe(reading).alerts
-    return events + monitor.flush()
+    return events
 
 
 def warmed(device: str = "cgm-1") -> tuple[PatientMonitor, datetime]:
@@ -58,24 +58,36 @@ def test_14_minutes_low_is_not_an_episode() -> None:
     )
 
 
-def test_readings_out_of_order_within_grace_and_repeats_give_the_same_alerts() -> None:
-    in_order, start = warmed()
-    expected = run(in_order, glucose([3.5, 3.6, 2.9, 2.8, 2.7, 2.9, 6.0], start))
-    shuffled, start = warmed()
+def test_readings_out_of_order_within_grace_are_placed_by_event_time_and_repeats_ignored() -> None:
+    monitor, start = warmed()
     readings = glucose([3.5, 3.6, 2.9, 2.8, 2.7, 2.9, 6.0], start)
     order = [1, 0, 2, 2, 4, 3, 5, 6]  # swapped neighbours (within the grace) and one repeat
-    mixed = [readings[i] for i in order]
-    outcomes = [shuffled.observe(r) for r in mixed]
-    events = [e for o in outcomes for e in o.alerts] + shuffled.flush()
+    outcomes = [monitor.observe(readings[i]) for i in order]
+    events = [e for o in outcomes for e in o.alerts]
     assert [(e.rule, e.action, e.at) for e in events] == [
-        (e.rule, e.action, e.at) for e in expected
+        # the late first reading extends the run, so the reading at 20 minutes completes 15
+        ("glucose.hypo.level1", Action.OPENED, start + 4 * FIVE),
+        # the reading at 15 arrives after the one at 20 and fills the run; 2.9 at 25 opens it
+        ("glucose.hypo.level2", Action.OPENED, start + 5 * FIVE),
+        ("glucose.hypo.level2", Action.RESOLVED, start + 6 * FIVE),
+        ("glucose.hypo.level1", Action.RESOLVED, start + 6 * FIVE),
     ]
+    assert [r.at for r in events[0].readings] == [start + i * FIVE for i in (0, 1, 2, 4)]
     assert sum(o.duplicates for o in outcomes) == 1
+    assert not any(o.late for o in outcomes)
+
+
+def test_a_normal_reading_out_of_order_cuts_the_run_it_interrupts() -> None:
+    monitor, start = warmed()
+    lows = glucose([3.5, 3.5, 3.5, 3.5], start)
+    normal = Reading("cgm-1", Metric.GLUCOSE, 6.0, start + FIVE + timedelta(minutes=1))
+    events = run(monitor, [lows[0], lows[1], lows[2], normal, lows[3]])
+    assert events == []  # low from 10 to 15 minutes only, after the normal reading at 6
 
 
 def test_a_reading_older_than_the_grace_period_is_reported_late_not_used() -> None:
     monitor, start = warmed()
-    for minutes in (30, 40):  # the reading at 30 is past the 2-minute grace: handed to the rules
+    for minutes in (30, 40):  # the first reading is 40 minutes older than the newest
         monitor.observe(Reading("cgm-1", Metric.GLUCOSE, 6.0, start + timedelta(minutes=minutes)))
     late = monitor.observe(Reading("cgm-1", Metric.GLUCOSE, 2.5, start))
     assert late.late and not late.alerts
@@ -87,7 +99,7 @@ def test_impossible_values_never_alert_and_are_returned_for_quality() -> None:
     readings += [Reading("oxi-1", Metric.HEART_RATE, 0.0, T0 + i * FIVE) for i in range(5)]
     outcomes = [monitor.observe(r) for r in readings]
     assert sum(len(o.implausible) for o in outcomes) == 10
-    assert not [e for o in outcomes for e in o.alerts] and not monitor.flush()
+    assert not [e for o in outcomes for e in o.alerts]
 
 
 def test_a_sensor_gap_and_the_warm_up_suppress_alerts() -> None:
@@ -135,7 +147,51 @@ def test_the_state_survives_a_round_trip_through_json_mid_episode() -> None:
     for reading in readings:
         events += halves.observe(reading).alerts
         halves = from_state(json.loads(json.dumps(to_state(halves))))
-    events += halves.flush()
     assert [(e.rule, e.action, e.at) for e in events] == [
         (e.rule, e.action, e.at) for e in expected
     ]
+
+
+def news2_set(monitor: PatientMonitor, at: datetime) -> list[AlertEvent]:
+    """A charted set scoring 10: RR 25 (3), SpO2 93 (2), air, SBP 95 (2), HR 125 (2), alert,
+    38.5 (1)."""
+    values = {
+        Metric.RESPIRATORY_RATE: 25, Metric.SPO2: 93, Metric.SUPPLEMENTAL_OXYGEN: 0,
+        Metric.SYSTOLIC_BP: 95, Metric.HEART_RATE: 125, Metric.CONSCIOUSNESS: 0,
+        Metric.BODY_TEMPERATURE: 38.5,
+    }  # fmt: skip
+    events: list[AlertEvent] = []
+    for metric, value in values.items():  # all charted at the same minute
+        events += monitor.observe(Reading("emr", metric, value, at)).alerts
+    return events
+
+
+def test_the_clock_escalates_open_alerts_without_a_reading_unless_acknowledged() -> None:
+    monitor = PatientMonitor()
+    opened = news2_set(monitor, T0)
+    assert {(e.rule, e.action) for e in opened} == {
+        ("news2.single_parameter_3", Action.OPENED), ("news2.urgent", Action.OPENED),
+        ("news2.emergency", Action.OPENED),
+    }  # fmt: skip
+    assert all(e.news2 is not None and e.news2.total == 10 for e in opened)
+    assert all(e.escalate_at == T0 + timedelta(minutes=15) for e in opened)
+    assert monitor.acknowledge("news2.emergency", opened_at=T0)
+    assert not monitor.acknowledge("news2.urgent", opened_at=T0 - FIVE)  # not that alert
+    assert monitor.check(T0 + timedelta(minutes=14)) == []
+    escalated = monitor.check(T0 + timedelta(minutes=15))
+    assert sorted(e.rule for e in escalated) == ["news2.single_parameter_3", "news2.urgent"]
+    assert all(e.action is Action.ESCALATED and e.opened_at == T0 for e in escalated)
+    assert monitor.check(T0 + timedelta(minutes=30)) == []  # once
+
+
+def test_readings_of_one_moment_are_all_used() -> None:
+    """A cuff sends systolic and diastolic with the same time; neither is late."""
+    monitor = PatientMonitor(grace=timedelta(0))
+    at = T0
+    outcomes = [
+        monitor.observe(Reading("cuff", metric, value, at + i * FIVE))
+        for i in range(2)
+        for metric, value in ((Metric.SYSTOLIC_BP, 190), (Metric.DIASTOLIC_BP, 100))
+    ]
+    assert not any(o.late for o in outcomes)
+    assert [e.rule for o in outcomes for e in o.alerts] == ["bp.crisis.systolic"]

@@ -38,6 +38,9 @@ def producer_config(
         "compression.type": "lz4",
         "linger.ms": 5,
         "delivery.timeout.ms": 30000,
+        # the Java client's partitioner (Quix Streams, Kafka Streams and Connect use it too),
+        # so that every producer of a key puts it in the same partition
+        "partitioner": "murmur2_random",
     }
     if transactional_id is not None:
         config["transactional.id"] = transactional_id

@@ -1,27 +1,32 @@
 """Per-patient alerting on a stream of readings, in event time. Pure.
 
-- Readings are put in event-time order within a grace period; later ones are not used for
-  rules (they are reported late). The same device and time counts once.
+- Readings are judged as they arrive, so an alert is raised by the reading that shows it. One
+  that arrives out of order within the grace period is placed by its event time: it extends a
+  run it precedes, or cuts a run it interrupts. Older ones are not used for rules (they are
+  reported late). The same device and time counts once.
 - A physiologically impossible value (SpO2 140 %, a heart rate of 0 from a loose sensor) never
   reaches a rule: it is returned as implausible, for the quality service.
 - A rule fires when its condition holds for its sustained duration without a sensor gap; a
   gap, or a device's warm-up after it is first seen, starts the run again.
 - One open alert per patient and rule: it is escalated once when not acknowledged within the
-  configured time, and resolved when a value returns to range.
+  configured time (on a later reading, or on a check when no reading comes), and resolved when
+  a value returns to range.
+- When a reading starts a new day (in the monitor's time zone), the day before is summarised.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from hs_vitals.daily import PERIOD_DAYS, DaySummary, DayTotals, summarise_day
 from hs_vitals.news2 import News2, VitalSigns, news2
-from hs_vitals.thresholds import DEFAULT, Thresholds
+from hs_vitals.thresholds import DEFAULT, NO_COHORTS, Cohorts, Thresholds
 
 
 class Metric(StrEnum):
@@ -64,8 +69,10 @@ NEWS2_RULES: tuple[tuple[str, Severity, Callable[[News2], bool]], ...] = (
     ("news2.urgent", Severity.MEDIUM, lambda n: n.total >= 5),
     ("news2.emergency", Severity.HIGH, lambda n: n.total >= 7),
 )
+COUNTED = (Metric.GLUCOSE, Metric.SYSTOLIC_BP, Metric.DIASTOLIC_BP)  # in daily summaries
 MAX_GAP = timedelta(minutes=15)  # longer without a reading of a metric: a sensor gap
 WARM_UP = timedelta(minutes=60)  # after a device is first seen (CGM sensor warm-up)
+DEFAULT_ZONE = ZoneInfo("Asia/Shanghai")
 
 
 class Action(StrEnum):
@@ -90,6 +97,7 @@ class AlertEvent:
     at: datetime  # event time of the reading that caused it
     readings: tuple[Reading, ...]  # what triggered (or resolved) it
     opened_at: datetime  # when the alert opened: with the rule, it names the alert
+    escalate_at: datetime | None = None  # OPENED: when it escalates unless acknowledged
     news2: News2 | None = None  # for NEWS2 rules: the score of the set
 
 
@@ -127,6 +135,9 @@ RULES: tuple[Rule, ...] = (
          lambda v, t: v <= t.heart_rate_low or v > t.heart_rate_high,
          _minutes("heart_rate_sustained_minutes")),
 )  # fmt: skip
+SEVERITY = {rule.rule_id: rule.severity for rule in RULES} | {
+    rule_id: severity for rule_id, severity, _ in NEWS2_RULES
+}
 
 
 @dataclass
@@ -145,6 +156,7 @@ class Outcome:
     implausible: list[Reading] = field(default_factory=list)
     late: list[Reading] = field(default_factory=list)
     duplicates: int = 0
+    summaries: list[DaySummary] = field(default_factory=list)
 
 
 @dataclass
@@ -152,17 +164,21 @@ class PatientMonitor:
     """One patient's rules and their state."""
 
     thresholds: Thresholds = DEFAULT
-    grace: timedelta = timedelta(minutes=2)
+    grace: timedelta = timedelta(minutes=10)
     rules: tuple[Rule, ...] = RULES
-    _pending: list[tuple[datetime, int, Reading]] = field(default_factory=list)
-    _sequence: int = 0
-    _watermark: datetime | None = None  # readings at or before this were handed to the rules
+    zone: ZoneInfo = DEFAULT_ZONE  # days are counted in it
+    cohort: str | None = None  # the thresholds' cohort (None: the defaults)
+    person_id: str | None = None  # the EMPI person, once linked
+    person_at: datetime | None = None  # when that link was decided
     _newest: datetime | None = None  # the latest event time seen
     _seen: deque[tuple[str, Metric, datetime]] = field(default_factory=lambda: deque(maxlen=4096))
     _first_seen: dict[str, datetime] = field(default_factory=dict)
     _last_at: dict[Metric, datetime] = field(default_factory=dict)
     _runs: dict[str, _Run] = field(default_factory=dict)
     _latest: dict[Metric, Reading] = field(default_factory=dict)  # NEWS2 parameters
+    _days: dict[date, DayTotals] = field(default_factory=dict)  # the last 14, for summaries
+    _first_glucose: date | None = None
+    _closed: date | None = None  # the last day summarised
 
     def observe(self, reading: Reading) -> Outcome:
         """Take one reading (in any order); returns what became due."""
@@ -176,47 +192,110 @@ class PatientMonitor:
         if not low <= reading.value <= high:
             outcome.implausible.append(reading)
             return outcome
-        if self._watermark is not None and reading.at <= self._watermark:
+        if self._newest is not None and reading.at < self._newest - self.grace:
             outcome.late.append(reading)
             return outcome
-        heapq.heappush(self._pending, (reading.at, self._sequence, reading))
-        self._sequence += 1
         self._newest = max(self._newest or reading.at, reading.at)
-        for due in self._due(self._newest - self.grace):
-            outcome.alerts += self._apply(due)
+        outcome.alerts += self._apply(reading)
+        outcome.summaries += self._count(reading)
         return outcome
 
-    def flush(self) -> list[AlertEvent]:
-        """Hand every held reading to the rules (end of stream, or a test)."""
-        events: list[AlertEvent] = []
-        if self._newest is not None:
-            for due in self._due(self._newest):
-                events += self._apply(due)
+    def acknowledge(self, rule_id: str, opened_at: datetime | None = None) -> bool:
+        """Acknowledge the rule's open alert (only the one opened at `opened_at`, if given)."""
+        run = self._runs.get(rule_id)
+        if run is None or run.open_since is None:
+            return False
+        if opened_at is not None and run.open_since != opened_at:
+            return False
+        run.acknowledged = True
+        return True
+
+    def open_alerts(self) -> dict[str, datetime]:
+        """Rule -> when its open alert opened."""
+        return {rule: run.open_since for rule, run in self._runs.items() if run.open_since}
+
+    def check(self, now: datetime) -> list[AlertEvent]:
+        """Escalate what is due by `now` without waiting for a reading (the escalation clock)."""
+        events = []
+        for rule_id, run in self._runs.items():
+            if run.open_since is not None and self._escalation_due(run, now):
+                run.escalated = True
+                events.append(
+                    AlertEvent(
+                        rule_id, Action.ESCALATED, SEVERITY[rule_id], now,
+                        tuple(run.readings[-1:]), run.open_since,
+                    )
+                )  # fmt: skip
         return events
 
-    def acknowledge(self, rule_id: str) -> None:
-        run = self._runs.get(rule_id)
-        if run is not None and run.open_since is not None:
-            run.acknowledged = True
+    def join_cohort(self, cohort: str | None, thresholds: Thresholds) -> None:
+        self.cohort, self.thresholds = cohort, thresholds
 
-    def _due(self, until: datetime) -> Iterator[Reading]:
-        while self._pending and self._pending[0][0] <= until:
-            _, _, reading = heapq.heappop(self._pending)
-            self._watermark = reading.at
-            yield reading
+    def escalate_at(self, opened: datetime) -> datetime:
+        return opened + timedelta(minutes=self.thresholds.escalate_after_minutes)
+
+    def _escalation_due(self, run: _Run, now: datetime) -> bool:
+        assert run.open_since is not None
+        return not (run.escalated or run.acknowledged) and now >= self.escalate_at(run.open_since)
+
+    def _count(self, reading: Reading) -> list[DaySummary]:
+        """Add the reading to its day; summarise the days that ended before the grace period."""
+        day = reading.at.astimezone(self.zone).date()
+        if reading.metric in COUNTED and (self._closed is None or day > self._closed):
+            totals = self._days.setdefault(day, DayTotals())
+            if reading.metric is Metric.GLUCOSE:
+                totals.glucose.add(reading.value)
+                self._first_glucose = min(self._first_glucose or day, day)
+            else:
+                pair = totals.systolic if reading.metric is Metric.SYSTOLIC_BP else totals.diastolic
+                pair[0] += 1
+                pair[1] += reading.value
+        assert self._newest is not None
+        ended = (self._newest - self.grace).astimezone(self.zone).date() - timedelta(days=1)
+        summaries = []
+        for open_day in sorted(d for d in self._days if self._closed is None or d > self._closed):
+            if open_day > ended:
+                break
+            summaries.append(summarise_day(self._days, open_day, self._first_glucose))
+            self._closed = open_day
+        for old in [d for d in self._days if (ended - d).days >= PERIOD_DAYS]:
+            del self._days[old]
+        return summaries
 
     def _apply(self, reading: Reading) -> list[AlertEvent]:
-        first = self._first_seen.setdefault(reading.device, reading.at)
+        first = min(self._first_seen.get(reading.device, reading.at), reading.at)
+        self._first_seen[reading.device] = first
         previous = self._last_at.get(reading.metric)
-        self._last_at[reading.metric] = reading.at
-        gap = previous is not None and reading.at - previous > MAX_GAP
+        in_order = previous is None or reading.at >= previous
         events = []
-        for rule in self.rules:
-            if rule.metric is reading.metric:
-                events += self._rule(rule, reading, gap, reading.at - first < WARM_UP)
-        if reading.metric in NEWS2_PARAMETERS:
+        if in_order:
+            self._last_at[reading.metric] = reading.at
+            gap = previous is not None and reading.at - previous > MAX_GAP
+            for rule in self.rules:
+                if rule.metric is reading.metric:
+                    events += self._rule(rule, reading, gap, reading.at - first < WARM_UP)
+        else:
+            for rule in self.rules:
+                if rule.metric is reading.metric:
+                    events += self._place(rule, reading, first)
+        latest = self._latest.get(reading.metric)
+        if reading.metric in NEWS2_PARAMETERS and (latest is None or reading.at >= latest.at):
             events += self._news2(reading)
         return events
+
+    def _place(self, rule: Rule, reading: Reading, first_seen: datetime) -> list[AlertEvent]:
+        """An out-of-order reading (within the grace period) in the rule's current run."""
+        run = self._runs.setdefault(rule.rule_id, _Run())
+        if not run.readings or run.open_since is not None:
+            return []  # no run it could belong to, or the alert is already open
+        if not rule.breached(reading.value, self.thresholds):
+            run.readings = [r for r in run.readings if r.at > reading.at]  # it cut the run
+            return []
+        if reading.at < run.readings[0].at - MAX_GAP:
+            return []  # before a sensor gap: not part of this run
+        run.readings = sorted([*run.readings, reading], key=lambda r: r.at)
+        warming = rule.warm_up and run.readings[0].at - first_seen < WARM_UP
+        return [] if warming else self._judge(rule, run)
 
     def _news2(self, reading: Reading) -> list[AlertEvent]:
         """Score the set when this reading completes one (all parameters within the window)."""
@@ -224,7 +303,7 @@ class PatientMonitor:
         if len(self._latest) < len(NEWS2_PARAMETERS):
             return []
         readings = tuple(self._latest[m] for m in NEWS2_PARAMETERS)
-        if reading.at - min(r.at for r in readings) > NEWS2_WINDOW:
+        if max(r.at for r in readings) - min(r.at for r in readings) > NEWS2_WINDOW:
             return []
         value = {r.metric: r.value for r in readings}
         result = news2(
@@ -243,9 +322,19 @@ class PatientMonitor:
                 run.open_since = reading.at
                 events.append(
                     AlertEvent(
-                        rule_id, Action.OPENED, severity, reading.at, readings, reading.at, result
+                        rule_id, Action.OPENED, severity, reading.at, readings, reading.at,
+                        self.escalate_at(reading.at), result,
                     )
-                )
+                )  # fmt: skip
+            elif reached(result) and run.open_since is not None:
+                if self._escalation_due(run, reading.at):
+                    run.escalated = True
+                    events.append(
+                        AlertEvent(
+                            rule_id, Action.ESCALATED, severity, reading.at, readings,
+                            run.open_since, news2=result,
+                        )
+                    )  # fmt: skip
             elif not reached(result) and run.open_since is not None:
                 events.append(
                     AlertEvent(
@@ -255,7 +344,7 @@ class PatientMonitor:
                         reading.at,
                         readings,
                         run.open_since,
-                        result,
+                        news2=result,
                     )
                 )
                 self._runs[rule_id] = _Run()
@@ -275,33 +364,37 @@ class PatientMonitor:
             return []
         if gap and run.open_since is None:
             run.readings.clear()  # a sensor gap: the stretch starts again
-        run.readings.append(reading)
         if run.open_since is not None:
+            run.readings = [reading]  # an open alert keeps only its latest reading
             return self._escalation(rule, run, reading)
+        run.readings.append(reading)
         if rule.warm_up and warming_up:
             run.readings = [reading]
             return []
-        duration = reading.at - run.readings[0].at
+        return self._judge(rule, run)
+
+    def _judge(self, rule: Rule, run: _Run) -> list[AlertEvent]:
+        """Open the alert when the run (in event-time order) has held long enough."""
+        latest = run.readings[-1]
+        duration = latest.at - run.readings[0].at
         confirmed = len(run.readings) >= 2 and duration <= timedelta(
             minutes=self.thresholds.crisis_confirm_minutes
         )
         if (rule.confirm_by_repeat and confirmed) or (
             not rule.confirm_by_repeat and duration >= rule.sustained(self.thresholds)
         ):
-            run.open_since = reading.at
-            trigger = tuple(run.readings)
+            run.open_since = latest.at
             opened = AlertEvent(
-                rule.rule_id, Action.OPENED, rule.severity, reading.at, trigger, reading.at
-            )
+                rule.rule_id, Action.OPENED, rule.severity, latest.at, tuple(run.readings),
+                latest.at, self.escalate_at(latest.at),
+            )  # fmt: skip
             return [opened]
         if rule.confirm_by_repeat and not confirmed and len(run.readings) >= 2:
-            run.readings = [reading]  # the earlier reading is too old to confirm this one
+            run.readings = [latest]  # the earlier reading is too old to confirm this one
         return []
 
     def _escalation(self, rule: Rule, run: _Run, reading: Reading) -> list[AlertEvent]:
-        assert run.open_since is not None
-        due = run.open_since + timedelta(minutes=self.thresholds.escalate_after_minutes)
-        if run.escalated or run.acknowledged or reading.at < due:
+        if run.open_since is None or not self._escalation_due(run, reading.at):
             return []
         run.escalated = True
         escalated = AlertEvent(
@@ -318,13 +411,16 @@ def to_state(monitor: PatientMonitor) -> dict[str, Any]:
         return [r.device, r.metric.value, r.value, r.at.isoformat()]
 
     return {
-        "pending": [reading(r) for _, _, r in sorted(monitor._pending)],
-        "watermark": _iso(monitor._watermark),
         "newest": _iso(monitor._newest),
         "seen": [[d, m.value, at.isoformat()] for d, m, at in monitor._seen],
         "first_seen": {d: at.isoformat() for d, at in monitor._first_seen.items()},
         "last_at": {m.value: at.isoformat() for m, at in monitor._last_at.items()},
         "latest": [reading(r) for r in monitor._latest.values()],
+        "cohort": monitor.cohort,
+        "person": [monitor.person_id, _iso(monitor.person_at)],
+        "days": {day.isoformat(): totals.to_list() for day, totals in monitor._days.items()},
+        "first_glucose": _day(monitor._first_glucose),
+        "closed": _day(monitor._closed),
         "runs": {
             rule: {
                 "readings": [reading(r) for r in run.readings],
@@ -337,22 +433,27 @@ def to_state(monitor: PatientMonitor) -> dict[str, Any]:
     }
 
 
-def from_state(state: dict[str, Any], thresholds: Thresholds = DEFAULT) -> PatientMonitor:
+def from_state(
+    state: dict[str, Any], cohorts: Cohorts = NO_COHORTS, zone: ZoneInfo = DEFAULT_ZONE
+) -> PatientMonitor:
     def reading(fields: list[Any]) -> Reading:
         device, metric, value, at = fields
         return Reading(device, Metric(metric), float(value), datetime.fromisoformat(at))
 
-    monitor = PatientMonitor(thresholds)
-    for held in state["pending"]:
-        r = reading(held)
-        heapq.heappush(monitor._pending, (r.at, monitor._sequence, r))
-        monitor._sequence += 1
-    monitor._watermark = _time(state["watermark"])
+    monitor = PatientMonitor(cohorts.thresholds(state["cohort"]), zone=zone)
+    monitor.cohort = state["cohort"]
+    monitor.person_id, monitor.person_at = state["person"][0], _time(state["person"][1])
+    monitor._days = {
+        date.fromisoformat(day): DayTotals.from_list(totals)
+        for day, totals in state["days"].items()
+    }
+    monitor._first_glucose = _date(state["first_glucose"])
+    monitor._closed = _date(state["closed"])
     monitor._newest = _time(state["newest"])
     monitor._seen.extend((d, Metric(m), datetime.fromisoformat(at)) for d, m, at in state["seen"])
     monitor._first_seen = {d: datetime.fromisoformat(at) for d, at in state["first_seen"].items()}
     monitor._last_at = {Metric(m): datetime.fromisoformat(at) for m, at in state["last_at"].items()}
-    monitor._latest = {r.metric: r for r in map(reading, state.get("latest", []))}
+    monitor._latest = {r.metric: r for r in map(reading, state["latest"])}
     monitor._runs = {
         rule: _Run(
             [reading(r) for r in run["readings"]],
@@ -371,3 +472,11 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
+
+
+def _day(day: date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def _date(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None

@@ -10,14 +10,20 @@ Defaults:
   respiratory failure), BTS oxygen guideline 2017 and NEWS2;
 - heart rate outside 40-130/min, the NEWS2 score-3 bounds (RCP 2017), sustained.
 
-A cohort file (TOML) overrides any of these per cohort:
+A cohort file (TOML) overrides any of these for everyone ([defaults]) and per cohort. A
+patient joins a cohort when a diagnosis with one of its ICD-10 codes (or code prefixes) arrives;
+when several match, the first cohort in the file wins, so list them by priority:
 
-    [cohorts.copd]
+    [defaults]
+    escalate_after_minutes = 10.0
+    [cohorts.copd]  # hypercapnic respiratory failure risk: SpO2 scale 2 (target 88-92%)
+    conditions = ["J44", "J96.1"]
     spo2_low = 88.0
     [cohorts.pregnancy_t1d]
+    conditions = ["O24.0"]
     glucose_high = 7.8
 
-An unknown cohort field, a value of the wrong type or out of its physiological range, or an
+An unknown field, a value of the wrong type or out of its physiological range, or an
 inconsistent pair (level 2 not below level 1) is refused when the file is loaded, naming the
 entry.
 """
@@ -25,6 +31,7 @@ entry.
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
@@ -68,25 +75,76 @@ class Thresholds(BaseModel):
 DEFAULT = Thresholds()
 
 
-def load_cohorts(path: Path) -> dict[str, Thresholds]:
-    """Cohort name -> thresholds (defaults overridden by the file's entries)."""
+@dataclass(frozen=True)
+class Cohort:
+    name: str
+    thresholds: Thresholds
+    conditions: tuple[str, ...]  # ICD-10 codes or prefixes that place a patient in it
+
+
+@dataclass(frozen=True)
+class Cohorts:
+    """The defaults and the cohorts of a file, in the file's (priority) order."""
+
+    defaults: Thresholds = DEFAULT
+    cohorts: tuple[Cohort, ...] = ()
+
+    def thresholds(self, cohort: str | None) -> Thresholds:
+        chosen = next((c for c in self.cohorts if c.name == cohort), None)
+        return chosen.thresholds if chosen else self.defaults
+
+    def for_diagnosis(self, icd10: str) -> str | None:
+        code = icd10.upper()
+        return next(
+            (c.name for c in self.cohorts if any(code.startswith(p) for p in c.conditions)), None
+        )
+
+    def preferred(self, current: str | None, candidate: str) -> str:
+        """The cohort a patient in `current` is judged by once `candidate` also applies."""
+        names = [c.name for c in self.cohorts]
+        if current not in names:
+            return candidate
+        return min(current, candidate, key=names.index)
+
+
+def load_cohorts(path: Path) -> Cohorts:
+    """The file's defaults and cohorts (each: the defaults overridden by its entries)."""
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ThresholdFileError(f"{path}: not a readable TOML file ({exc})") from None
-    cohorts = document.get("cohorts")
-    if not isinstance(cohorts, dict):
-        raise ThresholdFileError(f"{path}: expected [cohorts.<name>] tables")
-    loaded = {}
-    for name, overrides in cohorts.items():
-        if not isinstance(overrides, dict):
+    unknown = set(document) - {"defaults", "cohorts"}
+    cohorts = document.get("cohorts", {})
+    if unknown or not isinstance(cohorts, dict):
+        raise ThresholdFileError(f"{path}: expected [defaults] and [cohorts.<name>] tables")
+    defaults = _thresholds(path, "defaults", DEFAULT, document.get("defaults", {}))
+    loaded = []
+    for name, entry in cohorts.items():
+        if not isinstance(entry, dict):
             raise ThresholdFileError(f"{path}: cohorts.{name} must be a table")
-        try:
-            loaded[name] = Thresholds.model_validate(DEFAULT.model_dump() | overrides)
-        except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}"
-                for e in error.errors()
+        overrides = dict(entry)
+        conditions = overrides.pop("conditions", [])
+        if not isinstance(conditions, list) or not all(
+            isinstance(c, str) and c.strip() for c in conditions
+        ):
+            raise ThresholdFileError(
+                f"{path}: cohorts.{name}.conditions must be a list of ICD-10 codes"
             )
-            raise ThresholdFileError(f"{path}: cohorts.{name}: {problems}") from None
-    return loaded
+        thresholds = _thresholds(path, f"cohorts.{name}", defaults, overrides)
+        loaded.append(Cohort(name, thresholds, tuple(c.strip().upper() for c in conditions)))
+    return Cohorts(defaults, tuple(loaded))
+
+
+def _thresholds(path: Path, entry: str, base: Thresholds, overrides: object) -> Thresholds:
+    if not isinstance(overrides, dict):
+        raise ThresholdFileError(f"{path}: {entry} must be a table")
+    try:
+        return Thresholds.model_validate(base.model_dump() | overrides)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg']}" for e in error.errors()
+        )
+        raise ThresholdFileError(f"{path}: {entry}: {problems}") from None
+
+
+NO_COHORTS = Cohorts()

@@ -35,7 +35,7 @@ FIVE = timedelta(minutes=5)
 
 
 SOURCES = ("READING", "OBSERVATION", "CONDITION", "PERSON", "ACK")
-OUTPUTS = ("ALERT", "SUMMARY")  # one partition each, read in order by the tests
+OUTPUTS = ("ALERT", "SUMMARY", "FLAG")  # one partition each, read in order by the tests
 
 
 def service_env(
@@ -304,7 +304,7 @@ def test_a_ward_news2_person_cohort_acknowledgement_and_escalation_by_the_clock(
         assert (alert["escalate_at"] is not None) == (alert["action"] == "OPENED")
 
 
-def test_daily_summaries_and_unreadable_input_kept(
+def test_daily_summaries_flagged_readings_and_unreadable_input_kept(
     runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, new_topic: TopicFactory,
     kafka_bootstrap: str, tmp_path: Path,
 ) -> None:  # fmt: skip
@@ -325,6 +325,8 @@ def test_daily_summaries_and_unreadable_input_kept(
                 feed.device("S1", Metric.DIASTOLIC_BP, 85 if i == 96 else 87, at)
     for i in range(7):  # the next day begins: day 15 can be summarised
         feed.device("S1", Metric.GLUCOSE, 6.0, midnight + timedelta(days=15) + i * FIVE)
+    feed.device("S1", Metric.SPO2, 140, midnight + timedelta(days=15, minutes=31))  # impossible
+    feed.device("S1", Metric.GLUCOSE, 2.2, midnight + timedelta(days=14))  # a day late
     feed.raw("READING", b"not an event")
     feed.flush()
     service = start(env)
@@ -332,6 +334,7 @@ def test_daily_summaries_and_unreadable_input_kept(
         topic = env["HS_VITALS_SUMMARY_TOPIC"]
         received = read_all(kafka_bootstrap, topic, 15, timeout=120, idle=120)
         dead = read_all(kafka_bootstrap, env["HS_DEAD_LETTER_TOPIC"], 1, timeout=30)
+        flags = read_all(kafka_bootstrap, env["HS_VITALS_FLAG_TOPIC"], 2, timeout=30)
     finally:
         stop(service)
     summaries = [codec.decode(value).record for _, value in received]
@@ -359,6 +362,10 @@ def test_daily_summaries_and_unreadable_input_kept(
         "gmi_percent",
     ):
         assert period[name] == getattr(expected, name), name
+    assert [
+        (f["flag"], f["metric"], f["reading"]["value"])
+        for f in (codec.decode(value).record for _, value in flags)
+    ] == [("IMPLAUSIBLE", "SPO2", 140.0), ("LATE", "GLUCOSE", 2.2)]
     letter = codec.decode(dead[0][1]).record
     assert letter["stage"] == "vitals" and letter["original"] == b"not an event"
 

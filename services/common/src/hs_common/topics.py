@@ -59,6 +59,7 @@ DEVICE_READING = TopicSpec(
 VITALS_ALERT = TopicSpec("hs.vitals.alert.v1", "hs.vitals.Alert", PATIENT_KEY)
 VITALS_ACK = TopicSpec("hs.vitals.ack.v1", "hs.vitals.Acknowledgement", PATIENT_KEY)
 VITALS_SUMMARY = TopicSpec("hs.vitals.summary.v1", "hs.vitals.DailySummary", PATIENT_KEY)
+VITALS_FLAG = TopicSpec("hs.vitals.flag.v1", "hs.vitals.ReadingFlag", PATIENT_KEY, 30 * DAY_MS)
 # hs-vitals's own stream of everything a patient's monitor takes (re-keyed by patient)
 VITALS_INPUT = TopicSpec(
     "hs.vitals.input.v1", "hs.vitals.PatientInput", PATIENT_KEY, retention_ms=7 * DAY_MS
@@ -78,6 +79,7 @@ ALL: tuple[TopicSpec, ...] = (
     VITALS_ALERT,
     VITALS_ACK,
     VITALS_SUMMARY,
+    VITALS_FLAG,
     VITALS_INPUT,
     DEAD_LETTER,
 )

@@ -26,13 +26,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from confluent_kafka import TopicPartition
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 from quixstreams import Application, State, message_context
 from quixstreams.models import TopicConfig
@@ -50,7 +51,15 @@ from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
 from hs_vitals import inputs
 from hs_vitals.daily import DaySummary
-from hs_vitals.monitor import AlertEvent, Metric, PatientMonitor, Reading, from_state, to_state
+from hs_vitals.monitor import (
+    AlertEvent,
+    Metric,
+    Outcome,
+    PatientMonitor,
+    Reading,
+    from_state,
+    to_state,
+)
 from hs_vitals.thresholds import NO_COHORTS, Cohorts, load_cohorts
 
 log = logging.getLogger("hs.vitals")
@@ -72,6 +81,7 @@ class VitalsSettings(RuntimeSettings):
     input_topic: str = Field(topics.VITALS_INPUT.name, alias="HS_VITALS_INPUT_TOPIC")
     alert_topic: str = Field(topics.VITALS_ALERT.name, alias="HS_VITALS_ALERT_TOPIC")
     summary_topic: str = Field(topics.VITALS_SUMMARY.name, alias="HS_VITALS_SUMMARY_TOPIC")
+    flag_topic: str = Field(topics.VITALS_FLAG.name, alias="HS_VITALS_FLAG_TOPIC")
     dead_letter_topic: str = Field(topics.DEAD_LETTER.name, alias="HS_DEAD_LETTER_TOPIC")
     state_dir: Path = Field(Path(".local/vitals-state"), alias="HS_VITALS_STATE_DIR")
     cohorts_file: Path | None = Field(None, alias="HS_VITALS_COHORTS_FILE")
@@ -126,6 +136,24 @@ def alert_id(patient_key: str, rule: str, opened: datetime) -> str:
     return hashlib.sha256(f"{patient_key}|{rule}|{opened.isoformat()}".encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class VitalsMetrics:
+    """Counts by rule, action, flag and metric: names the platform chooses, never data."""
+
+    alerts: Counter
+    flags: Counter
+    duplicates: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> VitalsMetrics:
+        return cls(
+            Counter("hs_vitals_alerts", "Alert events", ["rule_id", "action"], registry=registry),
+            Counter("hs_vitals_flagged_readings", "Readings not used", ["flag", "metric"],
+                    registry=registry),
+            Counter("hs_vitals_duplicate_readings", "Repeated readings", registry=registry),
+        )  # fmt: skip
+
+
 @dataclass
 class Vitals:
     """The two stages' logic, apart from Quix: source records to inputs, inputs to outputs."""
@@ -133,6 +161,9 @@ class Vitals:
     codec: Codec
     settings: VitalsSettings
     cohorts: Cohorts = NO_COHORTS
+    metrics: VitalsMetrics = field(
+        default_factory=lambda: VitalsMetrics.create(CollectorRegistry())
+    )
 
     @property
     def zone(self) -> ZoneInfo:
@@ -189,14 +220,12 @@ class Vitals:
         )
         monitor.grace = timedelta(seconds=self.settings.grace_seconds)
         key, at, kind = record["patient_key"], record["at"], record["kind"]
-        alerts: list[AlertEvent] = []
-        summaries: list[DaySummary] = []
+        outcome = Outcome()
         if kind == "READING":
             reading = record["reading"]
             outcome = monitor.observe(
                 Reading(reading["device"], Metric(reading["metric"]), reading["value"], at)
             )
-            alerts, summaries = outcome.alerts, outcome.summaries
         elif kind == "ACKNOWLEDGEMENT":
             for rule, opened in monitor.open_alerts().items():
                 if alert_id(key, rule, opened) == record["alert_id"]:
@@ -208,17 +237,39 @@ class Vitals:
             cohort = self.cohorts.preferred(monitor.cohort, record["cohort"])
             monitor.join_cohort(cohort, self.cohorts.thresholds(cohort))
         elif kind == "CHECK":
-            alerts = monitor.check(at)
+            outcome.alerts = monitor.check(at)
         state.set(STATE_KEY, to_state(monitor))
-        return [self.alert(record, monitor, event) for event in alerts] + [
-            self.summary(record, monitor, summary) for summary in summaries
-        ]
+        self.metrics.duplicates.inc(outcome.duplicates)
+        return (
+            [self.alert(record, monitor, event) for event in outcome.alerts]
+            + [self.summary(record, monitor, summary) for summary in outcome.summaries]
+            + [self.flag(record, "IMPLAUSIBLE", r) for r in outcome.implausible]
+            + [self.flag(record, "LATE", r) for r in outcome.late]
+        )
 
     def _envelope(self, record: Record, at: datetime) -> Record:
         source = record["source"]
         return new_envelope(source["institution"], source["system"], at, None, record["trace_id"])
 
+    def flag(self, record: Record, flag: str, reading: Reading) -> Out:
+        self.metrics.flags.labels(flag, reading.metric.value).inc()
+        key = record["patient_key"]
+        flagged = {
+            "envelope": self._envelope(record, reading.at),
+            "patient_key": key,
+            "flag": flag,
+            "metric": reading.metric.value,
+            "reading": {
+                "device": reading.device,
+                "value": reading.value,
+                "measured_at": reading.at,
+            },
+        }
+        payload = self.codec.encode(topics.VITALS_FLAG.value_schema, flagged)
+        return Out(self.settings.flag_topic, key, payload)
+
     def alert(self, record: Record, monitor: PatientMonitor, event: AlertEvent) -> Out:
+        self.metrics.alerts.labels(event.rule, event.action.value).inc()
         key = record["patient_key"]
         alert = {
             "envelope": self._envelope(record, event.at),
@@ -325,7 +376,8 @@ class EscalationClock:
                 yield inputs.patient_input("CHECK", patient_key, now, envelope)
 
 
-def build(settings: VitalsSettings, codec: Codec, cohorts: Cohorts = NO_COHORTS) -> Application:
+def build(vitals: Vitals) -> Application:
+    settings, codec = vitals.settings, vitals.codec
     app = Application(
         broker_address=settings.kafka_bootstrap,
         consumer_group=settings.group_id,
@@ -336,10 +388,13 @@ def build(settings: VitalsSettings, codec: Codec, cohorts: Cohorts = NO_COHORTS)
         commit_interval=0.5,
         loglevel=None,
     )
-    vitals = Vitals(codec, settings, cohorts)
+    names = (
+        settings.alert_topic, settings.summary_topic, settings.flag_topic,
+        settings.dead_letter_topic,
+    )  # fmt: skip
     outputs = {
         name: app.topic(name, key_serializer="string", value_serializer=PayloadSerializer())
-        for name in (settings.alert_topic, settings.summary_topic, settings.dead_letter_topic)
+        for name in names
     }
     patient_inputs = app.topic(
         settings.input_topic,
@@ -378,7 +433,8 @@ def main() -> int:
     cohorts = load_cohorts(settings.cohorts_file) if settings.cohorts_file else NO_COHORTS
     runtime.ready()
     EscalationClock(settings, runtime.codec).start()
-    build(settings, runtime.codec, cohorts).run()
+    metrics = VitalsMetrics.create(runtime.metrics.registry)
+    build(Vitals(runtime.codec, settings, cohorts, metrics)).run()
     return 0
 
 

@@ -326,7 +326,7 @@ def test_daily_summaries_flagged_readings_and_unreadable_input_kept(
     for i in range(7):  # the next day begins: day 15 can be summarised
         feed.device("S1", Metric.GLUCOSE, 6.0, midnight + timedelta(days=15) + i * FIVE)
     feed.device("S1", Metric.SPO2, 140, midnight + timedelta(days=15, minutes=31))  # impossible
-    feed.device("S1", Metric.GLUCOSE, 2.2, midnight + timedelta(days=14))  # a day late
+    feed.device("S1", Metric.GLUCOSE, 2.2, midnight + timedelta(days=14, minutes=1))  # a day late
     feed.raw("READING", b"not an event")
     feed.flush()
     service = start(env)

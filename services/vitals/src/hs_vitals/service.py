@@ -87,6 +87,8 @@ class VitalsSettings(RuntimeSettings):
     cohorts_file: Path | None = Field(None, alias="HS_VITALS_COHORTS_FILE")
     time_zone: str = Field("Asia/Shanghai", alias="HS_VITALS_TIME_ZONE")
     grace_seconds: float = Field(600.0, ge=0, le=3600, alias="HS_VITALS_GRACE_SECONDS")
+    # each transaction makes a stage's output visible: an alert crosses two (inputs, then alerts)
+    commit_seconds: float = Field(0.2, gt=0, le=10, alias="HS_VITALS_COMMIT_SECONDS")
     # an alert whose escalation fell due longer ago than this (a replay of old data) is not
     # escalated by the clock: only a later reading can
     live_hours: float = Field(24.0, gt=0, alias="HS_VITALS_ESCALATION_LIVE_HOURS")
@@ -385,7 +387,7 @@ def build(vitals: Vitals) -> Application:
         auto_offset_reset="earliest",
         state_dir=str(settings.state_dir),
         rocksdb_options=sealed_state(codec),
-        commit_interval=0.5,
+        commit_interval=settings.commit_seconds,
         loglevel=None,
     )
     names = (

@@ -30,15 +30,16 @@ demo: up ## run the platform: broker, ingestion, and a generated feed replayed i
 	infra/service.sh up vitals
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
 	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 --quiet
-	@sleep 5  # the normalizer and the EMPI commit their last batches
+	@sleep 10  # the normalizer, the EMPI and vitals commit their last batches
 	@$(RUN) hs-admin counts
 	@echo
 	@echo "Where to look:"
 	@echo "  ingestion    MLLP 127.0.0.1:2575, HTTP http://127.0.0.1:8080 (OpenAPI: /docs), log .local/services/ingestion.log"
 	@echo "  normalizer   log .local/services/normalize.log"
 	@echo "  EMPI         hs.identity.link.v1 (a person per record, with score and evidence), log .local/services/empi.log"
-	@echo "  vitals       hs.vitals.alert.v1 (CGM, blood pressure, SpO2, heart rate alerts), log .local/services/vitals.log"
-	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI)"
+	@echo "  vitals       hs.vitals.alert.v1 (CGM, blood pressure, SpO2, heart rate, NEWS2 alerts), hs.vitals.summary.v1"
+	@echo "               (daily CGM and blood pressure), hs.vitals.flag.v1 (readings not used); rules: docs/vitals-rules.md"
+	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI), :9404 (vitals)"
 	@echo "  topics       hs.ingest.raw.v1 (as received), canonical hs.identity.* hs.clinical.* hs.device.*,"
 	@echo "               hs.ops.deadletter.v1 (what was refused, with reasons)"
 	@echo "  demo feed    $(DEMO_DIR) (truth in $(DEMO_DIR)/truth/)"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from hs_vitals.monitor import (
     Action,
@@ -195,3 +196,24 @@ def test_readings_of_one_moment_are_all_used() -> None:
     ]
     assert not any(o.late for o in outcomes)
     assert [e.rule for o in outcomes for e in o.alerts] == ["bp.crisis.systolic"]
+
+
+def test_a_day_is_summarised_once_the_next_has_begun_beyond_the_grace_period() -> None:
+    monitor = PatientMonitor(zone=ZoneInfo("Asia/Shanghai"))
+    midnight = datetime(2026, 3, 2, tzinfo=ZoneInfo("Asia/Shanghai"))
+    day_one = glucose([6.0] * 288, start=midnight - timedelta(days=1))
+    summaries = [s for r in day_one for s in monitor.observe(r).summaries]
+    summaries += monitor.observe(Reading("cgm-1", Metric.GLUCOSE, 6.0, midnight)).summaries
+    assert summaries == []  # the grace period is not over: a reading of day one may still come
+    late_but_in_grace = Reading("cgm-1", Metric.GLUCOSE, 3.1, midnight - timedelta(minutes=2))
+    assert not monitor.observe(late_but_in_grace).late
+    closing = monitor.observe(Reading("cgm-1", Metric.GLUCOSE, 6.0, midnight + 2 * FIVE))
+    (summary,) = closing.summaries
+    assert summary.day == date(2026, 3, 1)
+    assert summary.glucose_day is not None
+    assert summary.glucose_day.readings == 289
+    assert summary.glucose_day.time_below_level_1 == round(100 / 289, 2)
+    assert summary.glucose_period is not None and not summary.glucose_period.sufficient
+    restored = from_state(json.loads(json.dumps(to_state(monitor))))
+    after = restored.observe(Reading("cgm-1", Metric.GLUCOSE, 6.0, midnight + 3 * FIVE))
+    assert after.summaries == []  # not summarised twice

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -171,7 +170,9 @@ class PatientMonitor:
     person_id: str | None = None  # the EMPI person, once linked
     person_at: datetime | None = None  # when that link was decided
     _newest: datetime | None = None  # the latest event time seen
-    _seen: deque[tuple[str, Metric, datetime]] = field(default_factory=lambda: deque(maxlen=4096))
+    # "device|metric" -> event times (µs) of the grace period, for repeats (older ones are late)
+    _seen: dict[str, set[int]] = field(default_factory=dict)
+    _pruned: datetime | None = None
     _first_seen: dict[str, datetime] = field(default_factory=dict)
     _last_at: dict[Metric, datetime] = field(default_factory=dict)
     _runs: dict[str, _Run] = field(default_factory=dict)
@@ -183,11 +184,10 @@ class PatientMonitor:
     def observe(self, reading: Reading) -> Outcome:
         """Take one reading (in any order); returns what became due."""
         outcome = Outcome()
-        key = (reading.device, reading.metric, reading.at)
-        if key in self._seen:
+        stream, micros = f"{reading.device}|{reading.metric.value}", _micros(reading.at)
+        if micros in self._seen.get(stream, ()):
             outcome.duplicates += 1
             return outcome
-        self._seen.append(key)
         low, high = PLAUSIBLE.get(reading.metric, (float("-inf"), float("inf")))
         if not low <= reading.value <= high:
             outcome.implausible.append(reading)
@@ -195,7 +195,10 @@ class PatientMonitor:
         if self._newest is not None and reading.at < self._newest - self.grace:
             outcome.late.append(reading)
             return outcome
+        self._seen.setdefault(stream, set()).add(micros)
         self._newest = max(self._newest or reading.at, reading.at)
+        if self._pruned is None or self._newest - self._pruned > self.grace / 4:
+            self._forget_before(self._newest - self.grace)
         outcome.alerts += self._apply(reading)
         outcome.summaries += self._count(reading)
         return outcome
@@ -261,6 +264,15 @@ class PatientMonitor:
         for old in [d for d in self._days if (ended - d).days >= PERIOD_DAYS]:
             del self._days[old]
         return summaries
+
+    def _forget_before(self, horizon: datetime) -> None:
+        oldest = _micros(horizon)
+        self._seen = {
+            stream: kept
+            for stream, times in self._seen.items()
+            if (kept := {t for t in times if t >= oldest})
+        }
+        self._pruned = self._newest
 
     def _apply(self, reading: Reading) -> list[AlertEvent]:
         first = min(self._first_seen.get(reading.device, reading.at), reading.at)
@@ -412,7 +424,8 @@ def to_state(monitor: PatientMonitor) -> dict[str, Any]:
 
     return {
         "newest": _iso(monitor._newest),
-        "seen": [[d, m.value, at.isoformat()] for d, m, at in monitor._seen],
+        "seen": {stream: sorted(times) for stream, times in monitor._seen.items()},
+        "pruned": _iso(monitor._pruned),
         "first_seen": {d: at.isoformat() for d, at in monitor._first_seen.items()},
         "last_at": {m.value: at.isoformat() for m, at in monitor._last_at.items()},
         "latest": [reading(r) for r in monitor._latest.values()],
@@ -450,7 +463,8 @@ def from_state(
     monitor._first_glucose = _date(state["first_glucose"])
     monitor._closed = _date(state["closed"])
     monitor._newest = _time(state["newest"])
-    monitor._seen.extend((d, Metric(m), datetime.fromisoformat(at)) for d, m, at in state["seen"])
+    monitor._seen = {stream: set(times) for stream, times in state["seen"].items()}
+    monitor._pruned = _time(state["pruned"])
     monitor._first_seen = {d: datetime.fromisoformat(at) for d, at in state["first_seen"].items()}
     monitor._last_at = {Metric(m): datetime.fromisoformat(at) for m, at in state["last_at"].items()}
     monitor._latest = {r.metric: r for r in map(reading, state["latest"])}
@@ -480,3 +494,7 @@ def _day(day: date | None) -> str | None:
 
 def _date(text: str | None) -> date | None:
     return date.fromisoformat(text) if text else None
+
+
+def _micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)

@@ -11,7 +11,8 @@
 - One open alert per patient and rule: it is escalated once when not acknowledged within the
   configured time (on a later reading, or on a check when no reading comes), and resolved when
   a value returns to range.
-- When a reading starts a new day (in the monitor's time zone), the day before is summarised.
+- A day (in the monitor's time zone) is summarised once the newest reading, less the grace
+  period, is in a later day.
 """
 
 from __future__ import annotations

@@ -64,6 +64,8 @@ VITALS_FLAG = TopicSpec("hs.vitals.flag.v1", "hs.vitals.ReadingFlag", PATIENT_KE
 VITALS_INPUT = TopicSpec(
     "hs.vitals.input.v1", "hs.vitals.PatientInput", PATIENT_KEY, retention_ms=7 * DAY_MS
 )
+# keyed by chain: each edge process's hash chain stays in order in one partition
+EDGE_AUDIT = TopicSpec("hs.edge.audit.v1", "hs.edge.AuditEvent", "audit chain")
 DEAD_LETTER = TopicSpec("hs.ops.deadletter.v1", "hs.ops.DeadLetter", "stage", 30 * DAY_MS)
 
 ALL: tuple[TopicSpec, ...] = (
@@ -81,6 +83,7 @@ ALL: tuple[TopicSpec, ...] = (
     VITALS_SUMMARY,
     VITALS_FLAG,
     VITALS_INPUT,
+    EDGE_AUDIT,
     DEAD_LETTER,
 )
 

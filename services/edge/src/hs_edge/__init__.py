@@ -1,0 +1,1 @@
+"""HealthStream edge: the only synchronous surface, answering from a read model."""

@@ -1,0 +1,163 @@
+"""Who is calling, and may they: OAuth2 bearer JWTs, SMART-on-FHIR-style scopes, roles. Pure,
+apart from the signature check.
+
+- A token is accepted only when signed by a key of the configured key set with an allowed
+  algorithm (ES256, RS256; never "none" or a shared secret), issued by the configured issuer
+  for this audience, and neither expired nor not yet valid (30 s leeway for clock skew).
+- Scopes read `<context>/<resource>.<access>`: context patient, user or system; resource a
+  FHIR type or `*`; access read, write or `*` (SMART App Launch 1.0 form).
+- The role (claim `role`) decides what a caller sees beyond the scopes: a patient only their
+  own person (claim `person_id`), a researcher de-identified data only.
+
+Every refusal names a code (`token.expired`, `scope.missing`, ...) for the answer and the audit
+trail, never the token or its contents.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from joserfc import jwt
+from joserfc.errors import (
+    BadSignatureError,
+    ExpiredTokenError,
+    InvalidClaimError,
+    InvalidTokenError,
+    JoseError,
+    MissingClaimError,
+)
+from joserfc.jwk import KeySet
+
+from hs_common.errors import HealthStreamError
+
+ALGORITHMS = ("ES256", "RS256")
+LEEWAY_SECONDS = 30
+
+
+class Role(StrEnum):
+    CLINICIAN = "clinician"
+    PATIENT = "patient"
+    PUBLIC_HEALTH = "public_health"
+    RESEARCHER = "researcher"
+    ADMINISTRATOR = "administrator"
+
+
+class Refused(HealthStreamError):
+    """A request refused: `code` names why (for the answer and the audit trail)."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+
+def unauthorized(code: str, message: str) -> Refused:
+    return Refused(code, message, 401)
+
+
+def forbidden(code: str, message: str) -> Refused:
+    return Refused(code, message, 403)
+
+
+@dataclass(frozen=True)
+class Scope:
+    context: str  # patient | user | system
+    resource: str  # a FHIR resource type, or *
+    access: str  # read | write | *
+
+    @classmethod
+    def parse(cls, text: str) -> Scope | None:
+        context, slash, rest = text.partition("/")
+        resource, dot, access = rest.rpartition(".")
+        if not (slash and dot) or context not in ("patient", "user", "system"):
+            return None
+        if access not in ("read", "write", "*") or not resource:
+            return None
+        return cls(context, resource, access)
+
+    def allows(self, resource: str, access: str) -> bool:
+        return self.resource in ("*", resource) and self.access in ("*", access)
+
+
+@dataclass(frozen=True)
+class Caller:
+    client_id: str
+    subject: str | None
+    role: Role
+    scopes: tuple[Scope, ...]
+    person_id: str | None = None  # the patient's own person, for the patient role
+
+    def require(self, resource: str, access: str = "read") -> None:
+        if not any(scope.allows(resource, access) for scope in self.scopes):
+            raise forbidden("scope.missing", f"the token has no scope for {resource}.{access}")
+
+    def require_role(self, *roles: Role) -> None:
+        if self.role not in roles:
+            raise forbidden("role.forbidden", f"the {self.role.value} role may not do this")
+
+    def require_person(self, person_id: str) -> None:
+        """A patient may see only their own person."""
+        if self.role is Role.PATIENT and person_id != self.person_id:
+            raise forbidden("patient.other_person", "a patient may see only their own record")
+
+
+class TokenValidator:
+    def __init__(
+        self, keys: KeySet, issuer: str, audience: str, now: Callable[[], int] | None = None
+    ) -> None:
+        self.keys, self.issuer, self.audience = keys, issuer, audience
+        self.now = now or (lambda: int(time.time()))
+
+    def caller(self, authorization: str | None) -> Caller:
+        """The caller an `Authorization` header speaks for, or Refused (401)."""
+        if not authorization:
+            raise unauthorized("token.missing", "a bearer token is required")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise unauthorized(
+                "token.malformed", "the Authorization header is not 'Bearer <token>'"
+            )
+        try:
+            decoded = jwt.decode(token.strip(), self.keys, algorithms=list(ALGORITHMS))
+            registry = jwt.JWTClaimsRegistry(
+                now=self.now, leeway=LEEWAY_SECONDS,
+                iss={"essential": True, "value": self.issuer},
+                aud={"essential": True, "value": self.audience},
+                exp={"essential": True}, sub={"essential": False},
+            )  # fmt: skip
+            registry.validate(decoded.claims)
+        except ExpiredTokenError:
+            raise unauthorized("token.expired", "the token has expired") from None
+        except BadSignatureError:
+            raise unauthorized("token.signature", "the token's signature does not verify") from None
+        except (InvalidClaimError, MissingClaimError) as error:
+            claim = getattr(error, "claim", "a claim")
+            raise unauthorized(f"token.{claim}", f"the token's {claim} is not accepted") from None
+        except (InvalidTokenError, JoseError, ValueError):
+            raise unauthorized("token.malformed", "the token cannot be read") from None
+        return caller_of(decoded.claims)
+
+
+def caller_of(claims: dict[str, object]) -> Caller:
+    try:
+        role = Role(str(claims.get("role")))
+    except ValueError:
+        raise forbidden("role.unknown", "the token names no known role") from None
+    scopes = tuple(s for s in map(Scope.parse, str(claims.get("scope", "")).split()) if s)
+    client = str(claims.get("client_id") or claims.get("azp") or claims.get("sub") or "")
+    if not client:
+        raise unauthorized("token.client_id", "the token names no client")
+    person = claims.get("person_id")
+    if role is Role.PATIENT and not isinstance(person, str):
+        raise forbidden("patient.no_person", "a patient token must name the patient's person")
+    subject = claims.get("sub")
+    return Caller(
+        client, str(subject) if subject else None, role, scopes,
+        person if isinstance(person, str) else None,
+    )  # fmt: skip
+
+
+def scope_text(scopes: Iterable[Scope]) -> str:
+    return " ".join(f"{s.context}/{s.resource}.{s.access}" for s in scopes)

@@ -1,0 +1,97 @@
+"""The audit trail's hash chains: intact trails verify; every kind of tampering is named."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hs_edge.audit import GENESIS, Chain, Entry, Outcome, Request, verify
+
+T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def request(n: int, outcome: Outcome = Outcome.ALLOWED) -> Request:
+    return Request(
+        at=T0 + timedelta(seconds=n), client_id="ward-app", subject=f"nurse-{n % 3}",
+        role="clinician", operation="GET /persons/{id}/observations", person_id=f"P{n % 5}",
+        outcome=outcome, status=200 if outcome is Outcome.ALLOWED else 403,
+        reason=None if outcome is Outcome.ALLOWED else "scope.missing",
+    )  # fmt: skip
+
+
+def trail() -> list[tuple[Entry, int]]:
+    """Two replicas writing at once; the first restarts and links its new chain to the old."""
+    first, second = Chain("edge-a@1"), Chain("edge-b@1")
+    entries = []
+    for n in range(10):
+        entries.append(
+            (first if n % 2 else second).append(
+                request(n, Outcome(("ALLOWED", "DENIED")[n % 3 == 0]))
+            )
+        )
+    restarted = Chain("edge-a@2", previous_head=first.head)
+    entries += [restarted.append(request(n)) for n in range(10, 14)]
+    return [(entry, offset) for offset, entry in enumerate(entries)]
+
+
+def test_an_intact_trail_verifies() -> None:
+    verdict = verify(trail())
+    assert verdict.intact
+    assert (verdict.entries, verdict.chains) == (14, 3)
+
+
+def test_a_changed_entry_is_named() -> None:
+    entries = trail()
+    entry, offset = entries[5]
+    forged = dataclasses.replace(entry.request, outcome=Outcome.ALLOWED, status=200, person_id="P9")
+    entries[5] = (dataclasses.replace(entry, request=forged), offset)
+    verdict = verify(entries)
+    assert not verdict.intact
+    assert verdict.first_bad == (entry.chain, entry.sequence, 5)
+    assert verdict.problem is not None and "changed" in verdict.problem
+
+
+@pytest.mark.parametrize("removed", [3, 4, 10])
+def test_a_removed_entry_is_named_at_the_next_of_its_chain(removed: int) -> None:
+    entries = trail()
+    gone, _ = entries.pop(removed)
+    verdict = verify(entries)
+    assert not verdict.intact
+    assert verdict.first_bad is not None
+    chain, sequence, _offset = verdict.first_bad
+    assert chain == gone.chain and sequence == gone.sequence + 1
+
+
+def test_entries_moved_out_of_order_are_named() -> None:
+    entries = trail()
+    entries[2], entries[4] = entries[4], entries[2]  # the same writer's entries 1 and 2
+    verdict = verify(entries)
+    assert not verdict.intact
+    assert verdict.first_bad is not None and verdict.first_bad[2] == 4
+
+
+def test_removing_a_whole_earlier_chain_shows_in_the_next_one() -> None:
+    entries = [(e, o) for e, o in trail() if e.chain != "edge-a@1"]
+    verdict = verify(entries)
+    assert not verdict.intact
+    assert verdict.first_bad is not None and verdict.first_bad[0] == "edge-a@2"
+    assert verdict.problem is not None and "last entries are not in the trail" in verdict.problem
+
+
+def test_a_rehashed_forgery_still_breaks_the_link_to_the_next_entry() -> None:
+    """Whoever changes an entry and recomputes its hash must recompute every later one."""
+    entries = trail()
+    entry, offset = entries[1]
+    forged = dataclasses.replace(entry.request, person_id="P9")
+    rehashed = Chain(entry.chain, entry.previous)
+    rehashed.sequence = entry.sequence
+    entries[1] = (rehashed.append(forged), offset)
+    verdict = verify(entries)
+    assert not verdict.intact
+    assert verdict.first_bad is not None and verdict.first_bad[2] == 3  # its chain's next entry
+
+
+def test_a_chain_starts_at_genesis_or_a_known_head() -> None:
+    assert Chain("x").head == GENESIS

@@ -1,0 +1,77 @@
+"""`hs-edge verify-audit` against a trail on the real broker: intact, then tampered."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hs_common.codec import Codec
+from hs_common.kafka import make_producer
+from hs_common.settings import RuntimeSettings
+from hs_common.testing import TopicFactory
+from hs_edge.audit import Chain, Entry, Outcome, Request, to_record
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+
+
+def entries() -> list[Entry]:
+    """Two replicas; the first restarts and links its new chain to its old one."""
+    first, second = Chain("edge-a@1"), Chain("edge-b@1")
+    written = []
+    for n in range(40):
+        denied = n % 7 == 0
+        request = Request(
+            T0 + timedelta(seconds=n), "ward-app", f"nurse-{n % 4}", "clinician",
+            "GET /persons/{id}/observations", f"P{n % 9}",
+            Outcome.DENIED if denied else Outcome.ALLOWED, 403 if denied else 200,
+            "scope.missing" if denied else None,
+        )  # fmt: skip
+        written.append((first if n % 2 else second).append(request))
+    restarted = Chain("edge-a@2", previous_head=first.head)
+    written.append(
+        restarted.append(dataclasses.replace(written[0].request, at=T0 + timedelta(hours=1)))
+    )
+    return written
+
+
+def publish(settings: RuntimeSettings, codec: Codec, topic: str, trail: list[Entry]) -> None:
+    producer = make_producer(settings, "audit-writer")
+    for entry in trail:
+        producer.produce(topic, codec.encode("hs.edge.AuditEvent", to_record(entry)), entry.chain)
+    assert producer.flush(10) == 0
+
+
+def run_verify(bootstrap: str, topic: str) -> subprocess.CompletedProcess[str]:
+    env = os.environ | {"HS_KAFKA_BOOTSTRAP": bootstrap, "HS_LOG_LEVEL": "WARNING"}
+    return subprocess.run(
+        ["hs-edge", "verify-audit", "--topic", topic], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_an_intact_trail_verifies_and_a_tampered_one_is_named(
+    runtime_settings: RuntimeSettings, codec: Codec, new_topic: TopicFactory, kafka_bootstrap: str
+) -> None:
+    intact, tampered = new_topic("audit", 3), new_topic("audit-tampered", 3)
+    trail = entries()
+    publish(runtime_settings, codec, intact, trail)
+    result = run_verify(kafka_bootstrap, intact)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "intact: 41 entries in 3 chains" in result.stdout
+
+    forged = list(trail)
+    victim = forged[14]  # a denial rewritten as allowed
+    request = dataclasses.replace(victim.request, outcome=Outcome.ALLOWED, status=200, reason=None)
+    assert victim.request.outcome is Outcome.DENIED
+    forged[14] = dataclasses.replace(victim, request=request)
+    publish(runtime_settings, codec, tampered, forged)
+    result = run_verify(kafka_bootstrap, tampered)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"TAMPERED: chain {victim.chain}, entry {victim.sequence} (partition" in result.stdout
+    assert "was changed" in result.stdout

@@ -1,0 +1,115 @@
+"""Topics into the read model: golden records, observations and alerts become rows, with the
+offsets consumed written in the same database transaction."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import Message, TopicPartition
+
+from hs_common import topics
+from hs_common.codec import Codec, Record
+from hs_common.errors import HealthStreamError
+from hs_common.kafka import make_consumer
+from hs_common.settings import RuntimeSettings
+from hs_edge.store import Store
+
+log = logging.getLogger("hs.edge.projector")
+
+SOURCES = (topics.PERSON.name, topics.OBSERVATION.name, topics.VITALS_ALERT.name)
+
+
+@dataclass(frozen=True)
+class Consumed:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: bytes
+
+
+def code_key(codec: Codec, coding: Record | None) -> str | None:
+    """The keyed pseudonym a code is stored and searched by."""
+    if coding is None:
+        return None
+    return codec.keyring.pseudonym("code", coding["system"], coding["code"])
+
+
+class Projector:
+    def __init__(self, store: Store, codec: Codec) -> None:
+        self.store, self.codec = store, codec
+
+    def apply(self, batch: Iterable[Consumed]) -> int:
+        """Project a batch in one database transaction; returns the rows written."""
+        written = 0
+        with self.store.transaction() as store:
+            for message in batch:
+                try:
+                    written += self._project(message)
+                except HealthStreamError:
+                    # not ours to keep: the producing service dead-letters what it cannot read
+                    log.warning(
+                        "event not projected",
+                        extra={"topic": message.topic, "offset": message.offset},
+                    )
+                store.consumed(message.topic, message.partition, message.offset)
+        return written
+
+    def _project(self, message: Consumed) -> int:
+        decoded = self.codec.decode(message.value)
+        event = decoded.record
+        if decoded.schema == topics.PERSON.value_schema:
+            self.store.put_person(
+                event["person_id"], event["status"], event["merged_into"], event["record_keys"],
+                event["envelope"]["occurred_at"], message.value,
+            )  # fmt: skip
+        elif decoded.schema == topics.OBSERVATION.value_schema:
+            institution = event["envelope"]["source"]["institution"]
+            patient_key = message.key or self.codec.keyring.pseudonym(
+                institution, event["subject"]["local_patient_id"]
+            )
+            self.store.put_observation(
+                institution, event["observation_id"], patient_key,
+                code_key(self.codec, event["result"]["code"]), event["category"],
+                event["effective_at"], message.value,
+            )  # fmt: skip
+        elif decoded.schema == topics.VITALS_ALERT.value_schema:
+            self.store.put_alert(
+                event["alert_id"], event["action"], event["patient_key"], event["at"], message.value
+            )
+        else:
+            return 0
+        return 1
+
+
+def follow(
+    settings: RuntimeSettings, projector: Projector, sources: tuple[str, ...] = SOURCES,
+    stop: threading.Event | None = None,
+) -> None:  # fmt: skip
+    """Keep the read model up to date, resuming from the offsets it holds."""
+    stop = stop or threading.Event()
+    consumer = make_consumer(settings, f"hs-edge-{settings.instance_id}", "hs-edge-projector")
+    assignment = []
+    for topic in sources:
+        stored = projector.store.offsets(topic)
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assignment += [TopicPartition(topic, p, stored.get(p, 0)) for p in partitions]
+    consumer.assign(assignment)
+    try:
+        while not stop.is_set():
+            batch = [consumed(m) for m in consumer.consume(500, 0.2) if m.error() is None]
+            if batch:
+                projector.apply(batch)
+    finally:
+        consumer.close()
+
+
+def consumed(message: Message) -> Consumed:
+    key = message.key()
+    return Consumed(
+        message.topic() or "", message.partition() or 0, message.offset() or 0,
+        key.decode() if isinstance(key, bytes) and key else None, message.value() or b"",
+    )  # fmt: skip

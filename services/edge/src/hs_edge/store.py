@@ -1,0 +1,226 @@
+"""The read model the edge answers from: rows projected from the topics, in SQLite (default)
+or PostgreSQL (with a DSN), rebuildable from the topics.
+
+- A row keeps the event's own bytes, whose sensitive fields stay sealed as on the wire; they
+  are opened only when a row is served, by a process that holds the keys.
+- What queries filter on is in columns. A person's record keys, the person id and times are
+  pseudonyms or plain times. A code is stored as a keyed pseudonym of (system, code), so the
+  table does not say which tests a patient had.
+- The offsets consumed are written in the same database transaction as the rows, so a
+  restart resumes exactly where the last commit ended.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS offsets (
+        topic TEXT NOT NULL, partition_id INTEGER NOT NULL, next_offset BIGINT NOT NULL,
+        PRIMARY KEY (topic, partition_id))""",
+    """CREATE TABLE IF NOT EXISTS persons (
+        person_id TEXT PRIMARY KEY, status TEXT NOT NULL, merged_into TEXT,
+        event BYTEA NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS person_records (
+        record_key TEXT PRIMARY KEY, person_id TEXT NOT NULL, linked_at BIGINT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS person_records_person ON person_records (person_id)",
+    """CREATE TABLE IF NOT EXISTS observations (
+        institution TEXT NOT NULL, observation_id TEXT NOT NULL, patient_key TEXT NOT NULL,
+        code_key TEXT, category TEXT NOT NULL, effective_at BIGINT NOT NULL,
+        event BYTEA NOT NULL, PRIMARY KEY (institution, observation_id))""",
+    """CREATE INDEX IF NOT EXISTS observations_patient
+        ON observations (patient_key, effective_at)""",
+    """CREATE TABLE IF NOT EXISTS alerts (
+        alert_id TEXT NOT NULL, action TEXT NOT NULL, patient_key TEXT NOT NULL,
+        at BIGINT NOT NULL, event BYTEA NOT NULL, PRIMARY KEY (alert_id, action))""",
+    "CREATE INDEX IF NOT EXISTS alerts_patient ON alerts (patient_key, at)",
+)
+
+
+class Connection(Protocol):
+    def execute(self, sql: str, parameters: Sequence[Any] = ...) -> Any: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[bytes]  # the events, oldest first
+    next_cursor: str | None  # pass back to get the next page
+
+
+class Store:
+    """SQL over a DB-API connection; `placeholder` is "?" (SQLite) or "%s" (PostgreSQL)."""
+
+    def __init__(self, connection: Connection, placeholder: str = "?") -> None:
+        self.db, self.mark = connection, placeholder
+        for statement in SCHEMA:
+            self._run(statement.replace("BYTEA", "BLOB") if placeholder == "?" else statement)
+        self.db.commit()
+
+    @classmethod
+    def sqlite(cls, path: Path | str) -> Store:
+        connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        return cls(connection)
+
+    def _run(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        return self.db.execute(sql.replace("?", self.mark), parameters)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Store]:
+        try:
+            yield self
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
+
+    # --- writes (the projector) -------------------------------------------------------
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        rows = self._run("SELECT partition_id, next_offset FROM offsets WHERE topic = ?", (topic,))
+        return {int(p): int(o) for p, o in rows.fetchall()}
+
+    def consumed(self, topic: str, partition: int, offset: int) -> None:
+        self._run(
+            "INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition_id) "
+            "DO UPDATE SET next_offset = excluded.next_offset",
+            (topic, partition, offset + 1),
+        )
+
+    def put_person(
+        self, person_id: str, status: str, merged_into: str | None, record_keys: Iterable[str],
+        at: datetime, event: bytes,
+    ) -> None:  # fmt: skip
+        self._run(
+            "INSERT INTO persons VALUES (?, ?, ?, ?) ON CONFLICT (person_id) DO UPDATE SET "
+            "status = excluded.status, merged_into = excluded.merged_into, event = excluded.event",
+            (person_id, status, merged_into, event),
+        )
+        if status != "ACTIVE":
+            return
+        for record_key in record_keys:  # the newest decision about a record wins
+            self._run(
+                "INSERT INTO person_records VALUES (?, ?, ?) ON CONFLICT (record_key) DO UPDATE "
+                "SET person_id = excluded.person_id, linked_at = excluded.linked_at "
+                "WHERE excluded.linked_at >= person_records.linked_at",
+                (record_key, person_id, micros(at)),
+            )
+
+    def put_observation(
+        self, institution: str, observation_id: str, patient_key: str, code_key: str | None,
+        category: str, effective_at: datetime, event: bytes,
+    ) -> None:  # fmt: skip
+        self._run(
+            "INSERT INTO observations VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (institution, observation_id) DO UPDATE SET "
+            "patient_key = excluded.patient_key, code_key = excluded.code_key, "
+            "category = excluded.category, effective_at = excluded.effective_at, "
+            "event = excluded.event",
+            (institution, observation_id, patient_key, code_key, category,
+             micros(effective_at), event),
+        )  # fmt: skip
+
+    def put_alert(
+        self, alert_id: str, action: str, patient_key: str, at: datetime, event: bytes
+    ) -> None:
+        self._run(
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?) ON CONFLICT (alert_id, action) DO NOTHING",
+            (alert_id, action, patient_key, micros(at), event),
+        )
+
+    # --- reads (the API) ----------------------------------------------------------------
+
+    def person(self, person_id: str) -> tuple[bytes, list[str]] | None:
+        """A person's golden record event and its record keys (following merges)."""
+        seen: set[str] = set()
+        while person_id not in seen:
+            seen.add(person_id)
+            row = self._run(
+                "SELECT status, merged_into, event FROM persons WHERE person_id = ?", (person_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            status, merged_into, event = row
+            if status == "MERGED" and merged_into:
+                person_id = merged_into
+                continue
+            keys = self._run(
+                "SELECT record_key FROM person_records WHERE person_id = ? ORDER BY record_key",
+                (person_id,),
+            ).fetchall()
+            return bytes(event), [k for (k,) in keys]
+        return None
+
+    def observations(
+        self, record_keys: Sequence[str], since: datetime | None = None,
+        until: datetime | None = None, code_keys: Sequence[str] = (),
+        category: str | None = None, limit: int = 50, cursor: str | None = None,
+    ) -> Page:  # fmt: skip
+        """The observations of these records, oldest first, a page at a time."""
+        if not record_keys:
+            return Page([], None)
+        where = [f"patient_key IN ({', '.join('?' * len(record_keys))})"]
+        parameters: list[Any] = list(record_keys)
+        if since is not None:
+            where.append("effective_at >= ?")
+            parameters.append(micros(since))
+        if until is not None:
+            where.append("effective_at < ?")
+            parameters.append(micros(until))
+        if code_keys:
+            where.append(f"code_key IN ({', '.join('?' * len(code_keys))})")
+            parameters += list(code_keys)
+        if category is not None:
+            where.append("category = ?")
+            parameters.append(category)
+        if cursor is not None:
+            at, institution, observation_id = _cursor(cursor)
+            where.append(
+                "(effective_at > ? OR (effective_at = ? AND (institution > ? OR "
+                "(institution = ? AND observation_id > ?))))"
+            )
+            parameters += [at, at, institution, institution, observation_id]
+        # the conditions are fixed fragments with placeholders; values are parameters only
+        rows = self._run(
+            "SELECT effective_at, institution, observation_id, event FROM observations WHERE "  # noqa: S608
+            + " AND ".join(where)
+            + " ORDER BY effective_at, institution, observation_id LIMIT ?",
+            (*parameters, limit + 1),
+        ).fetchall()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows and more else None
+        next_cursor = f"{last[0]}|{last[1]}|{last[2]}" if last else None
+        return Page([bytes(event) for *_, event in rows], next_cursor)
+
+    def alerts(self, record_keys: Sequence[str], limit: int = 100) -> list[bytes]:
+        if not record_keys:
+            return []
+        rows = self._run(
+            f"SELECT event FROM alerts WHERE patient_key IN ({', '.join('?' * len(record_keys))})"  # noqa: S608
+            " ORDER BY at, alert_id LIMIT ?",
+            (*record_keys, limit),
+        ).fetchall()
+        return [bytes(event) for (event,) in rows]
+
+
+def _cursor(text: str) -> tuple[int, str, str]:
+    try:
+        at, institution, observation_id = text.split("|", 2)
+        return int(at), institution, observation_id
+    except ValueError:
+        raise ValueError("the paging cursor is not one this service gave") from None

@@ -1,0 +1,194 @@
+"""The REST surface: persons and their observations from the read model, behind bearer
+tokens, scopes, roles and per-client rate limits. Every request, allowed or denied, is
+written to the audit trail (acks=all) before it is answered; when the trail cannot be
+written, the answer is 503 and nothing is served."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from hs_common.codec import Codec, Record
+from hs_common.errors import NotStoredError
+from hs_common.kafka import AsyncDurableProducer
+from hs_edge import audit
+from hs_edge.auth import Caller, Refused, Role, TokenValidator
+from hs_edge.projector import code_key
+from hs_edge.ratelimit import RateLimiter
+from hs_edge.store import Store
+
+MAX_PAGE = 200
+
+
+@dataclass
+class AuditTrail:
+    """This process's chain, written to the audit topic."""
+
+    producer: AsyncDurableProducer
+    codec: Codec
+    topic: str
+    chain: audit.Chain
+
+    async def record(self, request: audit.Request) -> None:
+        entry = self.chain.append(request)
+        value = self.codec.encode("hs.edge.AuditEvent", audit.to_record(entry))
+        await self.producer.write(self.topic, value, entry.chain)
+
+
+@dataclass
+class Edge:
+    store: Store
+    codec: Codec
+    tokens: TokenValidator
+    limiter: RateLimiter
+    trail: AuditTrail
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"type": f"urn:hs:problem:{code}", "title": code, "status": status, "detail": detail}
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+def create_app(edge: Edge) -> FastAPI:
+    app = FastAPI(title="HealthStream edge", version="1")
+
+    @app.middleware("http")
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        """Authenticate, limit, serve, and audit every request whatever its outcome."""
+        caller: Caller | None = None
+        reason: str | None = None
+        try:
+            caller = edge.tokens.caller(request.headers.get("authorization"))
+            decision = edge.limiter.take(caller.client_id, edge.clock())
+            if not decision.allowed:
+                reason = "rate.limited"
+                response = problem(429, reason, "too many requests", decision.headers())
+            else:
+                request.state.caller = caller
+                response = await call_next(request)
+                response.headers.update(decision.headers())
+                reason = getattr(request.state, "refusal", None)
+        except Refused as refused:
+            reason = refused.code
+            response = problem(refused.status, refused.code, str(refused))
+        route = request.scope.get("route")
+        entry = audit.Request(
+            at=datetime.now(UTC),
+            client_id=caller.client_id if caller else "unauthenticated",
+            subject=caller.subject if caller else None,
+            role=caller.role.value if caller else None,
+            operation=f"{request.method} {getattr(route, 'path', request.url.path)}",
+            person_id=request.path_params.get("person_id"),
+            outcome=audit.Outcome.ALLOWED if response.status_code < 400 else audit.Outcome.DENIED,
+            status=response.status_code,
+            reason=reason,
+        )
+        try:
+            await edge.trail.record(entry)
+        except NotStoredError:
+            return problem(503, "audit.unavailable", "the request could not be audited")
+        return response
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, error: Refused) -> Response:
+        request.state.refusal = error.code
+        return problem(error.status, error.code, str(error))
+
+    @app.get("/persons/{person_id}")
+    async def get_person(request: Request, person_id: str) -> dict[str, Any]:
+        caller: Caller = request.state.caller
+        caller.require("Patient")
+        caller.require_person(person_id)
+        found = edge.store.person(person_id)
+        if found is None:
+            raise Refused("person.not_found", "no such person", 404)
+        event, record_keys = found
+        golden = edge.codec.decode(event).record
+        return person_view(caller, golden, record_keys)
+
+    @app.get("/persons/{person_id}/observations")
+    async def list_observations(
+        request: Request,
+        person_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        code: Annotated[list[str] | None, Query(max_length=20)] = None,
+        category: Annotated[str | None, Query(pattern="^[A-Z_]{1,40}$")] = None,
+        count: Annotated[int, Query(alias="_count", ge=1, le=MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(max_length=300)] = None,
+    ) -> dict[str, Any]:
+        caller: Caller = request.state.caller
+        caller.require("Observation")
+        caller.require_person(person_id)
+        found = edge.store.person(person_id)
+        if found is None:
+            raise Refused("person.not_found", "no such person", 404)
+        codes = [_code_key(edge.codec, c) for c in code or []]
+        try:
+            page = edge.store.observations(found[1], since, until, codes, category, count, cursor)
+        except ValueError as error:
+            raise Refused("request.cursor", str(error), 400) from None
+        items = [observation_view(edge.codec.decode(event).record) for event in page.rows]
+        return {"person_id": person_id, "items": items, "next_cursor": page.next_cursor}
+
+    return app
+
+
+def _code_key(codec: Codec, text: str) -> str:
+    system, bar, value = text.rpartition("|")
+    if not bar or not system or not value:
+        raise Refused("request.code", "a code is given as <system>|<code>", 400)
+    return code_key(codec, {"system": system, "code": value}) or ""
+
+
+def mask(identifier: str | None, keep_start: int = 6, keep_end: int = 4) -> str | None:
+    if identifier is None or len(identifier) <= keep_start + keep_end:
+        return None if identifier is None else "*" * len(identifier)
+    hidden = len(identifier) - keep_start - keep_end
+    return identifier[:keep_start] + "*" * hidden + identifier[-keep_end:]
+
+
+def person_view(caller: Caller, person: Record, record_keys: list[str]) -> dict[str, Any]:
+    """The golden record as the caller's role may see it."""
+    golden = dict(person["golden"] or {})
+    if caller.role is Role.RESEARCHER:  # de-identified: no names, numbers or places
+        birth = golden.get("birth_date")
+        return {
+            "person_id": person["person_id"],
+            "sex": golden.get("sex"),
+            "birth_year": birth.year if birth else None,
+            "records": len(record_keys),
+        }
+    if caller.role in (Role.CLINICIAN, Role.PUBLIC_HEALTH):
+        golden["id_number"] = mask(golden.get("id_number"))
+        golden["phone"] = mask(golden.get("phone"), 3, 4)
+    if golden.get("birth_date") is not None:
+        golden["birth_date"] = golden["birth_date"].isoformat()
+    return {"person_id": person["person_id"], "golden": golden, "record_keys": record_keys}
+
+
+def observation_view(observation: Record) -> dict[str, Any]:
+    result = observation["result"]
+    return {
+        "observation_id": observation["observation_id"],
+        "institution": observation["envelope"]["source"]["institution"],
+        "category": observation["category"],
+        "status": observation["status"],
+        "effective_at": observation["effective_at"].isoformat(),
+        "code": result["code"],
+        "value": result["value_quantity"],
+        "unit": result["unit"],
+        "original_value": result["original_value"],
+        "original_unit": result["original_unit"],
+        "reference_range": result["reference_range"],
+        "interpretation": result["interpretation"],
+    }

@@ -1,0 +1,172 @@
+"""The edge's REST surface on a real socket, with the audit trail on the real broker: what a
+clinician, a patient and a researcher see, every denial named, every request audited."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+
+from hs_common.codec import Codec
+from hs_common.kafka import AsyncDurableProducer
+from hs_common.schemas import SchemaCatalogue
+from hs_common.settings import RuntimeSettings
+from hs_common.testing import TopicFactory, free_port, golden_example, read_all, schema_root
+from hs_edge import audit
+from hs_edge.api import AuditTrail, Edge, create_app
+from hs_edge.auth import TokenValidator
+from hs_edge.projector import Consumed, Projector
+from hs_edge.ratelimit import RateLimiter
+from hs_edge.store import Store
+
+pytestmark = pytest.mark.integration
+
+ISSUER, AUDIENCE = "https://auth.hs.test", "hs-edge"
+KEY = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+GLUCOSE = {"system": "http://loinc.org", "code": "2345-7", "display": None, "version": None}
+CREATININE = {"system": "http://loinc.org", "code": "2160-0", "display": None, "version": None}
+_ = schema_root  # the fixture is used by name
+
+
+def token(**claims: object) -> str:
+    now = int(time.time())
+    body: dict[str, object] = {
+        "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, "sub": "nurse-7",
+        "client_id": "ward-app", "role": "clinician",
+        "scope": "user/Patient.read user/Observation.read",
+    } | claims  # fmt: skip
+    return jwt.encode({"alg": "ES256", "kid": "k1"}, body, KEY)
+
+
+def fill(store: Store, codec: Codec, catalogue: SchemaCatalogue, root: Path) -> None:
+    def example(name: str) -> dict[str, Any]:
+        return codec.decode(codec.encode(name, golden_example(catalogue.get(name), root))).record
+
+    person = example("hs.identity.Person")
+    keys = [codec.keyring.pseudonym("H330102", p) for p in ("A", "B")]
+    person |= {"person_id": "P1", "record_keys": keys}
+    other = example("hs.identity.Person") | {"person_id": "P2", "record_keys": ["k-other"]}
+    values = [codec.encode("hs.identity.Person", p) for p in (person, other)]
+    for n in range(30):
+        observation = example("hs.clinical.Observation")
+        observation["observation_id"] = f"OBS-{n}"
+        observation["subject"]["local_patient_id"] = "A" if n % 2 else "B"
+        observation["effective_at"] = T0 + timedelta(hours=n)
+        observation["result"]["code"] = GLUCOSE if n % 3 == 0 else CREATININE
+        values.append(codec.encode("hs.clinical.Observation", observation))
+    Projector(store, codec).apply(Consumed("t", 0, i, None, v) for i, v in enumerate(values))
+
+
+@pytest.fixture
+def edge_url(
+    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue,
+    schema_root: Path, new_topic: TopicFactory, tmp_path: Path,
+) -> Iterator[tuple[str, str]]:  # fmt: skip
+    store = Store.sqlite(tmp_path / "edge.db")
+    fill(store, codec, catalogue, schema_root)
+    topic = new_topic("audit", 3)
+    producer = AsyncDurableProducer(runtime_settings, "edge-test")
+    trail = AuditTrail(producer, codec, topic, audit.Chain("edge-test@1"))
+    edge = Edge(store, codec, TokenValidator(KeySet([KEY]), ISSUER, AUDIENCE),
+                RateLimiter(rate=0.5, capacity=20), trail)  # fmt: skip
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(edge), "127.0.0.1", port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", topic
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        producer.close()
+
+
+def get(url: str, path: str, bearer: str | None = None, **params: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    return httpx.get(url + path, headers=headers, params=params, timeout=10)
+
+
+def test_what_each_role_sees_every_denial_and_the_audit_trail(
+    edge_url: tuple[str, str], codec: Codec, kafka_bootstrap: str
+) -> None:
+    url, topic = edge_url
+    clinician = token()
+    person = get(url, "/persons/P1", clinician).json()
+    assert person["golden"]["id_number"] == "330102********0023"  # masked for a clinician
+    assert len(person["record_keys"]) == 2
+
+    first = get(
+        url, "/persons/P1/observations", clinician, code="http://loinc.org|2345-7", _count=4
+    )
+    assert first.status_code == 200 and first.headers["RateLimit-Limit"] == "20"
+    page = first.json()
+    second = get(url, "/persons/P1/observations", clinician, code="http://loinc.org|2345-7",
+                 _count=10, cursor=page["next_cursor"]).json()  # fmt: skip
+    ids = [o["observation_id"] for o in page["items"] + second["items"]]
+    assert ids == [f"OBS-{n}" for n in range(0, 30, 3)]
+    assert second["next_cursor"] is None
+    assert page["items"][0]["value"] == 7.8 and page["items"][0]["original_unit"] == "mg/dL"
+
+    researcher = get(url, "/persons/P1", token(role="researcher")).json()
+    assert set(researcher) == {"person_id", "sex", "birth_year", "records"}
+    patient = token(role="patient", person_id="P1", sub="patient-1", scope="patient/*.read")
+    assert get(url, "/persons/P1", patient).status_code == 200
+
+    denials = {
+        "no token": (get(url, "/persons/P1"), 401, "token.missing"),
+        "expired": (get(url, "/persons/P1", token(exp=int(time.time()) - 60)), 401,
+                    "token.expired"),
+        "audience": (get(url, "/persons/P1", token(aud="other")), 401, "token.aud"),
+        "scope": (get(url, "/persons/P1/observations", token(scope="user/Patient.read")), 403,
+                  "scope.missing"),
+        "other patient": (get(url, "/persons/P2", patient), 403, "patient.other_person"),
+        "bad count": (get(url, "/persons/P1/observations", clinician, _count=100000), 422, None),
+        "bad cursor": (get(url, "/persons/P1/observations", clinician, cursor="x"), 400,
+                       "request.cursor"),
+        "injection": (get(url, "/persons/P1/observations", clinician, code="x' OR '1'='1|y",
+                          category="LAB; DROP TABLE observations"), 422, None),
+        "unknown person": (get(url, "/persons/P9'--", clinician), 404, "person.not_found"),
+    }  # fmt: skip
+    for name, (response, status, code) in denials.items():
+        assert response.status_code == status, (name, response.status_code, response.text)
+        if code:
+            assert response.json()["title"] == code, name
+    assert get(url, "/persons/P1/observations", clinician).json()["items"]  # the table survived
+
+    limited = [get(url, "/persons/P1", token(client_id="busy-app")) for _ in range(30)]
+    refused = [r for r in limited if r.status_code == 429]
+    assert refused and refused[0].headers["Retry-After"] in ("1", "2")
+    assert refused[0].headers["RateLimit-Remaining"] == "0"
+
+    requests = 5 + len(denials) + 1 + len(limited)  # every request above
+    stored = read_all(kafka_bootstrap, topic, expected=requests, timeout=30)
+    entries = [audit.from_record(codec.decode(v).record) for _, v in stored]
+    assert len(entries) == requests
+    assert audit.verify(
+        (e, i) for i, e in enumerate(sorted(entries, key=lambda e: e.sequence))
+    ).intact
+    outcomes = {
+        (e.request.reason, e.request.status)
+        for e in entries
+        if e.request.outcome is audit.Outcome.DENIED
+    }
+    assert {
+        ("token.missing", 401),
+        ("patient.other_person", 403),
+        ("rate.limited", 429),
+    } <= outcomes
+    assert all("Bearer" not in str(e.request) for e in entries)

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -18,12 +19,13 @@ from hs_common.codec import Codec, Record
 from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
 from hs_edge import audit
-from hs_edge.auth import Caller, Refused, Role, TokenValidator
+from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
 from hs_edge.projector import code_key
 from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
 
 MAX_PAGE = 200
+PUBLIC = frozenset({"/oauth/token", "/healthz", "/docs", "/openapi.json"})
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Edge:
     tokens: TokenValidator
     limiter: RateLimiter
     trail: AuditTrail
+    issuer: DevIssuer | None = None  # the development token endpoint, when enabled
     clock: Callable[[], float] = field(default=time.monotonic)
 
 
@@ -56,17 +59,21 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
 
 
-def create_app(edge: Edge) -> FastAPI:
-    app = FastAPI(title="HealthStream edge", version="1")
+Handler = Callable[[Request], Awaitable[Response]]
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
+
+def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
+    """The middleware every request passes."""
+
+    async def guard_request(request: Request, call_next: Handler) -> Response:
         """Authenticate, limit, serve, and audit every request whatever its outcome."""
         caller: Caller | None = None
         reason: str | None = None
         try:
+            if request.url.path in PUBLIC:
+                response = await call_next(request)
+                reason = getattr(request.state, "refusal", None)
+                return await _audited(edge, request, None, response, reason)
             caller = edge.tokens.caller(request.headers.get("authorization"))
             decision = edge.limiter.take(caller.client_id, edge.clock())
             if not decision.allowed:
@@ -80,28 +87,38 @@ def create_app(edge: Edge) -> FastAPI:
         except Refused as refused:
             reason = refused.code
             response = problem(refused.status, refused.code, str(refused))
-        route = request.scope.get("route")
-        entry = audit.Request(
-            at=datetime.now(UTC),
-            client_id=caller.client_id if caller else "unauthenticated",
-            subject=caller.subject if caller else None,
-            role=caller.role.value if caller else None,
-            operation=f"{request.method} {getattr(route, 'path', request.url.path)}",
-            person_id=request.path_params.get("person_id"),
-            outcome=audit.Outcome.ALLOWED if response.status_code < 400 else audit.Outcome.DENIED,
-            status=response.status_code,
-            reason=reason,
-        )
-        try:
-            await edge.trail.record(entry)
-        except NotStoredError:
-            return problem(503, "audit.unavailable", "the request could not be audited")
-        return response
+        return await _audited(edge, request, caller, response, reason)
+
+    return guard_request
+
+
+def create_app(edge: Edge) -> FastAPI:
+    app = FastAPI(title="HealthStream edge", version="1")
+
+    app.middleware("http")(guard(edge))
 
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> Response:
         request.state.refusal = error.code
         return problem(error.status, error.code, str(error))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/oauth/token")
+    async def issue_token(request: Request) -> dict[str, Any]:
+        """OAuth2 client credentials (development setups only)."""
+        if edge.issuer is None:
+            raise Refused("token_endpoint.disabled", "tokens come from the identity provider", 404)
+        form = {
+            k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()
+        }
+        if form.get("grant_type") != "client_credentials":
+            raise Refused("grant.unsupported", "only client_credentials is supported", 400)
+        request.state.client = form.get("client_id", "")
+        return edge.issuer.issue(form.get("client_id", ""), form.get("client_secret", ""),
+                                 form.get("scope"))  # fmt: skip
 
     @app.get("/persons/{person_id}")
     async def get_person(request: Request, person_id: str) -> dict[str, Any]:
@@ -141,6 +158,30 @@ def create_app(edge: Edge) -> FastAPI:
         return {"person_id": person_id, "items": items, "next_cursor": page.next_cursor}
 
     return app
+
+
+async def _audited(
+    edge: Edge, request: Request, caller: Caller | None, response: Response, reason: str | None
+) -> Response:
+    """Write the request's audit entry (acks=all), then answer; 503 when it cannot be written."""
+    route = request.scope.get("route")
+    client = caller.client_id if caller else getattr(request.state, "client", None)
+    entry = audit.Request(
+        at=datetime.now(UTC),
+        client_id=client or "unauthenticated",
+        subject=caller.subject if caller else None,
+        role=caller.role.value if caller else None,
+        operation=f"{request.method} {getattr(route, 'path', request.url.path)}",
+        person_id=request.path_params.get("person_id"),
+        outcome=audit.Outcome.ALLOWED if response.status_code < 400 else audit.Outcome.DENIED,
+        status=response.status_code,
+        reason=reason,
+    )
+    try:
+        await edge.trail.record(entry)
+    except NotStoredError:
+        return problem(503, "audit.unavailable", "the request could not be audited")
+    return response
 
 
 def _code_key(codec: Codec, text: str) -> str:

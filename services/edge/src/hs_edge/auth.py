@@ -15,10 +15,14 @@ trail, never the token or its contents.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import (
@@ -161,3 +165,51 @@ def caller_of(claims: dict[str, object]) -> Caller:
 
 def scope_text(scopes: Iterable[Scope]) -> str:
     return " ".join(f"{s.context}/{s.resource}.{s.access}" for s in scopes)
+
+
+@dataclass(frozen=True)
+class Client:
+    """A client registered with the development token endpoint."""
+
+    client_id: str
+    secret_sha256: str
+    role: Role
+    scope: str  # the scopes it may ask for, space-separated
+    person_id: str | None = None
+
+
+class DevIssuer:
+    """OAuth2 client credentials for development setups: signs short-lived tokens with the
+    development key. Production uses the identity provider instead."""
+
+    def __init__(
+        self, key: Any, issuer: str, audience: str, clients: Iterable[Client],
+        ttl_seconds: int = 300, now: Callable[[], int] | None = None,
+    ) -> None:  # fmt: skip
+        self.key, self.issuer, self.audience = key, issuer, audience
+        self.clients = {c.client_id: c for c in clients}
+        self.ttl = ttl_seconds
+        self.now = now or (lambda: int(time.time()))
+
+    def issue(self, client_id: str, secret: str, scope: str | None) -> dict[str, Any]:
+        client = self.clients.get(client_id)
+        offered = hashlib.sha256(secret.encode()).hexdigest()
+        if client is None or not hmac.compare_digest(offered, client.secret_sha256):
+            raise unauthorized("client.invalid", "unknown client or wrong secret")
+        allowed = client.scope.split()
+        asked = scope.split() if scope else allowed
+        if not set(asked) <= set(allowed):
+            raise Refused("scope.invalid", "the client may not ask for these scopes", 400)
+        now = self.now()
+        claims: dict[str, object] = {
+            "iss": self.issuer, "aud": self.audience, "iat": now, "exp": now + self.ttl,
+            "sub": client_id, "client_id": client_id, "role": client.role.value,
+            "scope": " ".join(asked), "jti": secrets.token_hex(8),
+        }  # fmt: skip
+        if client.person_id:
+            claims["person_id"] = client.person_id
+        token = jwt.encode({"alg": "ES256", "kid": self.key.kid}, claims, self.key)
+        return {
+            "access_token": token, "token_type": "Bearer", "expires_in": self.ttl,
+            "scope": " ".join(asked),
+        }  # fmt: skip

@@ -1,4 +1,5 @@
-"""`hs-edge verify-audit`: prove the audit trail's hash chains intact, or name the first
+"""`hs-edge serve` runs the edge; `hs-edge dev-setup` writes development credentials;
+`hs-edge verify-audit` proves the audit trail's hash chains intact, or names the first
 tampered entry (exit status 1)."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from hs_common import topics
@@ -15,6 +17,9 @@ from hs_common.kafka import read_range
 from hs_common.schemas import SchemaCatalogue, default_schema_root
 from hs_common.settings import RuntimeSettings
 from hs_edge.audit import Entry, from_record, verify
+from hs_edge.devsetup import write_dev_files
+from hs_edge.service import DEV
+from hs_edge.service import main as serve
 
 
 def trail(settings: RuntimeSettings, codec: Codec, topic: str) -> Iterator[tuple[Entry, Any]]:
@@ -45,7 +50,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("verify-audit", help="verify the audit trail's hash chains")
     check.add_argument("--topic", default=topics.EDGE_AUDIT.name)
+    setup = commands.add_parser("dev-setup", help="write development keys, TLS and clients")
+    setup.add_argument("--folder", type=Path, default=DEV.folder)
+    commands.add_parser("serve", help="run the edge (settings from HS_EDGE_* variables)")
     args = parser.parse_args(argv)
+    if args.command == "dev-setup":
+        secrets = write_dev_files(args.folder)
+        print(f"development credentials in {args.folder}; client secrets (shown once):")
+        for client, secret in secrets.items():
+            print(f"  {client}: {secret}")
+        return 0
+    if args.command == "serve":
+        return serve()
     return verify_audit(args.topic)
 
 

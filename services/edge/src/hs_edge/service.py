@@ -1,0 +1,105 @@
+"""`hs-edge serve`: the read model kept up to date from the topics, and the REST surface over
+TLS, with the audit trail on Kafka."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+from joserfc.jwk import ECKey, KeySet
+from pydantic import Field
+
+from hs_common import topics
+from hs_common.codec import Codec
+from hs_common.kafka import AsyncDurableProducer, read_range
+from hs_common.runtime import Runtime
+from hs_common.settings import Environment, RuntimeSettings
+from hs_edge import audit
+from hs_edge.api import AuditTrail, Edge, create_app
+from hs_edge.auth import Client, DevIssuer, Role, TokenValidator
+from hs_edge.devsetup import DevFiles
+from hs_edge.projector import Projector, follow
+from hs_edge.ratelimit import RateLimiter
+from hs_edge.store import Store
+
+DEV = DevFiles(Path(".local/edge"))
+
+
+class EdgeSettings(RuntimeSettings):
+    metrics_port: int = Field(9405, ge=0, le=65535, alias="HS_METRICS_PORT")
+    host: str = Field("127.0.0.1", alias="HS_EDGE_HOST")
+    port: int = Field(8443, ge=0, le=65535, alias="HS_EDGE_PORT")
+    database: Path = Field(Path(".local/edge/read-model.db"), alias="HS_EDGE_DATABASE")
+    issuer: str = Field("https://hs-edge.local/dev", alias="HS_EDGE_ISSUER")
+    audience: str = Field("hs-edge", alias="HS_EDGE_AUDIENCE")
+    jwks_file: Path = Field(DEV.jwks, alias="HS_EDGE_JWKS_FILE")
+    tls_cert: Path = Field(DEV.certificate, alias="HS_EDGE_TLS_CERT")
+    tls_key: Path = Field(DEV.private_key, alias="HS_EDGE_TLS_KEY")
+    # the development token endpoint: its clients and signing key (refused in production)
+    dev_clients_file: Path | None = Field(None, alias="HS_EDGE_DEV_CLIENTS")
+    signing_key_file: Path = Field(DEV.signing_key, alias="HS_EDGE_SIGNING_KEY")
+    rate_per_second: float = Field(50.0, gt=0, alias="HS_EDGE_RATE_PER_SECOND")
+    burst: int = Field(100, ge=1, alias="HS_EDGE_BURST")
+    audit_topic: str = Field(topics.EDGE_AUDIT.name, alias="HS_EDGE_AUDIT_TOPIC")
+    person_topic: str = Field(topics.PERSON.name, alias="HS_EDGE_PERSON_TOPIC")
+    observation_topic: str = Field(topics.OBSERVATION.name, alias="HS_EDGE_OBSERVATION_TOPIC")
+    alert_topic: str = Field(topics.VITALS_ALERT.name, alias="HS_EDGE_ALERT_TOPIC")
+
+
+def dev_issuer(settings: EdgeSettings) -> DevIssuer | None:
+    if settings.dev_clients_file is None:
+        return None
+    if settings.environment is Environment.PRODUCTION:
+        raise SystemExit("the development token endpoint is refused in production")
+    key = ECKey.import_key(json.loads(settings.signing_key_file.read_text()))
+    clients = [
+        Client(c["client_id"], c["secret_sha256"], Role(c["role"]), c["scope"], c["person_id"])
+        for c in json.loads(settings.dev_clients_file.read_text())
+    ]
+    return DevIssuer(key, settings.issuer, settings.audience, clients)
+
+
+def chain_head(settings: EdgeSettings, codec: Codec, instance: str) -> str:
+    """The head of this writer's last chain on the audit topic, so the new chain links to it."""
+    head = audit.GENESIS
+    for message in read_range(settings, settings.audit_topic, "hs-edge-audit-head"):
+        key = (message.key() or b"").decode()
+        if key.startswith(f"{instance}@"):
+            head = codec.decode(message.value() or b"").record["hash"]
+    return head
+
+
+def main() -> int:
+    settings = EdgeSettings()
+    runtime = Runtime.start("edge", settings)
+    settings.database.parent.mkdir(parents=True, exist_ok=True)
+    store = Store.sqlite(settings.database)
+    keys = KeySet.import_key_set(json.loads(settings.jwks_file.read_text()))
+    issuer = dev_issuer(settings)
+    projector = Projector(Store.sqlite(settings.database), runtime.codec)
+    sources = (settings.person_topic, settings.observation_topic, settings.alert_topic)
+    threading.Thread(
+        target=follow, args=(settings, projector, sources), name="projector", daemon=True
+    ).start()
+    instance = settings.instance_id
+    chain = audit.Chain(
+        f"{instance}@{time.time_ns() // 1_000_000}", chain_head(settings, runtime.codec, instance)
+    )
+    producer = AsyncDurableProducer(settings, "hs-edge-audit")
+    trail = AuditTrail(producer, runtime.codec, settings.audit_topic, chain)
+    limiter = RateLimiter(settings.rate_per_second, settings.burst)
+    edge = Edge(
+        store, runtime.codec, TokenValidator(keys, settings.issuer, settings.audience), limiter,
+        trail, issuer,
+    )  # fmt: skip
+    runtime.ready()
+    uvicorn.run(
+        create_app(edge), host=settings.host, port=settings.port, log_level="warning",
+        ssl_certfile=str(settings.tls_cert), ssl_keyfile=str(settings.tls_key),
+        timeout_graceful_shutdown=5,
+    )  # fmt: skip
+    producer.close()
+    return 0

@@ -1,0 +1,97 @@
+"""`hs-edge serve` as a process: TLS, the development token endpoint, the read model kept up
+from the topics, and an audit trail that `hs-edge verify-audit` finds intact."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hs_common.codec import Codec
+from hs_common.crypto import Keyring
+from hs_common.kafka import make_producer
+from hs_common.schemas import SchemaCatalogue
+from hs_common.settings import RuntimeSettings
+from hs_common.testing import TopicFactory, free_port, golden_example
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_edge_serves_over_tls_what_the_topics_hold(
+    runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, catalogue: SchemaCatalogue,
+    schema_root: Path, new_topic: TopicFactory, kafka_bootstrap: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    setup = subprocess.run(
+        ["hs-edge", "dev-setup", "--folder", str(tmp_path / "dev")],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    secret = re.search(r"ward-app: (\S+)", setup.stdout)
+    assert secret is not None
+    keyring.to_file(tmp_path / "keyring.json")
+    people, observations = new_topic("persons", 2), new_topic("observations", 2)
+    audit_topic, alerts = new_topic("audit", 1), new_topic("alerts", 1)
+    port = free_port()
+    dev = tmp_path / "dev"
+    env = os.environ | {
+        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap, "HS_METRICS_PORT": "0",
+        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_LOG_LEVEL": "WARNING",
+        "HS_EDGE_PORT": str(port), "HS_EDGE_DATABASE": str(tmp_path / "edge.db"),
+        "HS_EDGE_JWKS_FILE": str(dev / "jwks.json"),
+        "HS_EDGE_TLS_CERT": str(dev / "tls-cert.pem"), "HS_EDGE_TLS_KEY": str(dev / "tls-key.pem"),
+        "HS_EDGE_SIGNING_KEY": str(dev / "signing-key.json"),
+        "HS_EDGE_DEV_CLIENTS": str(dev / "clients.json"), "HS_EDGE_AUDIT_TOPIC": audit_topic,
+        "HS_EDGE_PERSON_TOPIC": people, "HS_EDGE_OBSERVATION_TOPIC": observations,
+        "HS_EDGE_ALERT_TOPIC": alerts,
+    }  # fmt: skip
+    person = golden_example(catalogue.get("hs.identity.Person"), schema_root)
+    person |= {"person_id": "P1", "record_keys": [codec.keyring.pseudonym("H330102", "MRN0012345")]}
+    observation = golden_example(catalogue.get("hs.clinical.Observation"), schema_root)
+    producer = make_producer(runtime_settings, "edge-feed")
+    producer.produce(people, codec.encode("hs.identity.Person", person), "P1")
+    producer.produce(observations, codec.encode("hs.clinical.Observation", observation), None)
+    assert producer.flush(10) == 0
+
+    service = subprocess.Popen(["hs-edge", "serve"], env=env)
+    base = f"https://127.0.0.1:{port}"
+    tls = httpx.Client(verify=str(dev / "tls-cert.pem"), timeout=10)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                tls.get(f"{base}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        issued = tls.post(f"{base}/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": "ward-app",
+            "client_secret": secret.group(1), "scope": "user/*.read",
+        })  # fmt: skip
+        assert issued.status_code == 200, issued.text
+        bearer = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+        wrong = tls.post(f"{base}/oauth/token", data={
+            "grant_type": "client_credentials", "client_id": "ward-app", "client_secret": "guess",
+        })  # fmt: skip
+        assert wrong.status_code == 401
+        listed: dict[str, object] = {}
+        while time.monotonic() < deadline and not listed.get("items"):
+            answer = tls.get(f"{base}/persons/P1/observations", headers=bearer)
+            listed = answer.json() if answer.status_code == 200 else {}
+            time.sleep(0.2)
+        assert listed["items"], listed
+        with pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError)):  # no plain HTTP
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    finally:
+        tls.close()
+        service.terminate()
+        service.wait(30)
+    verified = subprocess.run(
+        ["hs-edge", "verify-audit", "--topic", audit_topic], env=env, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "intact" in verified.stdout

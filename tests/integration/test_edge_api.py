@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -67,18 +68,28 @@ def fill(store: Store, codec: Codec, catalogue: SchemaCatalogue, root: Path) -> 
     Projector(store, codec).apply(Consumed("t", 0, i, None, v) for i, v in enumerate(values))
 
 
+@dataclass
+class Running:
+    url: str
+    audit_topic: str
+    ack_topic: str
+    store: Store
+
+
 @pytest.fixture
 def edge_url(
     runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue,
     schema_root: Path, new_topic: TopicFactory, tmp_path: Path,
-) -> Iterator[tuple[str, str]]:  # fmt: skip
+) -> Iterator[Running]:  # fmt: skip
     store = Store.sqlite(tmp_path / "edge.db")
     fill(store, codec, catalogue, schema_root)
     topic = new_topic("audit", 3)
     producer = AsyncDurableProducer(runtime_settings, "edge-test")
     trail = AuditTrail(producer, codec, topic, audit.Chain("edge-test@1"))
+    ack_topic = new_topic("ack", 1)
     edge = Edge(store, codec, TokenValidator(KeySet([KEY]), ISSUER, AUDIENCE),
-                RateLimiter(rate=0.5, capacity=20), trail)  # fmt: skip
+                RateLimiter(rate=0.5, capacity=20), trail, ack_topic=ack_topic,
+                poll_seconds=0.05)  # fmt: skip
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(edge), "127.0.0.1", port, log_level="warning")
@@ -88,7 +99,7 @@ def edge_url(
     while not server.started:
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", topic
+        yield Running(f"http://127.0.0.1:{port}", topic, ack_topic, store)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -101,9 +112,9 @@ def get(url: str, path: str, bearer: str | None = None, **params: Any) -> httpx.
 
 
 def test_what_each_role_sees_every_denial_and_the_audit_trail(
-    edge_url: tuple[str, str], codec: Codec, kafka_bootstrap: str
+    edge_url: Running, codec: Codec, kafka_bootstrap: str
 ) -> None:
-    url, topic = edge_url
+    url, topic = edge_url.url, edge_url.audit_topic
     clinician = token()
     person = get(url, "/persons/P1", clinician).json()
     assert person["golden"]["id_number"] == "330102********0023"  # masked for a clinician
@@ -170,3 +181,46 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
         ("rate.limited", 429),
     } <= outcomes
     assert all("Bearer" not in str(e.request) for e in entries)
+
+
+def test_alerts_listed_streamed_live_and_acknowledged_on_to_vitals(
+    edge_url: Running, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    alert = golden_example(catalogue.get("hs.vitals.Alert"), schema_root)
+    alert |= {"patient_key": codec.keyring.pseudonym("H330102", "A"), "alert_id": "AL-1"}
+    projector = Projector(edge_url.store, codec)
+    clinician = token(scope="user/*.read user/Flag.write")
+    received: list[str] = []
+
+    def listen() -> None:
+        headers = {"Authorization": f"Bearer {clinician}"}
+        with httpx.stream("GET", f"{edge_url.url}/alerts/stream", headers=headers, timeout=20) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: "):
+                    received.append(line)
+                    return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    time.sleep(0.5)  # subscribed: only alerts from now on are streamed
+    projector.apply([Consumed("alerts", 0, 0, None, codec.encode("hs.vitals.Alert", alert))])
+    listener.join(20)
+    assert received and '"alert_id": "AL-1"' in received[0]
+
+    listed = get(edge_url.url, "/persons/P1/alerts", clinician).json()["items"]
+    assert [(a["alert_id"], a["action"]) for a in listed] == [("AL-1", "OPENED")]
+    headers = {"Authorization": f"Bearer {clinician}"}
+    acked = httpx.post(f"{edge_url.url}/alerts/AL-1/acknowledgement", headers=headers, timeout=10)
+    assert acked.status_code == 202, acked.text
+    (stored,) = read_all(kafka_bootstrap, edge_url.ack_topic, expected=1, timeout=20)
+    ack = codec.decode(stored[1]).record
+    assert (ack["alert_id"], ack["acknowledged_by"]) == ("AL-1", "nurse-7")
+    assert stored[0] == alert["patient_key"].encode()  # keyed like the alert, for hs-vitals
+    researcher = token(role="researcher", scope="user/*.read user/Flag.write")
+    assert get(edge_url.url, "/alerts/stream", researcher).status_code == 403
+    denied = httpx.post(f"{edge_url.url}/alerts/AL-1/acknowledgement",
+                        headers={"Authorization": f"Bearer {researcher}"}, timeout=10)  # fmt: skip
+    assert denied.status_code == 403
+    missing = httpx.post(f"{edge_url.url}/alerts/AL-9/acknowledgement", headers=headers, timeout=10)
+    assert missing.status_code == 404

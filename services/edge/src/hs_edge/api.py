@@ -5,17 +5,21 @@ written, the answer is 503 and nothing is served."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from hs_common import topics
 from hs_common.codec import Codec, Record
+from hs_common.envelope import derived_envelope
 from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
 from hs_edge import audit
@@ -51,6 +55,8 @@ class Edge:
     limiter: RateLimiter
     trail: AuditTrail
     issuer: DevIssuer | None = None  # the development token endpoint, when enabled
+    ack_topic: str = topics.VITALS_ACK.name
+    poll_seconds: float = 0.5  # how often the live alert stream looks for new alerts
     clock: Callable[[], float] = field(default=time.monotonic)
 
 
@@ -102,6 +108,13 @@ def create_app(edge: Edge) -> FastAPI:
         request.state.refusal = error.code
         return problem(error.status, error.code, str(error))
 
+    _token_routes(app, edge)
+    _person_routes(app, edge)
+    _alert_routes(app, edge)
+    return app
+
+
+def _token_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -120,6 +133,8 @@ def create_app(edge: Edge) -> FastAPI:
         return edge.issuer.issue(form.get("client_id", ""), form.get("client_secret", ""),
                                  form.get("scope"))  # fmt: skip
 
+
+def _person_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/persons/{person_id}")
     async def get_person(request: Request, person_id: str) -> dict[str, Any]:
         caller: Caller = request.state.caller
@@ -157,7 +172,90 @@ def create_app(edge: Edge) -> FastAPI:
         items = [observation_view(edge.codec.decode(event).record) for event in page.rows]
         return {"person_id": person_id, "items": items, "next_cursor": page.next_cursor}
 
-    return app
+
+def _alert_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/persons/{person_id}/alerts")
+    async def person_alerts(request: Request, person_id: str) -> dict[str, Any]:
+        caller: Caller = request.state.caller
+        caller.require("Flag")
+        caller.require_person(person_id)
+        records = _records(edge, person_id)
+        return {
+            "items": [alert_view(edge.codec.decode(e).record) for e in edge.store.alerts(records)]
+        }
+
+    @app.get("/alerts/stream")
+    async def alert_stream(request: Request) -> StreamingResponse:
+        """Server-sent events: each alert event as it reaches the read model. Resumes after
+        the Last-Event-ID the client sends."""
+        caller: Caller = request.state.caller
+        caller.require("Flag")
+        records = None
+        if caller.role is Role.PATIENT:
+            records = _records(edge, caller.person_id or "")
+        elif caller.role is Role.RESEARCHER:
+            raise Refused("role.forbidden", "alerts identify patients: not for research", 403)
+        last = request.headers.get("last-event-id", "")
+        after = int(last) if last.isdigit() else time.time_ns() // 1000  # new: from now on
+
+        async def events() -> AsyncIterator[str]:
+            position = after
+            while not await request.is_disconnected():
+                for received, event in edge.store.alerts_received_after(position, records):
+                    position = received
+                    body = json.dumps(alert_view(edge.codec.decode(event).record))
+                    yield f"id: {received}\nevent: alert\ndata: {body}\n\n"
+                await asyncio.sleep(edge.poll_seconds)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/alerts/{alert_id}/acknowledgement", status_code=202)
+    async def acknowledge(request: Request, alert_id: str) -> dict[str, str]:
+        """A clinician acknowledges an open alert: sent on to hs-vitals, which stops its
+        escalation."""
+        caller: Caller = request.state.caller
+        caller.require("Flag", "write")
+        caller.require_role(Role.CLINICIAN)
+        event = edge.store.alert(alert_id)
+        if event is None:
+            raise Refused("alert.not_found", "no such open alert", 404)
+        alert = edge.codec.decode(event).record
+        now = datetime.now(UTC)
+        ack = {
+            "envelope": derived_envelope(alert["envelope"], now), "alert_id": alert_id,
+            "patient_key": alert["patient_key"], "rule_id": alert["rule_id"],
+            "acknowledged_by": caller.subject or caller.client_id, "at": now,
+        }  # fmt: skip
+        value = edge.codec.encode(topics.VITALS_ACK.value_schema, ack)
+        try:
+            await edge.trail.producer.write(edge.ack_topic, value, alert["patient_key"])
+        except NotStoredError:
+            raise Refused(
+                "ack.unavailable", "the acknowledgement could not be stored", 503
+            ) from None
+        return {"alert_id": alert_id, "status": "acknowledged"}
+
+
+def _records(edge: Edge, person_id: str) -> list[str]:
+    found = edge.store.person(person_id)
+    if found is None:
+        raise Refused("person.not_found", "no such person", 404)
+    return found[1]
+
+
+def alert_view(alert: Record) -> dict[str, Any]:
+    return {
+        "alert_id": alert["alert_id"], "action": alert["action"], "rule_id": alert["rule_id"],
+        "severity": alert["severity"], "person_id": alert["person_id"],
+        "at": alert["at"].isoformat(),
+        "escalate_at": alert["escalate_at"].isoformat() if alert["escalate_at"] else None,
+        "score": alert["score"], "cohort": alert["cohort"],
+        "readings": [
+            {"metric": r["metric"], "value": r["value"],
+             "measured_at": r["measured_at"].isoformat()}
+            for r in alert["readings"]
+        ],
+    }  # fmt: skip
 
 
 async def _audited(

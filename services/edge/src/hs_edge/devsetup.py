@@ -22,7 +22,7 @@ from joserfc.jwk import ECKey
 from hs_edge.auth import Role
 
 DEMO_CLIENTS: tuple[tuple[str, Role, str, str | None], ...] = (
-    ("ward-app", Role.CLINICIAN, "user/*.read user/Alert.write", None),
+    ("ward-app", Role.CLINICIAN, "user/*.read user/Flag.write", None),
     ("cdc-dashboard", Role.PUBLIC_HEALTH, "user/*.read", None),
     ("research-export", Role.RESEARCHER, "user/Observation.read user/Patient.read", None),
     ("admin-console", Role.ADMINISTRATOR, "system/*.*", None),

@@ -13,6 +13,7 @@ or PostgreSQL (with a DSN), rebuildable from the topics.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ SCHEMA = (
         ON observations (patient_key, effective_at)""",
     """CREATE TABLE IF NOT EXISTS alerts (
         alert_id TEXT NOT NULL, action TEXT NOT NULL, patient_key TEXT NOT NULL,
-        at BIGINT NOT NULL, event BYTEA NOT NULL, PRIMARY KEY (alert_id, action))""",
+        at BIGINT NOT NULL, received BIGINT NOT NULL, event BYTEA NOT NULL,
+        PRIMARY KEY (alert_id, action))""",
+    "CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received)",
     "CREATE INDEX IF NOT EXISTS alerts_patient ON alerts (patient_key, at)",
 )
 
@@ -137,9 +140,13 @@ class Store:
     def put_alert(
         self, alert_id: str, action: str, patient_key: str, at: datetime, event: bytes
     ) -> None:
+        """`received` orders the live stream: strictly increasing in this store."""
+        (last,) = self._run("SELECT COALESCE(MAX(received), 0) FROM alerts").fetchone()
+        received = max(time.time_ns() // 1000, int(last) + 1)
         self._run(
-            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?) ON CONFLICT (alert_id, action) DO NOTHING",
-            (alert_id, action, patient_key, micros(at), event),
+            "INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (alert_id, action) DO NOTHING",
+            (alert_id, action, patient_key, micros(at), received, event),
         )
 
     # --- reads (the API) ----------------------------------------------------------------
@@ -206,6 +213,30 @@ class Store:
         last = rows[-1] if rows and more else None
         next_cursor = f"{last[0]}|{last[1]}|{last[2]}" if last else None
         return Page([bytes(event) for *_, event in rows], next_cursor)
+
+    def alerts_received_after(
+        self, after: int, record_keys: Sequence[str] | None = None, limit: int = 100
+    ) -> list[tuple[int, bytes]]:
+        """Alert events projected after `after` (a `received` value), for the live stream;
+        only these records' when given."""
+        where = "received > ?"
+        parameters: list[Any] = [after]
+        if record_keys is not None:
+            if not record_keys:
+                return []
+            where += f" AND patient_key IN ({', '.join('?' * len(record_keys))})"
+            parameters += list(record_keys)
+        rows = self._run(
+            f"SELECT received, event FROM alerts WHERE {where} ORDER BY received LIMIT ?",  # noqa: S608
+            (*parameters, limit),
+        ).fetchall()
+        return [(int(received), bytes(event)) for received, event in rows]
+
+    def alert(self, alert_id: str) -> bytes | None:
+        row = self._run(
+            "SELECT event FROM alerts WHERE alert_id = ? AND action = 'OPENED'", (alert_id,)
+        ).fetchone()
+        return bytes(row[0]) if row else None
 
     def alerts(self, record_keys: Sequence[str], limit: int = 100) -> list[bytes]:
         if not record_keys:

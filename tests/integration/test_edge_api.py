@@ -73,6 +73,7 @@ class Running:
     url: str
     audit_topic: str
     ack_topic: str
+    review_topic: str
     store: Store
 
 
@@ -86,9 +87,10 @@ def edge_url(
     topic = new_topic("audit", 3)
     producer = AsyncDurableProducer(runtime_settings, "edge-test")
     trail = AuditTrail(producer, codec, topic, audit.Chain("edge-test@1"))
-    ack_topic = new_topic("ack", 1)
+    ack_topic, review_topic = new_topic("ack", 1), new_topic("review", 1)
     edge = Edge(store, codec, TokenValidator(KeySet([KEY]), ISSUER, AUDIENCE),
                 RateLimiter(rate=0.5, capacity=20), trail, ack_topic=ack_topic,
+                review_topic=review_topic,
                 poll_seconds=0.05)  # fmt: skip
     port = free_port()
     server = uvicorn.Server(
@@ -99,7 +101,7 @@ def edge_url(
     while not server.started:
         time.sleep(0.05)
     try:
-        yield Running(f"http://127.0.0.1:{port}", topic, ack_topic, store)
+        yield Running(f"http://127.0.0.1:{port}", topic, ack_topic, review_topic, store)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -224,3 +226,41 @@ def test_alerts_listed_streamed_live_and_acknowledged_on_to_vitals(
     assert denied.status_code == 403
     missing = httpx.post(f"{edge_url.url}/alerts/AL-9/acknowledgement", headers=headers, timeout=10)
     assert missing.status_code == 404
+
+
+def test_the_review_queue_shows_evidence_and_sends_a_link_to_the_empi(
+    edge_url: Running, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    link = golden_example(catalogue.get("hs.identity.PersonLink"), schema_root)
+    link |= {"action": "REVIEW", "record_key": "rk-new", "person_id": "P-new",
+             "review_person_id": "P1", "matched_record_key": "rk-old",
+             "probability": 0.41}  # fmt: skip
+    Projector(edge_url.store, codec).apply(
+        [Consumed("links", 0, 0, None, codec.encode("hs.identity.PersonLink", link))]
+    )
+    admin = token(role="administrator", sub="steward-3", scope="system/*.*")
+    queue = get(edge_url.url, "/reviews", admin).json()["items"]
+    assert [(r["record_key"], r["suggested_person_id"], r["probability"]) for r in queue] == [
+        ("rk-new", "P1", 0.41)
+    ]
+    assert {e["comparison"] for e in queue[0]["evidence"]} >= {"id_number", "name"}
+    assert get(edge_url.url, "/reviews", token()).status_code == 403  # clinicians do not review
+
+    headers = {"Authorization": f"Bearer {admin}"}
+    bad = httpx.post(f"{edge_url.url}/reviews/rk-new/decision", headers=headers,
+                     json={"decision": "MAYBE"}, timeout=10)  # fmt: skip
+    assert bad.status_code == 422
+    link_it = {"decision": "LINK", "reason": "same ID card seen"}
+    decided = httpx.post(f"{edge_url.url}/reviews/rk-new/decision", headers=headers,
+                         json=link_it, timeout=10)  # fmt: skip
+    assert decided.status_code == 202, decided.text
+    (stored,) = read_all(kafka_bootstrap, edge_url.review_topic, expected=1, timeout=20)
+    decision = codec.decode(stored[1]).record
+    assert (decision["action"], decision["record_key"], decision["other_record_key"]) == (
+        "LINK",
+        "rk-new",
+        "rk-old",
+    )
+    assert decision["decided_by"] == "steward-3"
+    assert get(edge_url.url, "/reviews", admin).json()["items"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
         "HS_EDGE_SIGNING_KEY": str(dev / "signing-key.json"),
         "HS_EDGE_DEV_CLIENTS": str(dev / "clients.json"), "HS_EDGE_AUDIT_TOPIC": audit_topic,
         "HS_EDGE_PERSON_TOPIC": people, "HS_EDGE_OBSERVATION_TOPIC": observations,
-        "HS_EDGE_ALERT_TOPIC": alerts,
+        "HS_EDGE_ALERT_TOPIC": alerts, "HS_EDGE_LINK_TOPIC": new_topic("links", 1),
     }  # fmt: skip
     person = golden_example(catalogue.get("hs.identity.Person"), schema_root)
     person |= {"person_id": "P1", "record_keys": [codec.keyring.pseudonym("H330102", "MRN0012345")]}
@@ -58,7 +59,7 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
 
     service = subprocess.Popen(["hs-edge", "serve"], env=env)
     base = f"https://127.0.0.1:{port}"
-    tls = httpx.Client(verify=str(dev / "tls-cert.pem"), timeout=10)
+    tls = httpx.Client(verify=ssl.create_default_context(cafile=dev / "tls-cert.pem"), timeout=10)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -11,11 +11,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from hs_common import topics
 from hs_common.codec import Codec, Record
@@ -56,6 +57,7 @@ class Edge:
     trail: AuditTrail
     issuer: DevIssuer | None = None  # the development token endpoint, when enabled
     ack_topic: str = topics.VITALS_ACK.name
+    review_topic: str = topics.REVIEW_DECISION.name
     poll_seconds: float = 0.5  # how often the live alert stream looks for new alerts
     clock: Callable[[], float] = field(default=time.monotonic)
 
@@ -111,6 +113,7 @@ def create_app(edge: Edge) -> FastAPI:
     _token_routes(app, edge)
     _person_routes(app, edge)
     _alert_routes(app, edge)
+    _review_routes(app, edge)
     return app
 
 
@@ -234,6 +237,64 @@ def _alert_routes(app: FastAPI, edge: Edge) -> None:
                 "ack.unavailable", "the acknowledgement could not be stored", 503
             ) from None
         return {"alert_id": alert_id, "status": "acknowledged"}
+
+
+class ReviewDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["LINK", "NO_LINK"]
+    reason: str | None = Field(None, max_length=200)
+
+
+def _review_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/reviews")
+    async def list_reviews(request: Request) -> dict[str, Any]:
+        """The EMPI's possible matches waiting for a person, with the evidence."""
+        caller: Caller = request.state.caller
+        caller.require("Patient")
+        caller.require_role(Role.ADMINISTRATOR)
+        return {
+            "items": [review_view(edge.codec.decode(e).record) for e in edge.store.open_reviews()]
+        }
+
+    @app.post("/reviews/{record_key}/decision", status_code=202)
+    async def decide(request: Request, record_key: str, body: ReviewDecision) -> dict[str, str]:
+        """LINK: the record is the suggested person (sent to the EMPI, which merges). NO_LINK:
+        it stays its own person, and the review is closed."""
+        caller: Caller = request.state.caller
+        caller.require("Patient", "write")
+        caller.require_role(Role.ADMINISTRATOR)
+        event = edge.store.review(record_key)
+        if event is None:
+            raise Refused("review.not_found", "no open review for this record", 404)
+        link = edge.codec.decode(event).record
+        now = datetime.now(UTC)
+        if body.decision == "LINK":
+            decision = {
+                "envelope": derived_envelope(link["envelope"], now), "action": "LINK",
+                "record_key": record_key, "other_record_key": link["matched_record_key"],
+                "decided_by": caller.subject or caller.client_id, "reason": body.reason,
+            }  # fmt: skip
+            value = edge.codec.encode(topics.REVIEW_DECISION.value_schema, decision)
+            try:
+                await edge.trail.producer.write(edge.review_topic, value, record_key)
+            except NotStoredError:
+                raise Refused(
+                    "review.unavailable", "the decision could not be stored", 503
+                ) from None
+        edge.store.close_review(record_key, now)
+        edge.store.db.commit()
+        return {"record_key": record_key, "decision": body.decision}
+
+
+def review_view(link: Record) -> dict[str, Any]:
+    return {
+        "record_key": link["record_key"], "person_id": link["person_id"],
+        "suggested_person_id": link["review_person_id"],
+        "matched_record_key": link["matched_record_key"],
+        "probability": link["probability"], "weight": link["weight"],
+        "evidence": link["evidence"], "flags": link["flags"],
+    }  # fmt: skip
 
 
 def _records(edge: Edge, person_id: str) -> list[str]:

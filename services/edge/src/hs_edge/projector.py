@@ -19,7 +19,9 @@ from hs_edge.store import Store
 
 log = logging.getLogger("hs.edge.projector")
 
-SOURCES = (topics.PERSON.name, topics.OBSERVATION.name, topics.VITALS_ALERT.name)
+SOURCES = (
+    topics.PERSON.name, topics.PERSON_LINK.name, topics.OBSERVATION.name, topics.VITALS_ALERT.name,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class Projector:
                 institution, event["observation_id"], patient_key,
                 code_key(self.codec, event["result"]["code"]), event["category"],
                 event["effective_at"], message.value,
+            )  # fmt: skip
+        elif decoded.schema == topics.PERSON_LINK.value_schema:
+            self.store.put_link(
+                event["record_key"], event["action"], event["envelope"]["occurred_at"],
+                message.value,
             )  # fmt: skip
         elif decoded.schema == topics.VITALS_ALERT.value_schema:
             self.store.put_alert(

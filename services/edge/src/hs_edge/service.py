@@ -45,6 +45,9 @@ class EdgeSettings(RuntimeSettings):
     burst: int = Field(100, ge=1, alias="HS_EDGE_BURST")
     audit_topic: str = Field(topics.EDGE_AUDIT.name, alias="HS_EDGE_AUDIT_TOPIC")
     person_topic: str = Field(topics.PERSON.name, alias="HS_EDGE_PERSON_TOPIC")
+    link_topic: str = Field(topics.PERSON_LINK.name, alias="HS_EDGE_LINK_TOPIC")
+    review_topic: str = Field(topics.REVIEW_DECISION.name, alias="HS_EDGE_REVIEW_TOPIC")
+    ack_topic: str = Field(topics.VITALS_ACK.name, alias="HS_EDGE_ACK_TOPIC")
     observation_topic: str = Field(topics.OBSERVATION.name, alias="HS_EDGE_OBSERVATION_TOPIC")
     alert_topic: str = Field(topics.VITALS_ALERT.name, alias="HS_EDGE_ALERT_TOPIC")
 
@@ -80,7 +83,10 @@ def main() -> int:
     keys = KeySet.import_key_set(json.loads(settings.jwks_file.read_text()))
     issuer = dev_issuer(settings)
     projector = Projector(Store.sqlite(settings.database), runtime.codec)
-    sources = (settings.person_topic, settings.observation_topic, settings.alert_topic)
+    sources = (
+        settings.person_topic, settings.link_topic, settings.observation_topic,
+        settings.alert_topic,
+    )  # fmt: skip
     threading.Thread(
         target=follow, args=(settings, projector, sources), name="projector", daemon=True
     ).start()
@@ -93,7 +99,7 @@ def main() -> int:
     limiter = RateLimiter(settings.rate_per_second, settings.burst)
     edge = Edge(
         store, runtime.codec, TokenValidator(keys, settings.issuer, settings.audience), limiter,
-        trail, issuer,
+        trail, issuer, settings.ack_topic, settings.review_topic,
     )  # fmt: skip
     runtime.ready()
     uvicorn.run(

@@ -43,6 +43,9 @@ SCHEMA = (
         PRIMARY KEY (alert_id, action))""",
     "CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received)",
     "CREATE INDEX IF NOT EXISTS alerts_patient ON alerts (patient_key, at)",
+    """CREATE TABLE IF NOT EXISTS reviews (
+        record_key TEXT PRIMARY KEY, status TEXT NOT NULL, decided_at BIGINT NOT NULL,
+        event BYTEA NOT NULL)""",
 )
 
 
@@ -149,7 +152,38 @@ class Store:
             (alert_id, action, patient_key, micros(at), received, event),
         )
 
+    def put_link(self, record_key: str, action: str, at: datetime, event: bytes) -> None:
+        """A REVIEW opens the record's review; a later decision about the record closes it."""
+        if action == "REVIEW":
+            self._run(
+                "INSERT INTO reviews VALUES (?, 'OPEN', ?, ?) ON CONFLICT (record_key) DO UPDATE "
+                "SET status = 'OPEN', decided_at = excluded.decided_at, event = excluded.event",
+                (record_key, micros(at), event),
+            )
+        else:
+            self.close_review(record_key, at)
+
+    def close_review(self, record_key: str, at: datetime) -> None:
+        self._run(
+            "UPDATE reviews SET status = 'DECIDED' WHERE record_key = ? AND decided_at <= ?",
+            (record_key, micros(at)),
+        )
+
     # --- reads (the API) ----------------------------------------------------------------
+
+    def open_reviews(self, limit: int = 100) -> list[bytes]:
+        rows = self._run(
+            "SELECT event FROM reviews WHERE status = 'OPEN' ORDER BY decided_at, record_key "
+            "LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [bytes(event) for (event,) in rows]
+
+    def review(self, record_key: str) -> bytes | None:
+        row = self._run(
+            "SELECT event FROM reviews WHERE record_key = ? AND status = 'OPEN'", (record_key,)
+        ).fetchone()
+        return bytes(row[0]) if row else None
 
     def person(self, person_id: str) -> tuple[bytes, list[str]] | None:
         """A person's golden record event and its record keys (following merges)."""

@@ -23,14 +23,16 @@ up: install kafka-up dev-keys topics ## run the platform locally: broker, keys, 
 	@echo "HealthStream is up: Kafka on 127.0.0.1:$${KAFKA_PORT:-9092}; topics:"
 	@$(RUN) python -c "from hs_common import topics; print('\n'.join('  ' + t.name for t in topics.ALL))"
 
-demo: up ## run the platform: broker, ingestion, and a generated feed replayed into it
+demo: up ## run the platform: broker, every service, and a generated feed replayed into it
 	infra/service.sh up ingestion
 	infra/service.sh up normalize
 	infra/service.sh up empi
 	infra/service.sh up vitals
+	$(RUN) hs-edge dev-setup > .local/edge-clients.txt
+	HS_EDGE_DEV_CLIENTS=.local/edge/clients.json infra/service.sh up edge serve
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
 	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 --quiet
-	@sleep 10  # the normalizer, the EMPI and vitals commit their last batches
+	@sleep 10  # the normalizer, the EMPI, vitals and the edge's read model catch up
 	@$(RUN) hs-admin counts
 	@echo
 	@echo "Where to look:"
@@ -39,7 +41,11 @@ demo: up ## run the platform: broker, ingestion, and a generated feed replayed i
 	@echo "  EMPI         hs.identity.link.v1 (a person per record, with score and evidence), log .local/services/empi.log"
 	@echo "  vitals       hs.vitals.alert.v1 (CGM, blood pressure, SpO2, heart rate, NEWS2 alerts), hs.vitals.summary.v1"
 	@echo "               (daily CGM and blood pressure), hs.vitals.flag.v1 (readings not used); rules: docs/vitals-rules.md"
-	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI), :9404 (vitals)"
+	@echo "  edge         https://127.0.0.1:8443 (OpenAPI: /docs; TLS certificate .local/edge/tls-cert.pem); client"
+	@echo "               secrets in .local/edge-clients.txt; a token: curl --cacert .local/edge/tls-cert.pem"
+	@echo "               https://127.0.0.1:8443/oauth/token -d grant_type=client_credentials -d client_id=ward-app -d client_secret=..."
+	@echo "               then GET /persons/{person_id}, /persons/{person_id}/observations, /alerts/stream, /reviews"
+	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI), :9404 (vitals), :9405 (edge)"
 	@echo "  topics       hs.ingest.raw.v1 (as received), canonical hs.identity.* hs.clinical.* hs.device.*,"
 	@echo "               hs.ops.deadletter.v1 (what was refused, with reasons)"
 	@echo "  demo feed    $(DEMO_DIR) (truth in $(DEMO_DIR)/truth/)"
@@ -50,6 +56,7 @@ down: ## stop the local platform (services, then the broker)
 	infra/service.sh down normalize
 	infra/service.sh down empi
 	infra/service.sh down vitals
+	infra/service.sh down edge
 	infra/kafka/kafka.sh down
 
 kafka-jars: ## fetch the Apache Kafka broker jars from Maven Central (cached)

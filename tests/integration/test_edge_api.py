@@ -165,7 +165,15 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
     assert refused and refused[0].headers["Retry-After"] in ("1", "2")
     assert refused[0].headers["RateLimit-Remaining"] == "0"
 
-    requests = 5 + len(denials) + 1 + len(limited)  # every request above
+    headers = {"Authorization": f"Bearer {clinician}", "Content-Type": "application/json"}
+    oversized = httpx.post(f"{url}/reviews/x/decision", headers=headers,
+                           content=b"{" + b" " * 20_000 + b"}", timeout=10)  # fmt: skip
+    assert (oversized.status_code, oversized.json()["title"]) == (413, "request.too_large")
+    guesses = [httpx.post(f"{url}/oauth/token", data={"grant_type": "client_credentials"},
+                          timeout=10) for _ in range(25)]  # fmt: skip
+    assert {g.status_code for g in guesses} == {404, 429}  # no token endpoint here, and limited
+
+    requests = 5 + len(denials) + 1 + len(limited) + 1 + len(guesses)  # every request above
     stored = read_all(kafka_bootstrap, topic, expected=requests, timeout=30)
     entries = [audit.from_record(codec.decode(v).record) for _, v in stored]
     assert len(entries) == requests

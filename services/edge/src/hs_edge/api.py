@@ -30,6 +30,7 @@ from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
 
 MAX_PAGE = 200
+MAX_BODY = 16 * 1024  # bytes: every request body here is small
 PUBLIC = frozenset({"/oauth/token", "/healthz", "/docs", "/openapi.json"})
 
 
@@ -78,9 +79,20 @@ def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
         caller: Caller | None = None
         reason: str | None = None
         try:
-            if request.url.path in PUBLIC:
-                response = await call_next(request)
-                reason = getattr(request.state, "refusal", None)
+            length = request.headers.get("content-length", "0")
+            if not length.isdigit() or int(length) > MAX_BODY:
+                raise Refused(
+                    "request.too_large", f"request bodies are limited to {MAX_BODY} bytes", 413
+                )
+            if request.url.path in PUBLIC:  # no token yet: limited by the peer's address
+                peer = request.client.host if request.client else "unknown"
+                decision = edge.limiter.take(f"peer:{peer}", edge.clock())
+                if decision.allowed:
+                    response = await call_next(request)
+                    reason = getattr(request.state, "refusal", None)
+                else:
+                    reason = "rate.limited"
+                    response = problem(429, reason, "too many requests", decision.headers())
                 return await _audited(edge, request, None, response, reason)
             caller = edge.tokens.caller(request.headers.get("authorization"))
             decision = edge.limiter.take(caller.client_id, edge.clock())

@@ -71,6 +71,12 @@ def problem(status: int, code: str, detail: str, headers: dict[str, str] | None 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+def check_size(request: Request) -> None:
+    length = request.headers.get("content-length", "0")
+    if not length.isdigit() or int(length) > MAX_BODY:
+        raise Refused("request.too_large", f"request bodies are limited to {MAX_BODY} bytes", 413)
+
+
 def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
     """The middleware every request passes."""
 
@@ -79,11 +85,7 @@ def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
         caller: Caller | None = None
         reason: str | None = None
         try:
-            length = request.headers.get("content-length", "0")
-            if not length.isdigit() or int(length) > MAX_BODY:
-                raise Refused(
-                    "request.too_large", f"request bodies are limited to {MAX_BODY} bytes", 413
-                )
+            check_size(request)
             if request.url.path in PUBLIC:  # no token yet: limited by the peer's address
                 peer = request.client.host if request.client else "unknown"
                 decision = edge.limiter.take(f"peer:{peer}", edge.clock())

@@ -272,3 +272,33 @@ def test_the_review_queue_shows_evidence_and_sends_a_link_to_the_empi(
     )
     assert decision["decided_by"] == "steward-3"
     assert get(edge_url.url, "/reviews", admin).json()["items"] == []
+
+
+def test_trends_and_egfr_with_kdigo_progression(
+    edge_url: Running, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path
+) -> None:
+    events = []
+    for n, micromol in enumerate([100.0, 125.0, 150.0, 180.0]):  # over a year
+        observation = golden_example(catalogue.get("hs.clinical.Observation"), schema_root)
+        observation["observation_id"] = f"CR-{n}"
+        observation["subject"]["local_patient_id"] = "A"
+        observation["effective_at"] = T0 + timedelta(days=120 * n)
+        observation["result"] |= {"code": CREATININE, "value_quantity": micromol, "unit": "umol/L"}
+        events.append(codec.encode("hs.clinical.Observation", observation))
+    Projector(edge_url.store, codec).apply(
+        Consumed("creatinine", 0, i, None, e) for i, e in enumerate(events)
+    )
+    clinician = token()
+    kidney = get(edge_url.url, "/persons/P1/egfr", clinician).json()
+    assert len(kidney["points"]) == 4  # the creatinine results in mmol/L are left out
+    assert kidney["stages"][0] in ("G1", "G2") and kidney["stages"][-1] in ("G3a", "G3b")
+    assert kidney["certain_drop"] and kidney["rapid_progression"]
+    assert kidney["slope_per_year"] < -5
+
+    glucose = get(edge_url.url, "/persons/P1/trend", clinician, code="http://loinc.org|2345-7")
+    assert glucose.status_code == 200, glucose.text
+    body = glucose.json()
+    assert len(body["points"]) == 10 and body["change"] == 0.0 and body["unit"] == "mmol/L"
+    assert body["slope_per_year"] is None  # a day of results is not a yearly trend
+    other = token(role="patient", person_id="P2", scope="patient/*.read")
+    assert get(edge_url.url, "/persons/P1/egfr", other).status_code == 403

@@ -28,6 +28,7 @@ from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
 from hs_edge.projector import code_key
 from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
+from hs_edge.trends import Point, Trend, kidney_trend, trend
 
 MAX_PAGE = 200
 MAX_BODY = 16 * 1024  # bytes: every request body here is small
@@ -128,6 +129,7 @@ def create_app(edge: Edge) -> FastAPI:
     _person_routes(app, edge)
     _alert_routes(app, edge)
     _review_routes(app, edge)
+    _trend_routes(app, edge)
     return app
 
 
@@ -308,6 +310,77 @@ def review_view(link: Record) -> dict[str, Any]:
         "matched_record_key": link["matched_record_key"],
         "probability": link["probability"], "weight": link["weight"],
         "evidence": link["evidence"], "flags": link["flags"],
+    }  # fmt: skip
+
+
+CREATININE = (("http://loinc.org", "2160-0"), ("http://loinc.org", "14682-9"))  # mass; moles
+MAX_POINTS = 5_000
+
+
+def _series(
+    edge: Edge, records: list[str], codes: list[str], since: datetime | None, until: datetime | None
+) -> list[Record]:
+    """Every result of these codes (up to MAX_POINTS), oldest first."""
+    results: list[Record] = []
+    cursor = None
+    while len(results) < MAX_POINTS:
+        page = edge.store.observations(records, since, until, codes, None, MAX_PAGE, cursor)
+        for event in page.rows:
+            observation = edge.codec.decode(event).record
+            results.append(observation["result"] | {"effective_at": observation["effective_at"]})
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return results
+
+
+def _trend_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/persons/{person_id}/trend")
+    async def series_trend(
+        request: Request, person_id: str, code: Annotated[str, Query(max_length=200)],
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """One code's results over time, with their change and slope a year (e.g. glucose)."""
+        caller: Caller = request.state.caller
+        caller.require("Observation")
+        caller.require_person(person_id)
+        results = _series(
+            edge, _records(edge, person_id), [_code_key(edge.codec, code)], since, until
+        )
+        points = [Point(r["effective_at"], r["value_quantity"]) for r in results
+                  if r["value_quantity"] is not None]  # fmt: skip
+        series = trend(points)
+        return {"code": code, "unit": results[-1]["unit"] if results else None,
+                **_trend_view(series)}  # fmt: skip
+
+    @app.get("/persons/{person_id}/egfr")
+    async def kidney(request: Request, person_id: str) -> dict[str, Any]:
+        """eGFR (CKD-EPI 2021) from every creatinine result, with KDIGO categories and the
+        progression flags."""
+        caller: Caller = request.state.caller
+        caller.require("Observation")
+        caller.require_person(person_id)
+        found = edge.store.person(person_id)
+        if found is None:
+            raise Refused("person.not_found", "no such person", 404)
+        golden = edge.codec.decode(found[0]).record["golden"] or {}
+        if golden.get("birth_date") is None or golden.get("sex") not in ("F", "M"):
+            raise Refused("person.no_age_or_sex", "eGFR needs the person's age and sex", 422)
+        codes = [code_key(edge.codec, {"system": s, "code": c}) or "" for s, c in CREATININE]
+        results = _series(edge, found[1], codes, None, None)
+        creatinine = [(r["effective_at"], r["value_quantity"], r["unit"]) for r in results
+                      if r["value_quantity"] is not None]  # fmt: skip
+        kidney = kidney_trend(creatinine, golden["birth_date"], golden["sex"] == "F")
+        return {
+            **_trend_view(kidney.trend), "unit": "mL/min/1.73m2", "stages": list(kidney.stages),
+            "certain_drop": kidney.certain_drop, "rapid_progression": kidney.rapid_progression,
+        }  # fmt: skip
+
+
+def _trend_view(series: Trend) -> dict[str, Any]:
+    return {
+        "points": [{"at": p.at.isoformat(), "value": p.value} for p in series.points],
+        "change": series.change, "slope_per_year": series.slope_per_year,
     }  # fmt: skip
 
 

@@ -157,13 +157,7 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/persons/{person_id}")
     async def get_person(request: Request, person_id: str) -> dict[str, Any]:
         caller: Caller = request.state.caller
-        caller.require("Patient")
-        caller.require_person(person_id)
-        found = edge.store.person(person_id)
-        if found is None:
-            raise Refused("person.not_found", "no such person", 404)
-        event, record_keys = found
-        golden = edge.codec.decode(event).record
+        golden, record_keys = _person(edge, caller, person_id, "Patient")
         return person_view(caller, golden, record_keys)
 
     @app.get("/persons/{person_id}/observations")
@@ -177,15 +171,10 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
         count: Annotated[int, Query(alias="_count", ge=1, le=MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=300)] = None,
     ) -> dict[str, Any]:
-        caller: Caller = request.state.caller
-        caller.require("Observation")
-        caller.require_person(person_id)
-        found = edge.store.person(person_id)
-        if found is None:
-            raise Refused("person.not_found", "no such person", 404)
+        _, records = _person(edge, request.state.caller, person_id, "Observation")
         codes = [_code_key(edge.codec, c) for c in code or []]
         try:
-            page = edge.store.observations(found[1], since, until, codes, category, count, cursor)
+            page = edge.store.observations(records, since, until, codes, category, count, cursor)
         except ValueError as error:
             raise Refused("request.cursor", str(error), 400) from None
         items = [observation_view(edge.codec.decode(event).record) for event in page.rows]
@@ -195,10 +184,7 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
 def _alert_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/persons/{person_id}/alerts")
     async def person_alerts(request: Request, person_id: str) -> dict[str, Any]:
-        caller: Caller = request.state.caller
-        caller.require("Flag")
-        caller.require_person(person_id)
-        records = _records(edge, person_id)
+        _, records = _person(edge, request.state.caller, person_id, "Flag")
         return {
             "items": [alert_view(edge.codec.decode(e).record) for e in edge.store.alerts(records)]
         }
@@ -211,7 +197,7 @@ def _alert_routes(app: FastAPI, edge: Edge) -> None:
         caller.require("Flag")
         records = None
         if caller.role is Role.PATIENT:
-            records = _records(edge, caller.person_id or "")
+            records = _person(edge, caller, caller.person_id or "", "Flag")[1]
         elif caller.role is Role.RESEARCHER:
             raise Refused("role.forbidden", "alerts identify patients: not for research", 403)
         last = request.headers.get("last-event-id", "")
@@ -245,13 +231,7 @@ def _alert_routes(app: FastAPI, edge: Edge) -> None:
             "patient_key": alert["patient_key"], "rule_id": alert["rule_id"],
             "acknowledged_by": caller.subject or caller.client_id, "at": now,
         }  # fmt: skip
-        value = edge.codec.encode(topics.VITALS_ACK.value_schema, ack)
-        try:
-            await edge.trail.producer.write(edge.ack_topic, value, alert["patient_key"])
-        except NotStoredError:
-            raise Refused(
-                "ack.unavailable", "the acknowledgement could not be stored", 503
-            ) from None
+        await _send(edge, edge.ack_topic, topics.VITALS_ACK.value_schema, ack, alert["patient_key"])
         return {"alert_id": alert_id, "status": "acknowledged"}
 
 
@@ -291,13 +271,8 @@ def _review_routes(app: FastAPI, edge: Edge) -> None:
                 "record_key": record_key, "other_record_key": link["matched_record_key"],
                 "decided_by": caller.subject or caller.client_id, "reason": body.reason,
             }  # fmt: skip
-            value = edge.codec.encode(topics.REVIEW_DECISION.value_schema, decision)
-            try:
-                await edge.trail.producer.write(edge.review_topic, value, record_key)
-            except NotStoredError:
-                raise Refused(
-                    "review.unavailable", "the decision could not be stored", 503
-                ) from None
+            schema = topics.REVIEW_DECISION.value_schema
+            await _send(edge, edge.review_topic, schema, decision, record_key)
         edge.store.close_review(record_key, now)
         edge.store.db.commit()
         return {"record_key": record_key, "decision": body.decision}
@@ -341,12 +316,8 @@ def _trend_routes(app: FastAPI, edge: Edge) -> None:
         since: datetime | None = None, until: datetime | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """One code's results over time, with their change and slope a year (e.g. glucose)."""
-        caller: Caller = request.state.caller
-        caller.require("Observation")
-        caller.require_person(person_id)
-        results = _series(
-            edge, _records(edge, person_id), [_code_key(edge.codec, code)], since, until
-        )
+        _, records = _person(edge, request.state.caller, person_id, "Observation")
+        results = _series(edge, records, [_code_key(edge.codec, code)], since, until)
         points = [Point(r["effective_at"], r["value_quantity"]) for r in results
                   if r["value_quantity"] is not None]  # fmt: skip
         series = trend(points)
@@ -357,17 +328,12 @@ def _trend_routes(app: FastAPI, edge: Edge) -> None:
     async def kidney(request: Request, person_id: str) -> dict[str, Any]:
         """eGFR (CKD-EPI 2021) from every creatinine result, with KDIGO categories and the
         progression flags."""
-        caller: Caller = request.state.caller
-        caller.require("Observation")
-        caller.require_person(person_id)
-        found = edge.store.person(person_id)
-        if found is None:
-            raise Refused("person.not_found", "no such person", 404)
-        golden = edge.codec.decode(found[0]).record["golden"] or {}
+        person, records = _person(edge, request.state.caller, person_id, "Observation")
+        golden = person["golden"] or {}
         if golden.get("birth_date") is None or golden.get("sex") not in ("F", "M"):
             raise Refused("person.no_age_or_sex", "eGFR needs the person's age and sex", 422)
         codes = [code_key(edge.codec, {"system": s, "code": c}) or "" for s, c in CREATININE]
-        results = _series(edge, found[1], codes, None, None)
+        results = _series(edge, records, codes, None, None)
         creatinine = [(r["effective_at"], r["value_quantity"], r["unit"]) for r in results
                       if r["value_quantity"] is not None]  # fmt: skip
         kidney = kidney_trend(creatinine, golden["birth_date"], golden["sex"] == "F")
@@ -384,11 +350,22 @@ def _trend_view(series: Trend) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _records(edge: Edge, person_id: str) -> list[str]:
+async def _send(edge: Edge, topic: str, schema: str, record: Record, key: str) -> None:
+    """An event for another service, stored (acks=all) before the request is answered."""
+    try:
+        await edge.trail.producer.write(topic, edge.codec.encode(schema, record), key)
+    except NotStoredError:
+        raise Refused("event.unavailable", f"{schema} could not be stored", 503) from None
+
+
+def _person(edge: Edge, caller: Caller, person_id: str, resource: str) -> tuple[Record, list[str]]:
+    """The person (golden record, record keys) when the caller may read `resource` of theirs."""
+    caller.require(resource)
+    caller.require_person(person_id)
     found = edge.store.person(person_id)
     if found is None:
         raise Refused("person.not_found", "no such person", 404)
-    return found[1]
+    return edge.codec.decode(found[0]).record, found[1]
 
 
 def alert_view(alert: Record) -> dict[str, Any]:

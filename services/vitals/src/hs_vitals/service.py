@@ -364,7 +364,7 @@ class EscalationClock:
                 self.due, (alert["escalate_at"], alert["alert_id"], alert["patient_key"])
             )
             self.sources[alert["alert_id"]] = alert["envelope"]
-        else:
+        elif alert["alert_id"] in self.sources:  # still waiting: its check is no longer needed
             self.closed.add(alert["alert_id"])
 
     def fire(self, now: datetime) -> Iterable[Record]:

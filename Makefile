@@ -10,7 +10,7 @@ DEMO_DIR ?= .local/demo
 DEMO_PEOPLE ?= 500
 
 .PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
-	lint format typecheck test test-unit test-integration check check-compat \
+	pg-up pg-down lint format typecheck test test-unit test-integration check check-compat \
 	schemas-check schemas-release compose-config synth clean
 
 help: ## list the commands
@@ -51,13 +51,14 @@ demo: up ## run the platform: broker, every service, and a generated feed replay
 	@echo "  demo feed    $(DEMO_DIR) (truth in $(DEMO_DIR)/truth/)"
 	@echo "  stop         make down"
 
-down: ## stop the local platform (services, then the broker)
+down: ## stop the local platform (services, then the broker and PostgreSQL)
 	infra/service.sh down ingestion
 	infra/service.sh down normalize
 	infra/service.sh down empi
 	infra/service.sh down vitals
 	infra/service.sh down edge
 	infra/kafka/kafka.sh down
+	infra/postgres/pg.sh down
 
 kafka-jars: ## fetch the Apache Kafka broker jars from Maven Central (cached)
 	infra/kafka/kafka.sh fetch
@@ -70,6 +71,12 @@ kafka-down: ## stop the local Kafka broker
 
 kafka-status: ## say whether the local broker runs
 	infra/kafka/kafka.sh status
+
+pg-up: ## start the local PostgreSQL (idempotent; creates the healthstream database; prints the DSN)
+	infra/postgres/pg.sh up
+
+pg-down: ## stop the local PostgreSQL
+	infra/postgres/pg.sh down
 
 dev-keys: ## write a development keyring to .local/keyring.json unless one exists
 	$(RUN) hs-admin dev-keys
@@ -115,6 +122,7 @@ compose-config: ## validate docker-compose.yml (builds the compose plugin with G
 	infra/compose-plugin.sh
 	docker compose config --quiet && echo "docker-compose.yml: valid"
 
-clean: ## remove caches and local state (stops the broker first)
+clean: ## remove caches and local state (stops the broker and PostgreSQL first)
 	-infra/kafka/kafka.sh down
+	-infra/postgres/pg.sh down
 	rm -rf .local .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -23,8 +23,9 @@ from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import TopicFactory, free_port, golden_example, read_all, schema_root
 from hs_edge import audit
-from hs_edge.api import AuditTrail, Edge, create_app
+from hs_edge.api import create_app
 from hs_edge.auth import TokenValidator
+from hs_edge.operations import AuditTrail, Edge
 from hs_edge.projector import Consumed, Projector
 from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
@@ -77,12 +78,16 @@ class Running:
     store: Store
 
 
-@pytest.fixture
+@pytest.fixture(params=["sqlite", "postgresql"])
 def edge_url(
-    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue,
-    schema_root: Path, new_topic: TopicFactory, tmp_path: Path,
+    request: pytest.FixtureRequest, runtime_settings: RuntimeSettings, codec: Codec,
+    catalogue: SchemaCatalogue, schema_root: Path, new_topic: TopicFactory, tmp_path: Path,
 ) -> Iterator[Running]:  # fmt: skip
-    store = Store.sqlite(tmp_path / "edge.db")
+    """The edge on each backend of the read model."""
+    if request.param == "sqlite":
+        store = Store.sqlite(tmp_path / "edge.db")
+    else:
+        store = Store.postgres(request.getfixturevalue("postgres_schema"))
     fill(store, codec, catalogue, schema_root)
     topic = new_topic("audit", 3)
     producer = AsyncDurableProducer(runtime_settings, "edge-test")
@@ -236,7 +241,7 @@ def test_alerts_listed_streamed_live_and_acknowledged_on_to_vitals(
     assert missing.status_code == 404
 
 
-def test_the_review_queue_shows_evidence_and_sends_a_link_to_the_empi(
+def test_the_review_queue_shows_evidence_and_sends_link_and_no_link_to_the_empi(
     edge_url: Running, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
     kafka_bootstrap: str,
 ) -> None:  # fmt: skip
@@ -244,13 +249,16 @@ def test_the_review_queue_shows_evidence_and_sends_a_link_to_the_empi(
     link |= {"action": "REVIEW", "record_key": "rk-new", "person_id": "P-new",
              "review_person_id": "P1", "matched_record_key": "rk-old",
              "probability": 0.41}  # fmt: skip
+    other = link | {"record_key": "rk-twin", "person_id": "P-twin", "probability": 0.35}
     Projector(edge_url.store, codec).apply(
-        [Consumed("links", 0, 0, None, codec.encode("hs.identity.PersonLink", link))]
+        Consumed("links", 0, n, None, codec.encode("hs.identity.PersonLink", event))
+        for n, event in enumerate((link, other))
     )
     admin = token(role="administrator", sub="steward-3", scope="system/*.*")
     queue = get(edge_url.url, "/reviews", admin).json()["items"]
     assert [(r["record_key"], r["suggested_person_id"], r["probability"]) for r in queue] == [
-        ("rk-new", "P1", 0.41)
+        ("rk-new", "P1", 0.41),
+        ("rk-twin", "P1", 0.35),
     ]
     assert {e["comparison"] for e in queue[0]["evidence"]} >= {"id_number", "name"}
     assert get(edge_url.url, "/reviews", token()).status_code == 403  # clinicians do not review
@@ -263,14 +271,16 @@ def test_the_review_queue_shows_evidence_and_sends_a_link_to_the_empi(
     decided = httpx.post(f"{edge_url.url}/reviews/rk-new/decision", headers=headers,
                          json=link_it, timeout=10)  # fmt: skip
     assert decided.status_code == 202, decided.text
-    (stored,) = read_all(kafka_bootstrap, edge_url.review_topic, expected=1, timeout=20)
-    decision = codec.decode(stored[1]).record
-    assert (decision["action"], decision["record_key"], decision["other_record_key"]) == (
-        "LINK",
-        "rk-new",
-        "rk-old",
-    )
-    assert decision["decided_by"] == "steward-3"
+    kept_apart = httpx.post(f"{edge_url.url}/reviews/rk-twin/decision", headers=headers,
+                            json={"decision": "NO_LINK"}, timeout=10)  # fmt: skip
+    assert kept_apart.status_code == 202, kept_apart.text
+    stored = read_all(kafka_bootstrap, edge_url.review_topic, expected=2, timeout=20)
+    decisions = [codec.decode(value).record for _, value in stored]
+    assert [(d["action"], d["record_key"], d["other_record_key"]) for d in decisions] == [
+        ("LINK", "rk-new", "rk-old"),
+        ("UNLINK", "rk-twin", "rk-old"),
+    ]
+    assert {d["decided_by"] for d in decisions} == {"steward-3"}
     assert get(edge_url.url, "/reviews", admin).json()["items"] == []
 
 

@@ -23,10 +23,16 @@ from hs_common.testing import TopicFactory, free_port, golden_example
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_edge_serves_over_tls_what_the_topics_hold(
-    runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, catalogue: SchemaCatalogue,
-    schema_root: Path, new_topic: TopicFactory, kafka_bootstrap: str, tmp_path: Path,
+    backend: str, request: pytest.FixtureRequest, runtime_settings: RuntimeSettings,
+    codec: Codec, keyring: Keyring, catalogue: SchemaCatalogue, schema_root: Path,
+    new_topic: TopicFactory, kafka_bootstrap: str, tmp_path: Path,
 ) -> None:  # fmt: skip
+    database = (
+        str(tmp_path / "edge.db") if backend == "sqlite"
+        else request.getfixturevalue("postgres_schema")
+    )  # fmt: skip
     setup = subprocess.run(
         ["hs-edge", "dev-setup", "--folder", str(tmp_path / "dev")],
         capture_output=True, text=True, check=True,
@@ -41,7 +47,7 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
     env = os.environ | {
         "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap, "HS_METRICS_PORT": "0",
         "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_LOG_LEVEL": "WARNING",
-        "HS_EDGE_PORT": str(port), "HS_EDGE_DATABASE": str(tmp_path / "edge.db"),
+        "HS_EDGE_PORT": str(port), "HS_EDGE_DATABASE": database,
         "HS_EDGE_JWKS_FILE": str(dev / "jwks.json"),
         "HS_EDGE_TLS_CERT": str(dev / "tls-cert.pem"), "HS_EDGE_TLS_KEY": str(dev / "tls-key.pem"),
         "HS_EDGE_SIGNING_KEY": str(dev / "signing-key.json"),

@@ -48,9 +48,12 @@ def person(person_id: str, keys: list[str], status: str = "ACTIVE", into: str | 
     return CODEC.encode("hs.identity.Person", record)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store.sqlite(tmp_path / "edge.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The same tests on each backend of the read model."""
+    if request.param == "sqlite":
+        return Store.sqlite(tmp_path / "edge.db")
+    return Store.postgres(request.getfixturevalue("postgres_schema"))
 
 
 def key(patient: str) -> str:
@@ -97,9 +100,14 @@ def test_a_person_s_observations_filtered_and_paged(store: Store) -> None:
 
 def test_sensitive_values_stay_sealed_at_rest(store: Store, tmp_path: Path) -> None:
     feed(Projector(store, CODEC), "observations", [observation(1, "A", GLUCOSE)], [None])
-    store.db.close()
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("edge.db*"))
+    rows = store.db.execute("SELECT * FROM observations").fetchall()
+    stored = repr(rows).encode()
+    assert b"OBS-1" in stored  # the check can see what is there
     assert b"2345-7" not in stored and b"MRN" not in stored and b"loinc" not in stored
+    if store.mark == "?":  # and SQLite's files
+        store.db.close()
+        files = b"".join(path.read_bytes() for path in tmp_path.glob("edge.db*"))
+        assert b"OBS-" in files and b"2345-7" not in files and b"loinc" not in files
 
 
 def test_merges_and_moves_follow_the_newest_decision(store: Store) -> None:

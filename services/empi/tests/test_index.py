@@ -135,6 +135,20 @@ def test_a_record_bridging_two_persons_merges_them_unless_a_reviewer_kept_them_a
     assert folded == (separated,)
 
 
+def test_a_no_link_on_a_suggested_match_keeps_the_two_persons_apart(model: Model) -> None:
+    index = PersonIndex(model)
+    index.add(record("H1:1", resident_id="11010519491231002X", phones=()))
+    index.add(record("H2:1", phones=("13800000000",), birth_date=date(1971, 5, 5)))
+    first, second = index.person_of["H1:1"], index.person_of["H2:1"]
+    assert first != second
+    assert index.unlink("H2:1", apart_from="H1:1") == (second, ())
+    assert index.person_of["H2:1"] == second  # nothing moved
+    assert frozenset({first, second}) in index.kept_apart
+    # a later record like both no longer bridges them
+    index.add(record("H3:1", resident_id="11010519491231002X", phones=("13800000000",)))
+    assert index.person_of["H1:1"] != index.person_of["H2:1"]
+
+
 def test_an_update_moves_the_record_but_keeps_one_person_per_record(model: Model) -> None:
     index = PersonIndex(model)
     index.add(record("H1:1"))

@@ -1,5 +1,5 @@
-"""Pytest fixtures for tests against a real Kafka broker. Load with
-`pytest_plugins = ["hs_common.testing"]`.
+"""Pytest fixtures for tests against a real Kafka broker (and a real PostgreSQL server, see
+`postgres_dsn`). Load with `pytest_plugins = ["hs_common.testing"]`.
 
 The session broker is, in order of preference:
 1. the cluster named by KAFKA_BOOTSTRAP;
@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -86,6 +87,47 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([str(script), "down"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A PostgreSQL DSN for the session: HS_TEST_POSTGRES_DSN when set, else the project's own
+    server (infra/postgres/pg.sh) on a free loopback port, its state in a temporary folder,
+    stopped and removed at the end of the session. Tests share the `healthstream` database."""
+    configured = os.environ.get("HS_TEST_POSTGRES_DSN")
+    if configured:
+        yield configured
+        return
+    script = repository_root() / "infra" / "postgres" / "pg.sh"
+    # Not tmp_path_factory: its folders sit under a mode-700 folder of the user running pytest,
+    # and as root the server runs as the `postgres` user, which must reach its state folder.
+    state = Path(tempfile.mkdtemp(prefix="hs-pg-"))
+    state.chmod(0o755)
+    env = os.environ | {"PG_PORT": str(free_port()), "PG_STATE_DIR": str(state), "PG_FAST": "1"}
+    try:
+        started = subprocess.run(
+            [str(script), "up"], env=env, check=True, stdout=subprocess.PIPE, text=True
+        )
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(script), "down"], env=env, check=False)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A DSN whose tables land in a schema of this test's own, dropped afterwards."""
+    import psycopg  # noqa: PLC0415 - only the tests that use PostgreSQL need it
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in postgres_dsn else "?"
+    try:
+        yield f"{postgres_dsn}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(postgres_dsn, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

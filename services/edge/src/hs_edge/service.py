@@ -18,9 +18,10 @@ from hs_common.kafka import AsyncDurableProducer, read_range
 from hs_common.runtime import Runtime
 from hs_common.settings import Environment, RuntimeSettings
 from hs_edge import audit
-from hs_edge.api import AuditTrail, Edge, create_app
+from hs_edge.api import create_app
 from hs_edge.auth import Client, DevIssuer, Role, TokenValidator
 from hs_edge.devsetup import DevFiles
+from hs_edge.operations import AuditTrail, Edge
 from hs_edge.projector import Projector, follow
 from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
@@ -32,7 +33,9 @@ class EdgeSettings(RuntimeSettings):
     metrics_port: int = Field(9405, ge=0, le=65535, alias="HS_METRICS_PORT")
     host: str = Field("127.0.0.1", alias="HS_EDGE_HOST")
     port: int = Field(8443, ge=0, le=65535, alias="HS_EDGE_PORT")
-    database: Path = Field(Path(".local/edge/read-model.db"), alias="HS_EDGE_DATABASE")
+    # a SQLite file, or a PostgreSQL DSN (postgresql://user@host/db; the password from
+    # PGPASSWORD or ~/.pgpass, never in the DSN)
+    database: str = Field(".local/edge/read-model.db", alias="HS_EDGE_DATABASE")
     issuer: str = Field("https://hs-edge.local/dev", alias="HS_EDGE_ISSUER")
     audience: str = Field("hs-edge", alias="HS_EDGE_AUDIENCE")
     jwks_file: Path = Field(DEV.jwks, alias="HS_EDGE_JWKS_FILE")
@@ -78,11 +81,10 @@ def chain_head(settings: EdgeSettings, codec: Codec, instance: str) -> str:
 def main() -> int:
     settings = EdgeSettings()
     runtime = Runtime.start("edge", settings)
-    settings.database.parent.mkdir(parents=True, exist_ok=True)
-    store = Store.sqlite(settings.database)
+    store = Store.open(settings.database)
     keys = KeySet.import_key_set(json.loads(settings.jwks_file.read_text()))
     issuer = dev_issuer(settings)
-    projector = Projector(Store.sqlite(settings.database), runtime.codec)
+    projector = Projector(Store.open(settings.database), runtime.codec)
     sources = (
         settings.person_topic, settings.link_topic, settings.observation_topic,
         settings.alert_topic,

@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS offsets (
         topic TEXT NOT NULL, partition_id INTEGER NOT NULL, next_offset BIGINT NOT NULL,
@@ -50,9 +52,9 @@ SCHEMA = (
 
 
 class Connection(Protocol):
+    """A DB-API connection in autocommit mode: transactions are begun explicitly."""
+
     def execute(self, sql: str, parameters: Sequence[Any] = ...) -> Any: ...
-    def commit(self) -> None: ...
-    def rollback(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -71,28 +73,42 @@ class Store:
 
     def __init__(self, connection: Connection, placeholder: str = "?") -> None:
         self.db, self.mark = connection, placeholder
-        for statement in SCHEMA:
-            self._run(statement.replace("BYTEA", "BLOB") if placeholder == "?" else statement)
-        self.db.commit()
+        with self.transaction():
+            for statement in SCHEMA:
+                self._run(statement.replace("BYTEA", "BLOB") if placeholder == "?" else statement)
+
+    @classmethod
+    def open(cls, database: str) -> Store:
+        """A PostgreSQL DSN (postgresql://...) or the path of a SQLite file."""
+        if database.startswith(("postgresql://", "postgres://")):
+            return cls.postgres(database)
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        return cls.sqlite(database)
 
     @classmethod
     def sqlite(cls, path: Path | str) -> Store:
-        connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level="DEFERRED")
+        connection = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA busy_timeout=5000")
         return cls(connection)
+
+    @classmethod
+    def postgres(cls, dsn: str) -> Store:
+        return cls(psycopg.connect(dsn, autocommit=True), "%s")
 
     def _run(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
         return self.db.execute(sql.replace("?", self.mark), parameters)
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
+        self._run("BEGIN")
         try:
             yield self
-            self.db.commit()
         except BaseException:
-            self.db.rollback()
+            self._run("ROLLBACK")
             raise
+        self._run("COMMIT")
 
     # --- writes (the projector) -------------------------------------------------------
 

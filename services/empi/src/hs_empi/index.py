@@ -208,12 +208,18 @@ class PersonIndex:
         self.kept_apart.discard(frozenset({target, other}))
         return target, self._merge_all(target, {other})
 
-    def unlink(self, record_id: str) -> tuple[str, tuple[str, ...]]:
+    def unlink(self, record_id: str, apart_from: str | None = None) -> tuple[str, tuple[str, ...]]:
         """A reviewer's decision: the record is not the person it was linked to. It gets a
         person of its own, which the same-ID rule will not merge back; records with its valid
-        ID that were separated from that person before are this person too. Returns (person,
-        persons folded into it)."""
+        ID that were separated from that person before are this person too. With `apart_from`
+        (a reviewer's "no link" on a suggested match) the record is not that record's person:
+        when they are two persons, they are kept apart as they are. Returns (person, persons
+        folded into it)."""
         old_person = self.person_of[record_id]
+        other = self.person_of.get(apart_from) if apart_from is not None else None
+        if other is not None and other != old_person:
+            self.kept_apart.add(frozenset({old_person, other}))
+            return old_person, ()
         if len(self.members[old_person]) == 1:
             return old_person, ()
         record = self.records[record_id]

@@ -138,7 +138,8 @@ class Empi:
         yield from self._persons(envelope, person, {*merged, moved_from})
 
     def _review(self, decision: dict[str, Any]) -> Iterator[Output]:
-        """A reviewer's LINK or UNLINK, applied and written with who decided and why."""
+        """A reviewer's LINK or UNLINK (naming the record to keep apart from, for a "no link"
+        on a suggested match), applied and written with who decided and why."""
         record_id = self._record_of(decision["record_key"])
         separated_from: str | None = self.index.person_of[record_id]
         if decision["action"] == "LINK":
@@ -146,8 +147,12 @@ class Empi:
             person, merged = self.index.merge(other, record_id)
             action, separated_from = MERGED, None
         else:
-            person, merged = self.index.unlink(record_id)
+            other_key = decision["other_record_key"]
+            apart = self._record_of(other_key) if other_key else None
+            person, merged = self.index.unlink(record_id, apart)
             action = UNLINKED
+            if apart is not None:
+                separated_from = self.index.person_of[apart]
         envelope = derived_envelope(decision["envelope"])
         yield self._output(
             decided_record(

@@ -1,0 +1,340 @@
+"""What the edge does, whatever the transport: each operation checks the caller's scopes, role
+and person, reads the read model or sends an event on, and returns a view (plain data) that
+REST, gRPC and the FHIR view render. A refusal is a `Refused` that names why."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from hs_common import topics
+from hs_common.codec import Codec, Record
+from hs_common.envelope import derived_envelope
+from hs_common.errors import NotStoredError
+from hs_common.kafka import AsyncDurableProducer
+from hs_edge import audit
+from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
+from hs_edge.projector import code_key
+from hs_edge.ratelimit import RateLimiter
+from hs_edge.store import Page, Store
+from hs_edge.trends import Point, Trend, kidney_trend, trend
+
+MAX_PAGE = 200
+CREATININE = (("http://loinc.org", "2160-0"), ("http://loinc.org", "14682-9"))  # mass; moles
+MAX_POINTS = 5_000
+View = dict[str, Any]
+
+
+@dataclass
+class AuditTrail:
+    """This process's chain, written to the audit topic."""
+
+    producer: AsyncDurableProducer
+    codec: Codec
+    topic: str
+    chain: audit.Chain
+
+    async def record(self, request: audit.Request) -> None:
+        entry = self.chain.append(request)
+        value = self.codec.encode("hs.edge.AuditEvent", audit.to_record(entry))
+        await self.producer.write(self.topic, value, entry.chain)
+
+
+@dataclass
+class Edge:
+    store: Store
+    codec: Codec
+    tokens: TokenValidator
+    limiter: RateLimiter
+    trail: AuditTrail
+    issuer: DevIssuer | None = None  # the development token endpoint, when enabled
+    ack_topic: str = topics.VITALS_ACK.name
+    review_topic: str = topics.REVIEW_DECISION.name
+    poll_seconds: float = 0.5  # how often the live alert stream looks for new alerts
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+
+@dataclass(frozen=True)
+class ObservationQuery:
+    since: datetime | None = None
+    until: datetime | None = None
+    codes: tuple[str, ...] = ()  # "<system>|<code>"
+    category: str | None = None
+    count: int = 50
+    cursor: str | None = None
+
+
+# --- persons and observations ---------------------------------------------------------------
+
+
+def person(edge: Edge, caller: Caller, person_id: str, resource: str) -> tuple[Record, list[str]]:
+    """The person (golden record, record keys) when the caller may read `resource` of theirs."""
+    caller.require(resource)
+    caller.require_person(person_id)
+    found = edge.store.person(person_id)
+    if found is None:
+        raise Refused("person.not_found", "no such person", 404)
+    return edge.codec.decode(found[0]).record, found[1]
+
+
+def get_person(edge: Edge, caller: Caller, person_id: str) -> View:
+    golden, record_keys = person(edge, caller, person_id, "Patient")
+    return person_view(caller, golden, record_keys)
+
+
+def observation_page(
+    edge: Edge, caller: Caller, person_id: str, query: ObservationQuery
+) -> tuple[list[Record], str | None]:
+    """One page of a person's observations (decoded events), and the cursor of the next."""
+    _, records = person(edge, caller, person_id, "Observation")
+    if not 1 <= query.count <= MAX_PAGE:
+        raise Refused("request.count", f"a page holds 1 to {MAX_PAGE} items", 400)
+    codes = [parse_code(edge.codec, c) for c in query.codes]
+    try:
+        page: Page = edge.store.observations(
+            records, query.since, query.until, codes, query.category, query.count, query.cursor
+        )
+    except ValueError as error:
+        raise Refused("request.cursor", str(error), 400) from None
+    return [edge.codec.decode(event).record for event in page.rows], page.next_cursor
+
+
+def list_observations(edge: Edge, caller: Caller, person_id: str, query: ObservationQuery) -> View:
+    observations, next_cursor = observation_page(edge, caller, person_id, query)
+    items = [observation_view(o) for o in observations]
+    return {"person_id": person_id, "items": items, "next_cursor": next_cursor}
+
+
+def parse_code(codec: Codec, text: str) -> str:
+    """The stored pseudonym of a code given as <system>|<code>."""
+    system, bar, value = text.rpartition("|")
+    if not bar or not system or not value:
+        raise Refused("request.code", "a code is given as <system>|<code>", 400)
+    return code_key(codec, {"system": system, "code": value}) or ""
+
+
+# --- trends ---------------------------------------------------------------------------------
+
+
+def _series(
+    edge: Edge, records: list[str], codes: list[str], since: datetime | None, until: datetime | None
+) -> list[Record]:
+    """Every result of these codes (up to MAX_POINTS), oldest first."""
+    results: list[Record] = []
+    cursor = None
+    while len(results) < MAX_POINTS:
+        page = edge.store.observations(records, since, until, codes, None, MAX_PAGE, cursor)
+        for event in page.rows:
+            observation = edge.codec.decode(event).record
+            results.append(observation["result"] | {"effective_at": observation["effective_at"]})
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return results
+
+
+def series_trend(
+    edge: Edge, caller: Caller, person_id: str, code: str,
+    since: datetime | None = None, until: datetime | None = None,
+) -> View:  # fmt: skip
+    """One code's results over time, with their change and slope a year (e.g. glucose)."""
+    _, records = person(edge, caller, person_id, "Observation")
+    results = _series(edge, records, [parse_code(edge.codec, code)], since, until)
+    points = [Point(r["effective_at"], r["value_quantity"]) for r in results
+              if r["value_quantity"] is not None]  # fmt: skip
+    unit = results[-1]["unit"] if results else None
+    return {"code": code, "unit": unit, **trend_view(trend(points))}
+
+
+def kidney_function(edge: Edge, caller: Caller, person_id: str) -> View:
+    """eGFR (CKD-EPI 2021) from every creatinine result, with KDIGO categories and the
+    progression flags."""
+    found, records = person(edge, caller, person_id, "Observation")
+    golden = found["golden"] or {}
+    if golden.get("birth_date") is None or golden.get("sex") not in ("F", "M"):
+        raise Refused("person.no_age_or_sex", "eGFR needs the person's age and sex", 422)
+    codes = [code_key(edge.codec, {"system": s, "code": c}) or "" for s, c in CREATININE]
+    results = _series(edge, records, codes, None, None)
+    creatinine = [(r["effective_at"], r["value_quantity"], r["unit"]) for r in results
+                  if r["value_quantity"] is not None]  # fmt: skip
+    kidney = kidney_trend(creatinine, golden["birth_date"], golden["sex"] == "F")
+    return {
+        **trend_view(kidney.trend), "unit": "mL/min/1.73m2", "stages": list(kidney.stages),
+        "certain_drop": kidney.certain_drop, "rapid_progression": kidney.rapid_progression,
+    }  # fmt: skip
+
+
+def trend_view(series: Trend) -> View:
+    return {
+        "points": [{"at": p.at.isoformat(), "value": p.value} for p in series.points],
+        "change": series.change, "slope_per_year": series.slope_per_year,
+    }  # fmt: skip
+
+
+# --- alerts ---------------------------------------------------------------------------------
+
+
+def person_alerts(edge: Edge, caller: Caller, person_id: str) -> View:
+    _, records = person(edge, caller, person_id, "Flag")
+    return {"items": [alert_view(edge.codec.decode(e).record) for e in edge.store.alerts(records)]}
+
+
+def alert_watch(edge: Edge, caller: Caller) -> list[str] | None:
+    """The records whose alerts the caller may follow live: all (None) for clinicians and
+    public health, their own for a patient."""
+    caller.require("Flag")
+    if caller.role is Role.RESEARCHER:
+        raise Refused("role.forbidden", "alerts identify patients: not for research", 403)
+    if caller.role is Role.PATIENT:
+        return person(edge, caller, caller.person_id or "", "Flag")[1]
+    return None
+
+
+def alerts_after(edge: Edge, position: int, records: list[str] | None) -> list[tuple[int, View]]:
+    """Alert events that reached the read model after `position`, with their own positions."""
+    return [
+        (received, alert_view(edge.codec.decode(event).record))
+        for received, event in edge.store.alerts_received_after(position, records)
+    ]
+
+
+async def acknowledge(edge: Edge, caller: Caller, alert_id: str) -> View:
+    """A clinician acknowledges an open alert: sent on to hs-vitals, which stops its
+    escalation."""
+    caller.require("Flag", "write")
+    caller.require_role(Role.CLINICIAN)
+    event = edge.store.alert(alert_id)
+    if event is None:
+        raise Refused("alert.not_found", "no such open alert", 404)
+    alert = edge.codec.decode(event).record
+    now = datetime.now(UTC)
+    ack = {
+        "envelope": derived_envelope(alert["envelope"], now), "alert_id": alert_id,
+        "patient_key": alert["patient_key"], "rule_id": alert["rule_id"],
+        "acknowledged_by": caller.subject or caller.client_id, "at": now,
+    }  # fmt: skip
+    await send(edge, edge.ack_topic, topics.VITALS_ACK.value_schema, ack, alert["patient_key"])
+    return {"alert_id": alert_id, "status": "acknowledged"}
+
+
+def alert_view(alert: Record) -> View:
+    return {
+        "alert_id": alert["alert_id"], "action": alert["action"], "rule_id": alert["rule_id"],
+        "severity": alert["severity"], "person_id": alert["person_id"],
+        "at": alert["at"].isoformat(),
+        "escalate_at": alert["escalate_at"].isoformat() if alert["escalate_at"] else None,
+        "score": alert["score"], "cohort": alert["cohort"],
+        "readings": [
+            {"metric": r["metric"], "value": r["value"],
+             "measured_at": r["measured_at"].isoformat()}
+            for r in alert["readings"]
+        ],
+    }  # fmt: skip
+
+
+# --- the EMPI's review queue ----------------------------------------------------------------
+
+
+def open_reviews(edge: Edge, caller: Caller) -> View:
+    """The EMPI's possible matches waiting for a person, with the evidence."""
+    caller.require("Patient")
+    caller.require_role(Role.ADMINISTRATOR)
+    return {"items": [review_view(edge.codec.decode(e).record) for e in edge.store.open_reviews()]}
+
+
+async def decide_review(
+    edge: Edge, caller: Caller, record_key: str, decision: Literal["LINK", "NO_LINK"],
+    reason: str | None,
+) -> View:  # fmt: skip
+    """LINK: the record is the suggested person (the EMPI merges). NO_LINK: the record stays
+    its own person (the EMPI keeps them apart). Either is sent on to the EMPI."""
+    caller.require("Patient", "write")
+    caller.require_role(Role.ADMINISTRATOR)
+    event = edge.store.review(record_key)
+    if event is None:
+        raise Refused("review.not_found", "no open review for this record", 404)
+    link = edge.codec.decode(event).record
+    now = datetime.now(UTC)
+    record = {
+        "envelope": derived_envelope(link["envelope"], now),
+        "action": "LINK" if decision == "LINK" else "UNLINK",
+        "record_key": record_key, "other_record_key": link["matched_record_key"],
+        "decided_by": caller.subject or caller.client_id, "reason": reason,
+    }  # fmt: skip
+    await send(edge, edge.review_topic, topics.REVIEW_DECISION.value_schema, record, record_key)
+    edge.store.close_review(record_key, now)
+    return {"record_key": record_key, "decision": decision}
+
+
+def review_view(link: Record) -> View:
+    return {
+        "record_key": link["record_key"], "person_id": link["person_id"],
+        "suggested_person_id": link["review_person_id"],
+        "matched_record_key": link["matched_record_key"],
+        "probability": link["probability"], "weight": link["weight"],
+        "evidence": link["evidence"], "flags": link["flags"],
+    }  # fmt: skip
+
+
+# --- shared ---------------------------------------------------------------------------------
+
+
+async def send(edge: Edge, topic: str, schema: str, record: Record, key: str) -> None:
+    """An event for another service, stored (acks=all) before the request is answered."""
+    try:
+        await edge.trail.producer.write(topic, edge.codec.encode(schema, record), key)
+    except NotStoredError:
+        raise Refused("event.unavailable", f"{schema} could not be stored", 503) from None
+
+
+def mask(identifier: str | None, keep_start: int = 6, keep_end: int = 4) -> str | None:
+    if identifier is None or len(identifier) <= keep_start + keep_end:
+        return None if identifier is None else "*" * len(identifier)
+    hidden = len(identifier) - keep_start - keep_end
+    return identifier[:keep_start] + "*" * hidden + identifier[-keep_end:]
+
+
+def visible_golden(caller: Caller, person: Record) -> Record:
+    """The golden record with the identifiers the caller's role may not see masked."""
+    golden = dict(person["golden"] or {})
+    if caller.role in (Role.CLINICIAN, Role.PUBLIC_HEALTH):
+        golden["id_number"] = mask(golden.get("id_number"))
+        golden["phone"] = mask(golden.get("phone"), 3, 4)
+    return golden
+
+
+def person_view(caller: Caller, person: Record, record_keys: list[str]) -> View:
+    """The golden record as the caller's role may see it."""
+    if caller.role is Role.RESEARCHER:  # de-identified: no names, numbers or places
+        birth = (person["golden"] or {}).get("birth_date")
+        return {
+            "person_id": person["person_id"],
+            "sex": (person["golden"] or {}).get("sex"),
+            "birth_year": birth.year if birth else None,
+            "records": len(record_keys),
+        }
+    golden = visible_golden(caller, person)
+    if golden.get("birth_date") is not None:
+        golden["birth_date"] = golden["birth_date"].isoformat()
+    return {"person_id": person["person_id"], "golden": golden, "record_keys": record_keys}
+
+
+def observation_view(observation: Record) -> View:
+    result = observation["result"]
+    return {
+        "observation_id": observation["observation_id"],
+        "institution": observation["envelope"]["source"]["institution"],
+        "category": observation["category"],
+        "status": observation["status"],
+        "effective_at": observation["effective_at"].isoformat(),
+        "code": result["code"],
+        "value": result["value_quantity"],
+        "unit": result["unit"],
+        "original_value": result["original_value"],
+        "original_unit": result["original_unit"],
+        "reference_range": result["reference_range"],
+        "interpretation": result["interpretation"],
+    }

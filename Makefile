@@ -11,7 +11,7 @@ DEMO_PEOPLE ?= 500
 
 .PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
 	pg-up pg-down lint format typecheck test test-unit test-integration check check-compat \
-	schemas-check schemas-release compose-config synth clean
+	schemas-check schemas-release proto compose-config synth clean
 
 help: ## list the commands
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -111,6 +111,11 @@ check-compat: ## refuse schema changes old data cannot be read with (BASE=<commi
 
 schemas-check: ## current schemas read every released version, and are released themselves
 	$(RUN) hs-check-compat --history
+
+proto: ## regenerate the gRPC code from proto/ (commit it)
+	$(RUN) python -m grpc_tools.protoc -Iproto --python_out=services/edge/src \
+		--grpc_python_out=services/edge/src --mypy_out=quiet:services/edge/src \
+		--mypy_grpc_out=quiet:services/edge/src proto/healthstream/edge/v1/edge.proto
 
 schemas-release: ## record the current schema versions in schemas/history/ (commit them)
 	$(RUN) hs-admin release-schemas

@@ -1,19 +1,28 @@
-"""The edge's REST surface on a real socket, with the audit trail on the real broker: what a
-clinician, a patient and a researcher see, every denial named, every request audited."""
+"""The edge's REST and gRPC surfaces on real sockets, with the audit trail on the real broker:
+what a clinician, a patient and a researcher see, every denial named, every request audited."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import uvicorn
+from fhir.resources.R4B import get_fhir_model_class
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from healthstream.edge.v1 import edge_pb2 as pb
+from healthstream.edge.v1 import edge_pb2_grpc
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
@@ -22,7 +31,7 @@ from hs_common.kafka import AsyncDurableProducer
 from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import TopicFactory, free_port, golden_example, read_all, schema_root
-from hs_edge import audit
+from hs_edge import audit, grpc_api
 from hs_edge.api import create_app
 from hs_edge.auth import TokenValidator
 from hs_edge.operations import AuditTrail, Edge
@@ -76,6 +85,23 @@ class Running:
     ack_topic: str
     review_topic: str
     store: Store
+    grpc_target: str
+
+
+@contextmanager
+def grpc_serving(edge: Edge) -> Iterator[str]:
+    """The gRPC server on its own event loop and thread; yields its address."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    started = asyncio.run_coroutine_threadsafe(grpc_api.start(edge, "127.0.0.1:0", None), loop)
+    server, port = started.result(10)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(1), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -106,7 +132,8 @@ def edge_url(
     while not server.started:
         time.sleep(0.05)
     try:
-        yield Running(f"http://127.0.0.1:{port}", topic, ack_topic, review_topic, store)
+        with grpc_serving(edge) as target:
+            yield Running(f"http://127.0.0.1:{port}", topic, ack_topic, review_topic, store, target)
     finally:
         server.should_exit = True
         thread.join(10)
@@ -312,3 +339,220 @@ def test_trends_and_egfr_with_kdigo_progression(
     assert body["slope_per_year"] is None  # a day of results is not a yearly trend
     other = token(role="patient", person_id="P2", scope="patient/*.read")
     assert get(edge_url.url, "/persons/P1/egfr", other).status_code == 403
+
+
+def grpc_call(
+    target: str, method: str, request: Any, bearer: str | None = None
+) -> tuple[Any, grpc.StatusCode, dict[str, str]]:
+    """(reply or None, status, trailing metadata) of one unary call."""
+    with grpc.insecure_channel(target) as channel:
+        stub = edge_pb2_grpc.EdgeStub(channel)
+        try:
+            reply, call = getattr(stub, method).with_call(
+                request, metadata=bearer_metadata(bearer), timeout=10
+            )
+        except grpc.RpcError as error:
+            failed: Any = error  # a grpc.Call too
+            return None, failed.code(), {str(k): str(v) for k, v in failed.trailing_metadata()}
+        return reply, call.code(), {str(k): str(v) for k, v in call.trailing_metadata()}
+
+
+def bearer_metadata(bearer: str | None) -> tuple[tuple[str, str | bytes], ...]:
+    return (("authorization", f"Bearer {bearer}"),) if bearer else ()
+
+
+def test_grpc_serves_the_same_operations_with_the_same_denials_each_audited(
+    edge_url: Running, codec: Codec, kafka_bootstrap: str
+) -> None:
+    target, clinician = edge_url.grpc_target, token()
+    person, status, trailing = grpc_call(target, "GetPerson", pb.GetPersonRequest(person_id="P1"),
+                                         clinician)  # fmt: skip
+    assert status is grpc.StatusCode.OK and trailing["ratelimit-limit"] == "20"
+    assert person.golden.id_number == "330102********0023" and len(person.record_keys) == 2
+    researcher, *_ = grpc_call(target, "GetPerson", pb.GetPersonRequest(person_id="P1"),
+                               token(role="researcher"))  # fmt: skip
+    assert researcher.WhichOneof("view") == "deidentified" and researcher.deidentified.records == 2
+
+    glucose = "http://loinc.org|2345-7"
+    first, *_ = grpc_call(target, "ListObservations", pb.ListObservationsRequest(
+        person_id="P1", codes=[glucose], page_size=4), clinician)  # fmt: skip
+    rest, *_ = grpc_call(target, "ListObservations", pb.ListObservationsRequest(
+        person_id="P1", codes=[glucose], page_size=10, page_token=first.next_page_token),
+        clinician)  # fmt: skip
+    ids = [o.observation_id for o in [*first.items, *rest.items]]
+    assert ids == [f"OBS-{n}" for n in range(0, 30, 3)] and rest.next_page_token == ""
+    assert first.items[0].value == 7.8 and first.items[0].original_unit == "mg/dL"
+    assert first.items[0].effective_at.ToDatetime(tzinfo=UTC) == T0
+    window, *_ = grpc_call(target, "ListObservations", pb.ListObservationsRequest(
+        person_id="P1", since=timestamp(T0 + timedelta(hours=3)),
+        until=timestamp(T0 + timedelta(hours=5))), clinician)  # fmt: skip
+    assert [o.observation_id for o in window.items] == ["OBS-3", "OBS-4"]
+    via_rest = get(edge_url.url, "/persons/P1/observations", clinician, code=glucose, _count=4)
+    assert [o["observation_id"] for o in via_rest.json()["items"]] == ids[:4]
+
+    patient = token(role="patient", person_id="P1", sub="patient-1", scope="patient/*.read")
+    observations = pb.ListObservationsRequest
+    denials = {
+        "no token": (pb.GetPersonRequest(person_id="P1"), None, "UNAUTHENTICATED",
+                     "token.missing"),
+        "expired": (pb.GetPersonRequest(person_id="P1"), token(exp=int(time.time()) - 60),
+                    "UNAUTHENTICATED", "token.expired"),
+        "scope": (observations(person_id="P1"), token(scope="user/Patient.read"),
+                  "PERMISSION_DENIED", "scope.missing"),
+        "other patient": (pb.GetPersonRequest(person_id="P2"), patient, "PERMISSION_DENIED",
+                          "patient.other_person"),
+        "bad size": (observations(person_id="P1", page_size=100000), clinician,
+                     "INVALID_ARGUMENT", "request.count"),
+        "bad token": (observations(person_id="P1", page_token="x"), clinician,
+                      "INVALID_ARGUMENT", "request.cursor"),
+        "injection": (observations(person_id="P1", codes=["x' OR '1'='1|y"]), clinician,
+                      "OK", None),
+        "unknown person": (pb.GetPersonRequest(person_id="P9'--"), clinician, "NOT_FOUND",
+                           "person.not_found"),
+    }  # fmt: skip
+    for name, (request, bearer, expected, code) in denials.items():
+        method = "GetPerson" if isinstance(request, pb.GetPersonRequest) else "ListObservations"
+        _, status, trailing = grpc_call(target, method, request, bearer)
+        assert (status.name, trailing.get("hs-refusal")) == (expected, code), name
+    assert not grpc_call(target, "ListObservations", observations(
+        person_id="P1", codes=["x' OR '1'='1|y"]), clinician)[0].items  # fmt: skip
+
+    busy = token(client_id="busy-grpc")
+    limited = [grpc_call(target, "GetPerson", pb.GetPersonRequest(person_id="P1"), busy)
+               for _ in range(30)]  # fmt: skip
+    refused = [trailing for _, status, trailing in limited
+               if status is grpc.StatusCode.RESOURCE_EXHAUSTED]  # fmt: skip
+    assert refused and refused[0]["retry-after"] in ("1", "2")
+    assert refused[0]["hs-refusal"] == "rate.limited"
+
+    calls = 2 + 3 + len(denials) + 1 + len(limited)  # and one REST request
+    stored = read_all(kafka_bootstrap, edge_url.audit_topic, expected=calls + 1, timeout=30)
+    entries = [audit.from_record(codec.decode(v).record).request for _, v in stored]
+    grpc_entries = [e for e in entries if e.operation.startswith("gRPC ")]
+    assert len(grpc_entries) == calls
+    assert ("gRPC healthstream.edge.v1.Edge/ListObservations", "PERMISSION_DENIED") in {
+        (e.operation, "PERMISSION_DENIED") for e in grpc_entries if e.reason == "scope.missing"
+    }
+    assert {(e.reason, e.status) for e in grpc_entries if e.outcome is audit.Outcome.DENIED} >= {
+        ("token.missing", 401), ("patient.other_person", 403), ("rate.limited", 429),
+        ("request.cursor", 400),
+    }  # fmt: skip
+
+
+def test_grpc_streams_alerts_acknowledges_and_answers_health_and_reflection(
+    edge_url: Running, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
+    kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    alert = golden_example(catalogue.get("hs.vitals.Alert"), schema_root)
+    alert |= {"patient_key": codec.keyring.pseudonym("H330102", "A"), "alert_id": "AL-7"}
+    clinician = token(scope="user/*.read user/Flag.write")
+    with grpc.insecure_channel(edge_url.grpc_target) as channel:
+        stub = edge_pb2_grpc.EdgeStub(channel)
+        stream = stub.StreamAlerts(
+            pb.StreamAlertsRequest(), metadata=bearer_metadata(clinician), timeout=20
+        )
+        time.sleep(0.5)  # subscribed: only alerts from now on are streamed
+        Projector(edge_url.store, codec).apply(
+            [Consumed("alerts", 0, 0, None, codec.encode("hs.vitals.Alert", alert))]
+        )
+        event = next(iter(stream))
+        stream.cancel()
+        assert (event.alert.alert_id, event.alert.action) == ("AL-7", "OPENED") and event.position
+
+        researcher = token(role="researcher", scope="user/*.read")
+        denied = stub.StreamAlerts(pb.StreamAlertsRequest(), metadata=bearer_metadata(researcher))
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(denied))
+        failed: Any = refused.value  # a grpc.Call too
+        assert failed.code() is grpc.StatusCode.PERMISSION_DENIED
+
+        # the stubs' type hints do not know these methods: called by name
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        checked = health.Check(health_pb2.HealthCheckRequest(service=grpc_api.SERVICE), timeout=5)
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        reflecting: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
+        reflected = reflecting.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for s in next(iter(reflected)).list_services_response.service}
+        assert grpc_api.SERVICE in names and "grpc.health.v1.Health" in names
+
+    listed, *_ = grpc_call(edge_url.grpc_target, "ListAlerts",
+                           pb.ListAlertsRequest(person_id="P1"), clinician)  # fmt: skip
+    assert [a.alert_id for a in listed.items] == ["AL-7"]
+    acknowledge = pb.AcknowledgeAlertRequest(alert_id="AL-7")
+    acked, status, _ = grpc_call(edge_url.grpc_target, "AcknowledgeAlert", acknowledge, clinician)
+    assert status is grpc.StatusCode.OK and acked.status == "acknowledged"
+    (stored,) = read_all(kafka_bootstrap, edge_url.ack_topic, expected=1, timeout=20)
+    assert codec.decode(stored[1]).record["alert_id"] == "AL-7"
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def fhir_get(url: str, path: str, bearer: str | None = None, **params: Any) -> Any:
+    """The FHIR resource answered, validated as R4 by fhir.resources, and the status."""
+    response = get(url, path, bearer, **params)
+    assert response.headers["content-type"].startswith("application/fhir+json"), response.text
+    resource = response.json()
+    get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    return response.status_code, resource
+
+
+def test_the_fhir_view_is_valid_r4_paged_by_links_and_refuses_in_operation_outcomes(
+    edge_url: Running,
+) -> None:
+    url, clinician = edge_url.url, token()
+    status, patient = fhir_get(url, "/fhir/Patient/P1", clinician)
+    assert status == 200 and patient["id"] == "P1" and patient["gender"] in ("male", "female")
+    resident_id = next(i for i in patient["identifier"] if i["system"].endswith("10011.1.3"))
+    assert resident_id["value"] == "330102********0023"  # masked for a clinician
+    assert patient["meta"]["security"][0]["code"] == "MASKED"
+
+    glucose = "http://loinc.org|2345-7"
+    status, first = fhir_get(url, "/fhir/Observation", clinician, patient="Patient/P1",
+                             code=glucose, _count=4)  # fmt: skip
+    assert status == 200 and first["type"] == "searchset"
+    pages, bundle = [first], first
+    while next_link := {k["relation"]: k["url"] for k in bundle["link"]}.get("next"):
+        assert next_link.startswith(f"{url}/fhir/Observation?")
+        bundle = httpx.get(next_link, headers={"Authorization": f"Bearer {clinician}"}).json()
+        pages.append(bundle)
+    assert [len(p.get("entry", [])) for p in pages] == [4, 4, 2]
+    found = [e["resource"] for p in pages for e in p.get("entry", [])]
+    assert [o["identifier"][0]["value"] for o in found] == [f"OBS-{n}" for n in range(0, 30, 3)]
+    assert all(o["subject"]["reference"] == "Patient/P1" for o in found)
+    assert found[0]["valueQuantity"]["system"] == "http://unitsofmeasure.org"
+
+    since, until = (T0 + timedelta(hours=h) for h in (3, 5))
+    _, window = fhir_get(url, "/fhir/Observation", clinician, patient="P1",
+                         date=[f"ge{since.isoformat()}", f"lt{until.isoformat()}"])  # fmt: skip
+    assert [e["resource"]["identifier"][0]["value"] for e in window["entry"]] == ["OBS-3", "OBS-4"]
+    codes, day = f"{glucose},http://loinc.org|2160-0", T0.date().isoformat()
+    _, either = fhir_get(url, "/fhir/Observation", clinician, patient="P1", code=codes, date=day)
+    assert len(either["entry"]) == 16  # the results of T0's UTC day (08:00 to 23:00), either code
+
+    _, everything = fhir_get(url, "/fhir/Patient/P1/$everything", clinician, _count=20)
+    kinds = [e["resource"]["resourceType"] for e in everything["entry"]]
+    assert kinds == ["Patient"] + ["Observation"] * 20
+    rest = httpx.get(next(k["url"] for k in everything["link"] if k["relation"] == "next"),
+                     headers={"Authorization": f"Bearer {clinician}"}).json()  # fmt: skip
+    assert [e["resource"]["resourceType"] for e in rest["entry"]] == ["Observation"] * 10
+
+    patient_b = token(role="patient", person_id="P2", scope="patient/*.read")
+    refusals = {
+        "no token": (fhir_get(url, "/fhir/Patient/P1"), 401),
+        "other patient": (fhir_get(url, "/fhir/Observation", patient_b, patient="P1"), 403),
+        "researcher": (fhir_get(url, "/fhir/Patient/P1", token(role="researcher")), 403),
+        "bad date": (fhir_get(url, "/fhir/Observation", clinician, patient="P1",
+                              date="yesterday"), 400),
+        "bad count": (fhir_get(url, "/fhir/Observation", clinician, patient="P1",
+                               _count=0), 400),
+        "no patient": (fhir_get(url, "/fhir/Observation", clinician), 400),
+        "unknown": (fhir_get(url, "/fhir/Patient/P9", clinician), 404),
+    }  # fmt: skip
+    for name, ((status, resource), expected) in refusals.items():
+        assert (status, resource["resourceType"]) == (expected, "OperationOutcome"), name

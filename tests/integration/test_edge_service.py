@@ -1,5 +1,6 @@
-"""`hs-edge serve` as a process: TLS, the development token endpoint, the read model kept up
-from the topics, and an audit trail that `hs-edge verify-audit` finds intact."""
+"""`hs-edge serve` as a process: REST and gRPC over TLS, the development token endpoint, the read
+model kept up from the topics (SQLite or PostgreSQL), and an audit trail that `hs-edge
+verify-audit` finds intact."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from healthstream.edge.v1 import edge_pb2 as pb
+from healthstream.edge.v1 import edge_pb2_grpc
 
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
@@ -42,12 +46,13 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
     keyring.to_file(tmp_path / "keyring.json")
     people, observations = new_topic("persons", 2), new_topic("observations", 2)
     audit_topic, alerts = new_topic("audit", 1), new_topic("alerts", 1)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     dev = tmp_path / "dev"
     env = os.environ | {
         "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": kafka_bootstrap, "HS_METRICS_PORT": "0",
         "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_LOG_LEVEL": "WARNING",
-        "HS_EDGE_PORT": str(port), "HS_EDGE_DATABASE": database,
+        "HS_EDGE_PORT": str(port), "HS_EDGE_GRPC_PORT": str(grpc_port),
+        "HS_EDGE_DATABASE": database,
         "HS_EDGE_JWKS_FILE": str(dev / "jwks.json"),
         "HS_EDGE_TLS_CERT": str(dev / "tls-cert.pem"), "HS_EDGE_TLS_KEY": str(dev / "tls-key.pem"),
         "HS_EDGE_SIGNING_KEY": str(dev / "signing-key.json"),
@@ -92,6 +97,18 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
         assert listed["items"], listed
         with pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError)):  # no plain HTTP
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+
+        trusted = grpc.ssl_channel_credentials((dev / "tls-cert.pem").read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{grpc_port}", trusted) as channel:
+            page = edge_pb2_grpc.EdgeStub(channel).ListObservations(
+                pb.ListObservationsRequest(person_id="P1"), timeout=10,
+                metadata=(("authorization", bearer["Authorization"]),),
+            )  # fmt: skip
+        rest_ids = [item["observation_id"] for item in listed["items"]]  # type: ignore[attr-defined]
+        assert [o.observation_id for o in page.items] == rest_ids
+        plain = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")  # no plain gRPC
+        with plain, pytest.raises(grpc.RpcError):
+            edge_pb2_grpc.EdgeStub(plain).GetPerson(pb.GetPersonRequest(person_id="P1"), timeout=5)
     finally:
         tls.close()
         service.terminate()

@@ -14,13 +14,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from hs_common.errors import NotStoredError
-from hs_edge import audit
+from hs_edge import audit, fhir_api
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused
+from hs_edge.fhir_api import is_fhir
 from hs_edge.operations import Edge
 
 MAX_BODY = 16 * 1024  # bytes: every request body here is small
@@ -30,6 +33,14 @@ PUBLIC = frozenset({"/oauth/token", "/healthz", "/docs", "/openapi.json"})
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
     body = {"type": f"urn:hs:problem:{code}", "title": code, "status": status, "detail": detail}
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+def refusal(
+    request: Request, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> Response:
+    """A problem document (RFC 9457), or an OperationOutcome on the FHIR view."""
+    render = fhir_api.outcome if is_fhir(request) else problem
+    return render(status, code, detail, headers)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -58,13 +69,15 @@ def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
                     reason = getattr(request.state, "refusal", None)
                 else:
                     reason = "rate.limited"
-                    response = problem(429, reason, "too many requests", decision.headers())
+                    response = refusal(
+                        request, 429, reason, "too many requests", decision.headers()
+                    )
                 return await _audited(edge, request, None, response, reason)
             caller = edge.tokens.caller(request.headers.get("authorization"))
             decision = edge.limiter.take(caller.client_id, edge.clock())
             if not decision.allowed:
                 reason = "rate.limited"
-                response = problem(429, reason, "too many requests", decision.headers())
+                response = refusal(request, 429, reason, "too many requests", decision.headers())
             else:
                 request.state.caller = caller
                 response = await call_next(request)
@@ -72,7 +85,7 @@ def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
                 reason = getattr(request.state, "refusal", None)
         except Refused as refused:
             reason = refused.code
-            response = problem(refused.status, refused.code, str(refused))
+            response = refusal(request, refused.status, refused.code, str(refused))
         return await _audited(edge, request, caller, response, reason)
 
     return guard_request
@@ -86,12 +99,21 @@ def create_app(edge: Edge) -> FastAPI:
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> Response:
         request.state.refusal = error.code
-        return problem(error.status, error.code, str(error))
+        return refusal(request, error.status, error.code, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        if not is_fhir(request):
+            return await request_validation_exception_handler(request, error)
+        request.state.refusal = "request.invalid"
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors())
+        return fhir_api.outcome(400, "request.invalid", f"invalid: {fields}")
 
     _token_routes(app, edge)
     _person_routes(app, edge)
     _alert_routes(app, edge)
     _review_routes(app, edge)
+    fhir_api.fhir_routes(app, edge)
     return app
 
 
@@ -213,7 +235,7 @@ async def _audited(
         subject=caller.subject if caller else None,
         role=caller.role.value if caller else None,
         operation=f"{request.method} {getattr(route, 'path', request.url.path)}",
-        person_id=request.path_params.get("person_id"),
+        person_id=request.path_params.get("person_id") or getattr(request.state, "person_id", None),
         outcome=audit.Outcome.ALLOWED if response.status_code < 400 else audit.Outcome.DENIED,
         status=response.status_code,
         reason=reason,
@@ -221,5 +243,5 @@ async def _audited(
     try:
         await edge.trail.record(entry)
     except NotStoredError:
-        return problem(503, "audit.unavailable", "the request could not be audited")
+        return refusal(request, 503, "audit.unavailable", "the request could not be audited")
     return response

@@ -3,6 +3,7 @@ TLS, with the audit trail on Kafka."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -17,7 +18,7 @@ from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer, read_range
 from hs_common.runtime import Runtime
 from hs_common.settings import Environment, RuntimeSettings
-from hs_edge import audit
+from hs_edge import audit, grpc_api
 from hs_edge.api import create_app
 from hs_edge.auth import Client, DevIssuer, Role, TokenValidator
 from hs_edge.devsetup import DevFiles
@@ -33,6 +34,7 @@ class EdgeSettings(RuntimeSettings):
     metrics_port: int = Field(9405, ge=0, le=65535, alias="HS_METRICS_PORT")
     host: str = Field("127.0.0.1", alias="HS_EDGE_HOST")
     port: int = Field(8443, ge=0, le=65535, alias="HS_EDGE_PORT")
+    grpc_port: int = Field(8444, ge=0, le=65535, alias="HS_EDGE_GRPC_PORT")
     # a SQLite file, or a PostgreSQL DSN (postgresql://user@host/db; the password from
     # PGPASSWORD or ~/.pgpass, never in the DSN)
     database: str = Field(".local/edge/read-model.db", alias="HS_EDGE_DATABASE")
@@ -81,9 +83,6 @@ def chain_head(settings: EdgeSettings, codec: Codec, instance: str) -> str:
 def main() -> int:
     settings = EdgeSettings()
     runtime = Runtime.start("edge", settings)
-    store = Store.open(settings.database)
-    keys = KeySet.import_key_set(json.loads(settings.jwks_file.read_text()))
-    issuer = dev_issuer(settings)
     projector = Projector(Store.open(settings.database), runtime.codec)
     sources = (
         settings.person_topic, settings.link_topic, settings.observation_topic,
@@ -92,22 +91,37 @@ def main() -> int:
     threading.Thread(
         target=follow, args=(settings, projector, sources), name="projector", daemon=True
     ).start()
+    asyncio.run(serve(settings, runtime))
+    return 0
+
+
+async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
+    """REST and gRPC, both over TLS, on one event loop and one audit chain."""
+    keys = KeySet.import_key_set(json.loads(settings.jwks_file.read_text()))
     instance = settings.instance_id
     chain = audit.Chain(
         f"{instance}@{time.time_ns() // 1_000_000}", chain_head(settings, runtime.codec, instance)
     )
     producer = AsyncDurableProducer(settings, "hs-edge-audit")
-    trail = AuditTrail(producer, runtime.codec, settings.audit_topic, chain)
-    limiter = RateLimiter(settings.rate_per_second, settings.burst)
     edge = Edge(
-        store, runtime.codec, TokenValidator(keys, settings.issuer, settings.audience), limiter,
-        trail, issuer, settings.ack_topic, settings.review_topic,
+        Store.open(settings.database), runtime.codec,
+        TokenValidator(keys, settings.issuer, settings.audience),
+        RateLimiter(settings.rate_per_second, settings.burst),
+        AuditTrail(producer, runtime.codec, settings.audit_topic, chain), dev_issuer(settings),
+        settings.ack_topic, settings.review_topic,
     )  # fmt: skip
-    runtime.ready()
-    uvicorn.run(
+    credentials = grpc_api.tls(settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())
+    grpc_server, _ = await grpc_api.start(
+        edge, f"{settings.host}:{settings.grpc_port}", credentials
+    )
+    rest = uvicorn.Server(uvicorn.Config(
         create_app(edge), host=settings.host, port=settings.port, log_level="warning",
         ssl_certfile=str(settings.tls_cert), ssl_keyfile=str(settings.tls_key),
         timeout_graceful_shutdown=5,
-    )  # fmt: skip
-    producer.close()
-    return 0
+    ))  # fmt: skip
+    runtime.ready()
+    try:
+        await rest.serve()
+    finally:
+        await grpc_server.stop(5)
+        producer.close()

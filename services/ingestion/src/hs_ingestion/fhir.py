@@ -22,7 +22,9 @@ from hs_ingestion.canonical import (
 from hs_ingestion.sources import Source
 from hs_ingestion.units import ANALYTES
 
-RESIDENT_ID_SYSTEMS = {"urn:oid:2.16.156.10011.1.2"}
+# WS/T 500 names the resident ID card number 2.16.156.10011.1.3; 1.2 (the health record
+# number there) is accepted too, as sources (and our generator, before) used it for the ID
+RESIDENT_ID_SYSTEMS = {"urn:oid:2.16.156.10011.1.3", "urn:oid:2.16.156.10011.1.2"}
 BY_LOINC = {a.loinc: a for a in ANALYTES.values() if a.loinc}
 ENCOUNTER_CLASSES = {"IMP": "INPATIENT", "AMB": "OUTPATIENT", "EMER": "EMERGENCY"}
 VERIFICATION = {

@@ -12,7 +12,7 @@ from hs_synth.institutions import LOINC
 from hs_synth.registrations import Registration
 
 # The identifier systems this synthetic server uses.
-RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.2"
+RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"  # WS/T 500: resident ID card number
 MRN_SYSTEM = "urn:hs:F01:patient"
 
 

@@ -1,0 +1,142 @@
+"""The FHIR R4 view over REST: Patient/{id}, Patient/{id}/$everything and the Observation
+search (patient, code, date, category, _count), with paging links. The same operations, scopes,
+roles, rate limits and audit as the rest of the edge; refusals are OperationOutcomes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from hs_edge import fhir
+from hs_edge import operations as op
+from hs_edge.auth import Caller, Refused, Role
+from hs_edge.operations import Edge, ObservationQuery
+
+MEDIA_TYPE = "application/fhir+json"
+PREFIXES = ("ge", "gt", "le", "lt", "eq")
+CATEGORIES = {"laboratory": "LABORATORY", "vital-signs": "VITAL_SIGNS"}
+TICK = timedelta(microseconds=1)
+
+
+def outcome(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = fhir.operation_outcome(fhir.issue_type(status), f"{code}: {detail}")
+    return JSONResponse(body, status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def date_range(values: list[str]) -> tuple[datetime | None, datetime | None]:
+    """FHIR `date` search values (ge, gt, le, lt, eq; a date or an instant) as [since, until).
+    A date without a time is the whole UTC day."""
+    since: datetime | None = None
+    until: datetime | None = None
+    for value in values:
+        prefix = value[:2] if value[:2] in PREFIXES else "eq"
+        start, end = _moment(value[2:] if value[:2] in PREFIXES else value)
+        if prefix in ("ge", "eq"):
+            since = max(since or start, start)
+        if prefix == "gt":
+            since = max(since or end, end)
+        if prefix in ("le", "eq"):
+            until = min(until or end, end)
+        if prefix == "lt":
+            until = min(until or start, start)
+    return since, until
+
+
+def _moment(text: str) -> tuple[datetime, datetime]:
+    """The interval a date or an instant stands for."""
+    try:
+        if len(text) == len("2026-03-01"):
+            day = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+            return day, day + timedelta(days=1)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused("request.date", "a date is [prefix]YYYY-MM-DD or an instant", 400) from None
+    if moment.tzinfo is None:
+        raise Refused("request.date", "an instant needs its time zone", 400)
+    return moment, moment + TICK
+
+
+def _visibility(caller: Caller) -> fhir.Visibility:
+    if caller.role is Role.RESEARCHER:
+        raise Refused("role.forbidden", "researchers get de-identified data: not FHIR Patient", 403)
+    return "masked" if caller.role in (Role.CLINICIAN, Role.PUBLIC_HEALTH) else "full"
+
+
+def _page_links(request: Request, next_cursor: str | None) -> dict[str, str]:
+    links = {"self": str(request.url)}
+    if next_cursor is not None:
+        params = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+        query = urlencode([*params, ("_cursor", next_cursor)])
+        links["next"] = str(request.url.replace(query=query))
+    return links
+
+
+def _base(request: Request) -> str:
+    return f"{str(request.base_url).rstrip('/')}/fhir"
+
+
+def fhir_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/fhir/Patient/{person_id}", response_class=JSONResponse)
+    async def read_patient(request: Request, person_id: str) -> Response:
+        caller: Caller = request.state.caller
+        visibility = _visibility(caller)
+        found, record_keys = op.person(edge, caller, person_id, "Patient")
+        golden = found | {"golden": op.visible_golden(caller, found)}
+        resource = fhir.patient(golden, record_keys, visibility)
+        return JSONResponse(resource, media_type=MEDIA_TYPE)
+
+    @app.get("/fhir/Patient/{person_id}/$everything", response_class=JSONResponse)
+    async def everything(
+        request: Request, person_id: str,
+        count: Annotated[int, Query(alias="_count", ge=1, le=op.MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(alias="_cursor", max_length=300)] = None,
+    ) -> Response:  # fmt: skip
+        """The Patient and their observations, a page at a time (the Patient on the first)."""
+        caller: Caller = request.state.caller
+        visibility = _visibility(caller)
+        found, record_keys = op.person(edge, caller, person_id, "Patient")
+        query = ObservationQuery(count=count, cursor=cursor)
+        observations, next_cursor = op.observation_page(edge, caller, person_id, query)
+        entries = [fhir.observation(o, person_id) for o in observations]
+        if cursor is None:
+            golden = found | {"golden": op.visible_golden(caller, found)}
+            entries.insert(0, fhir.patient(golden, record_keys, visibility))
+        links = _page_links(request, next_cursor)
+        body = fhir.bundle(fhir.EVERYTHING, entries, _base(request), links)
+        return JSONResponse(body, media_type=MEDIA_TYPE)
+
+    @app.get("/fhir/Observation", response_class=JSONResponse)
+    async def search_observations(
+        request: Request,
+        patient: Annotated[str, Query(max_length=200)],
+        code: Annotated[list[str] | None, Query(max_length=20)] = None,
+        date: Annotated[list[str] | None, Query(max_length=2)] = None,
+        category: Annotated[str | None, Query(max_length=40)] = None,
+        count: Annotated[int, Query(alias="_count", ge=1, le=op.MAX_PAGE)] = 50,
+        cursor: Annotated[str | None, Query(alias="_cursor", max_length=300)] = None,
+    ) -> Response:
+        """Search by patient (Patient/<id> or <id>), code (<system>|<code>, commas for any of
+        several), date (ge/gt/le/lt/eq), category (laboratory, vital-signs)."""
+        person_id = patient.removeprefix("Patient/")
+        request.state.person_id = person_id
+        codes = tuple(c for value in code or () for c in value.split(",") if c)
+        since, until = date_range(date or [])
+        if category is not None and category not in CATEGORIES:
+            raise Refused("request.category", f"category is one of {sorted(CATEGORIES)}", 400)
+        query = ObservationQuery(since, until, codes, CATEGORIES.get(category or ""), count, cursor)
+        observations, next_cursor = op.observation_page(
+            edge, request.state.caller, person_id, query
+        )
+        entries = [fhir.observation(o, person_id) for o in observations]
+        body = fhir.bundle(
+            "Observation", entries, _base(request), _page_links(request, next_cursor)
+        )
+        return JSONResponse(body, media_type=MEDIA_TYPE)
+
+
+def is_fhir(request: Request) -> bool:
+    return request.url.path.startswith("/fhir/")

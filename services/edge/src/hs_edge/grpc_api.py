@@ -1,0 +1,265 @@
+"""The gRPC surface (proto/healthstream/edge/v1/edge.proto): the operations REST serves, behind
+the same tokens, scopes, roles and per-client rate limits, each call written to the audit
+trail (acks=all) before it is answered. Health checking and reflection are served beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from healthstream.edge.v1 import edge_pb2 as pb
+from healthstream.edge.v1 import edge_pb2_grpc
+from typing_extensions import override
+
+from hs_common.errors import NotStoredError
+from hs_edge import audit
+from hs_edge import operations as op
+from hs_edge.auth import Caller, Refused
+from hs_edge.operations import Edge
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Edge"].full_name
+MAX_MESSAGE = 16 * 1024  # bytes: every request here is small
+MAX_REASON = 200
+STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.FAILED_PRECONDITION,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+DECISIONS: dict[int, Literal["LINK", "NO_LINK"]] = {
+    pb.DecideReviewRequest.LINK: "LINK",
+    pb.DecideReviewRequest.NO_LINK: "NO_LINK",
+}
+Reply = TypeVar("Reply", bound=Message)
+Result = TypeVar("Result")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def message(view: dict[str, Any], reply: type[Reply]) -> Reply:
+    return json_format.ParseDict(view, reply(), ignore_unknown_fields=False)
+
+
+def moment(stamp: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+class EdgeService(edge_pb2_grpc.EdgeServicer):
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+
+    async def _serve(
+        self, context: Context, method: str, person_id: str | None,
+        work: Callable[[Caller], Awaitable[Result]],
+    ) -> Result:  # fmt: skip
+        """Authenticate, limit, serve and audit one call whatever its outcome."""
+        call = Call(context, f"gRPC {SERVICE}/{method}", person_id or None)
+        caller = await self._admit(call)
+        try:
+            result = await work(caller)
+        except Refused as refused:
+            await self._refuse(call, caller, refused)
+            raise  # not reached: _refuse aborts the call
+        await self._audit(call, caller, 200, None)
+        return result
+
+    async def _admit(self, call: Call) -> Caller:
+        """The caller, when its token is good and its rate allows; else the call is aborted."""
+        try:
+            caller = self.edge.tokens.caller(_metadata(call.context).get("authorization"))
+        except Refused as refused:
+            await self._refuse(call, None, refused)
+            raise  # not reached: _refuse aborts the call
+        decision = self.edge.limiter.take(caller.client_id, self.edge.clock())
+        call.trailing = [(k.lower(), v) for k, v in decision.headers().items()]
+        if not decision.allowed:
+            await self._refuse(call, caller, Refused("rate.limited", "too many requests", 429))
+        call.context.set_trailing_metadata(call.trailing)
+        return caller
+
+    async def _refuse(self, call: Call, caller: Caller | None, refused: Refused) -> None:
+        await self._audit(call, caller, refused.status, refused.code)
+        trailing = (*call.trailing, ("hs-refusal", refused.code))
+        status = STATUS.get(refused.status, grpc.StatusCode.INTERNAL)
+        await call.context.abort(status, str(refused), trailing)
+
+    async def _audit(
+        self, call: Call, caller: Caller | None, status: int, reason: str | None
+    ) -> None:
+        entry = audit.Request(
+            at=datetime.now(UTC),
+            client_id=caller.client_id if caller else "unauthenticated",
+            subject=caller.subject if caller else None,
+            role=caller.role.value if caller else None,
+            operation=call.operation,
+            person_id=call.person_id,
+            outcome=audit.Outcome.ALLOWED if status < 400 else audit.Outcome.DENIED,
+            status=status,
+            reason=reason,
+        )
+        try:
+            await self.edge.trail.record(entry)
+        except NotStoredError:
+            await call.context.abort(grpc.StatusCode.UNAVAILABLE, "the call could not be audited")
+
+    # --- the operations -------------------------------------------------------------------
+
+    @override
+    async def GetPerson(self, request: pb.GetPersonRequest, context: Context) -> pb.Person:
+        async def work(caller: Caller) -> pb.Person:
+            view = op.get_person(self.edge, caller, request.person_id)
+            if "golden" not in view:  # the researcher's de-identified view
+                view = {"person_id": view.pop("person_id"), "deidentified": view}
+            return message(view, pb.Person)
+
+        return await self._serve(context, "GetPerson", request.person_id, work)
+
+    @override
+    async def ListObservations(
+        self, request: pb.ListObservationsRequest, context: Context
+    ) -> pb.ObservationPage:
+        query = op.ObservationQuery(
+            moment(request.since, request.HasField("since")),
+            moment(request.until, request.HasField("until")),
+            tuple(request.codes), request.category or None, request.page_size or 50,
+            request.page_token or None,
+        )  # fmt: skip
+
+        async def work(caller: Caller) -> pb.ObservationPage:
+            view = op.list_observations(self.edge, caller, request.person_id, query)
+            view["next_page_token"] = view.pop("next_cursor") or ""
+            return message(view, pb.ObservationPage)
+
+        return await self._serve(context, "ListObservations", request.person_id, work)
+
+    @override
+    async def GetTrend(self, request: pb.GetTrendRequest, context: Context) -> pb.Trend:
+        since = moment(request.since, request.HasField("since"))
+        until = moment(request.until, request.HasField("until"))
+
+        async def work(caller: Caller) -> pb.Trend:
+            view = op.series_trend(self.edge, caller, request.person_id, request.code, since, until)
+            return message(view, pb.Trend)
+
+        return await self._serve(context, "GetTrend", request.person_id, work)
+
+    @override
+    async def GetKidneyFunction(
+        self, request: pb.GetKidneyFunctionRequest, context: Context
+    ) -> pb.KidneyFunction:
+        async def work(caller: Caller) -> pb.KidneyFunction:
+            view = op.kidney_function(self.edge, caller, request.person_id)
+            return message(view, pb.KidneyFunction)
+
+        return await self._serve(context, "GetKidneyFunction", request.person_id, work)
+
+    @override
+    async def ListAlerts(self, request: pb.ListAlertsRequest, context: Context) -> pb.AlertList:
+        async def work(caller: Caller) -> pb.AlertList:
+            return message(op.person_alerts(self.edge, caller, request.person_id), pb.AlertList)
+
+        return await self._serve(context, "ListAlerts", request.person_id, work)
+
+    @override
+    async def StreamAlerts(
+        self, request: pb.StreamAlertsRequest, context: Context
+    ) -> AsyncIterator[pb.AlertEvent]:
+        """Audited once, when the stream is opened."""
+
+        async def work(caller: Caller) -> list[str] | None:
+            return op.alert_watch(self.edge, caller)
+
+        records = await self._serve(context, "StreamAlerts", None, work)
+        position = request.after_position or time.time_ns() // 1000  # new: from now on
+        while True:
+            for received, alert in op.alerts_after(self.edge, position, records):
+                position = received
+                yield pb.AlertEvent(position=received, alert=message(alert, pb.Alert))
+            await asyncio.sleep(self.edge.poll_seconds)
+
+    @override
+    async def AcknowledgeAlert(
+        self, request: pb.AcknowledgeAlertRequest, context: Context
+    ) -> pb.AcknowledgeAlertResponse:
+        async def work(caller: Caller) -> pb.AcknowledgeAlertResponse:
+            view = await op.acknowledge(self.edge, caller, request.alert_id)
+            return message(view, pb.AcknowledgeAlertResponse)
+
+        return await self._serve(context, "AcknowledgeAlert", None, work)
+
+    @override
+    async def ListReviews(self, request: pb.ListReviewsRequest, context: Context) -> pb.ReviewList:
+        async def work(caller: Caller) -> pb.ReviewList:
+            return message(op.open_reviews(self.edge, caller), pb.ReviewList)
+
+        return await self._serve(context, "ListReviews", None, work)
+
+    @override
+    async def DecideReview(
+        self, request: pb.DecideReviewRequest, context: Context
+    ) -> pb.DecideReviewResponse:
+        async def work(caller: Caller) -> pb.DecideReviewResponse:
+            decision = DECISIONS.get(request.decision)
+            if decision is None:
+                raise Refused("request.decision", "the decision is LINK or NO_LINK", 400)
+            if len(request.reason) > MAX_REASON:
+                raise Refused("request.reason", f"a reason is at most {MAX_REASON} characters", 400)
+            view = await op.decide_review(
+                self.edge, caller, request.record_key, decision, request.reason or None
+            )
+            return message(view, pb.DecideReviewResponse)
+
+        return await self._serve(context, "DecideReview", None, work)
+
+
+@dataclass
+class Call:
+    context: Context
+    operation: str
+    person_id: str | None
+    trailing: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _metadata(context: Context) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+async def start(
+    edge: Edge, address: str, credentials: grpc.ServerCredentials | None
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server, started on `address` (TLS when `credentials`); returns it and its port."""
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", MAX_MESSAGE)],
+        maximum_concurrent_rpcs=1000,
+    )
+    edge_pb2_grpc.add_EdgeServicer_to_server(EdgeService(edge), server)
+    checker = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME)  # fmt: skip
+    reflection.enable_server_reflection(names, server)
+    port = (
+        server.add_secure_port(address, credentials)
+        if credentials is not None
+        else server.add_insecure_port(address)
+    )
+    await server.start()
+    await checker.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+def tls(certificate: bytes, private_key: bytes) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials([(private_key, certificate)])

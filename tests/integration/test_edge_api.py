@@ -4,6 +4,7 @@ what a clinician, a patient and a researcher see, every denial named, every requ
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import threading
 import time
@@ -76,6 +77,9 @@ def fill(store: Store, codec: Codec, catalogue: SchemaCatalogue, root: Path) -> 
         observation["effective_at"] = T0 + timedelta(hours=n)
         observation["result"]["code"] = GLUCOSE if n % 3 == 0 else CREATININE
         values.append(codec.encode("hs.clinical.Observation", observation))
+    diagnosis = example("hs.clinical.Condition")  # type 2 diabetes, E11.9
+    diagnosis["subject"]["local_patient_id"] = "A"
+    values.append(codec.encode("hs.clinical.Condition", diagnosis))
     Projector(store, codec).apply(Consumed("t", 0, i, None, v) for i, v in enumerate(values))
 
 
@@ -539,11 +543,14 @@ def test_the_fhir_view_is_valid_r4_paged_by_links_and_refuses_in_operation_outco
     _, either = fhir_get(url, "/fhir/Observation", clinician, patient="P1", code=codes, date=day)
     assert len(either["entry"]) == 16  # the results of T0's UTC day (08:00 to 23:00), either code
 
-    _, everything = fhir_get(url, "/fhir/Patient/P1/$everything", clinician, _count=20)
+    _, limited = fhir_get(url, "/fhir/Patient/P1/$everything", clinician, _count=1)
+    assert [e["resource"]["resourceType"] for e in limited["entry"]] == ["Patient", "Observation"]
+    everything_scopes = token(scope="user/Patient.read user/Observation.read user/Condition.read")
+    _, everything = fhir_get(url, "/fhir/Patient/P1/$everything", everything_scopes, _count=20)
     kinds = [e["resource"]["resourceType"] for e in everything["entry"]]
-    assert kinds == ["Patient"] + ["Observation"] * 20
+    assert kinds == ["Patient", "Condition"] + ["Observation"] * 20
     rest = httpx.get(next(k["url"] for k in everything["link"] if k["relation"] == "next"),
-                     headers={"Authorization": f"Bearer {clinician}"}).json()  # fmt: skip
+                     headers={"Authorization": f"Bearer {everything_scopes}"}).json()  # fmt: skip
     assert [e["resource"]["resourceType"] for e in rest["entry"]] == ["Observation"] * 10
 
     patient_b = token(role="patient", person_id="P2", scope="patient/*.read")
@@ -585,4 +592,24 @@ def test_schemathesis_finds_no_server_error_in_the_openapi_surface(
             capture_output=True, text=True, timeout=280, check=False,
         )  # fmt: skip
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-        assert "Tested: 13" in run.stdout, run.stdout[-2000:]  # every operation but the stream
+        selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", run.stdout)
+        assert selected, run.stdout[-2000:]
+        chosen, total, tested = map(int, selected.groups())
+        assert tested == chosen == total - 1  # every operation but the stream
+
+
+def test_diagnoses_over_rest_grpc_and_fhir(edge_url: Running) -> None:
+    clinician = token(scope="user/Patient.read user/Condition.read")
+    listed = get(edge_url.url, "/persons/P1/conditions", clinician).json()["items"]
+    assert [(c["icd10"]["code"], c["verification_status"]) for c in listed] == [
+        ("E11.9", "CONFIRMED")
+    ]
+    assert get(edge_url.url, "/persons/P1/conditions", token()).status_code == 403  # no scope
+    reply, status, _ = grpc_call(edge_url.grpc_target, "ListConditions",
+                                 pb.ListConditionsRequest(person_id="P1"), clinician)  # fmt: skip
+    assert status is grpc.StatusCode.OK
+    assert [(c.icd10.code, c.icd11.code) for c in reply.items] == [("E11.9", "5A11")]
+    _, bundle = fhir_get(edge_url.url, "/fhir/Condition", clinician, patient="Patient/P1")
+    (entry,) = bundle["entry"]
+    codes = [c["code"] for c in entry["resource"]["code"]["coding"]]
+    assert codes == ["E11.9", "5A11"] and entry["resource"]["subject"]["reference"] == "Patient/P1"

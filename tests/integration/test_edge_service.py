@@ -59,6 +59,7 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
         "HS_EDGE_DEV_CLIENTS": str(dev / "clients.json"), "HS_EDGE_AUDIT_TOPIC": audit_topic,
         "HS_EDGE_PERSON_TOPIC": people, "HS_EDGE_OBSERVATION_TOPIC": observations,
         "HS_EDGE_ALERT_TOPIC": alerts, "HS_EDGE_LINK_TOPIC": new_topic("links", 1),
+        "HS_EDGE_CONDITION_TOPIC": new_topic("conditions", 1),
     }  # fmt: skip
     person = golden_example(catalogue.get("hs.identity.Person"), schema_root)
     person |= {"person_id": "P1", "record_keys": [codec.keyring.pseudonym("H330102", "MRN0012345")]}

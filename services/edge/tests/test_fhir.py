@@ -280,14 +280,14 @@ def test_an_unrecognised_flag_is_shown_as_sent() -> None:
 
 
 def test_ids_are_valid_deterministic_and_distinct_per_institution() -> None:
-    first = fhir.observation_id_of("H330102", "LAB260314-0007-1")
+    first = fhir.source_id_of("H330102", "LAB260314-0007-1")
     assert FHIR_ID.fullmatch(first)
-    assert first == fhir.observation_id_of("H330102", "LAB260314-0007-1")
-    assert first != fhir.observation_id_of("H330103", "LAB260314-0007-1")
-    assert first != fhir.observation_id_of("H330102", "LAB260314-0007-2")
+    assert first == fhir.source_id_of("H330102", "LAB260314-0007-1")
+    assert first != fhir.source_id_of("H330103", "LAB260314-0007-1")
+    assert first != fhir.source_id_of("H330102", "LAB260314-0007-2")
     # the institution and the id cannot trade characters
-    assert fhir.observation_id_of("A", "BC") != fhir.observation_id_of("AB", "C")
-    assert FHIR_ID.fullmatch(fhir.observation_id_of("医院 1", "ORD^1_2/3" * 40))
+    assert fhir.source_id_of("A", "BC") != fhir.source_id_of("AB", "C")
+    assert FHIR_ID.fullmatch(fhir.source_id_of("医院 1", "ORD^1_2/3" * 40))
 
     record = example("hs.clinical.Observation")
     other = example("hs.clinical.Observation")
@@ -387,6 +387,37 @@ def test_an_observation_time_without_a_zone_is_refused() -> None:
 def test_the_subject_must_be_a_fhir_id() -> None:
     with pytest.raises(ValueError, match="FHIR id"):
         fhir.observation(example("hs.clinical.Observation"), "Patient/P1")
+
+
+# Condition
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("CONFIRMED", "confirmed"), ("PROVISIONAL", "provisional"), ("REFUTED", "refuted"),
+     ("ENTERED_IN_ERROR", "entered-in-error"), ("UNCONFIRMED", "unconfirmed")],
+)  # fmt: skip
+def test_a_diagnosis_is_a_valid_condition(status: str, expected: str) -> None:
+    record = example("hs.clinical.Condition") | {"verification_status": status}
+    resource = fhir.condition(record, "P1")
+    validated(resource)
+    (verification,) = resource["verificationStatus"]["coding"]
+    assert (verification["system"], verification["code"]) == (fhir.VERIFICATION_STATUS, expected)
+    assert "clinicalStatus" not in resource  # not known, and forbidden when entered in error
+    assert [c["code"] for c in resource["code"]["coding"]] == ["E11.9", "5A11"]
+    assert resource["code"]["text"] == "2型糖尿病"
+    assert resource["subject"] == {"reference": "Patient/P1"}
+    assert resource["recordedDate"].startswith("2026-03-14T")
+    assert resource["id"] == fhir.source_id_of("H330102", "V20260314-0042-DG1-1")
+
+
+def test_a_diagnosis_in_words_only() -> None:
+    record = example("hs.clinical.Condition")
+    record["diagnosis"] = {"icd10": None, "icd11": None, "local_code": None, "text": "胸痛待查"}
+    record["recorded_at"] = None
+    resource = fhir.condition(record, "P1")
+    validated(resource)
+    assert resource["code"] == {"text": "胸痛待查"} and "recordedDate" not in resource
 
 
 # Bundle and OperationOutcome

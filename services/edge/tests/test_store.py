@@ -136,3 +136,20 @@ def test_offsets_commit_with_the_rows_and_repeats_do_not_duplicate(store: Store)
 def test_a_forged_cursor_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="cursor"):
         store.observations(["k"], cursor="not-a-cursor")
+
+
+def test_a_person_s_diagnoses_follow_their_records(store: Store) -> None:
+    projector = Projector(store, CODEC)
+    feed(projector, "persons", [person("P1", [key("A")])], [None])
+    diagnoses = []
+    for n, patient in enumerate(["A", "A", "C"]):
+        record = example("hs.clinical.Condition")
+        record["condition_id"] = f"DG-{n}"
+        record["subject"]["local_patient_id"] = patient
+        record["recorded_at"] = T0 - timedelta(days=n)
+        diagnoses.append(CODEC.encode("hs.clinical.Condition", record))
+    feed(projector, "conditions", diagnoses, [None] * 3)
+    feed(projector, "conditions", diagnoses[:1], [None])  # a repeat replaces, not adds
+    _, records = store.person("P1") or (b"", [])
+    listed = [CODEC.decode(e).record["condition_id"] for e in store.conditions(records)]
+    assert listed == ["DG-1", "DG-0"]  # oldest first; C is someone else

@@ -156,6 +156,11 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
         query = op.ObservationQuery(since, until, tuple(code or ()), category, count, cursor)
         return op.list_observations(edge, request.state.caller, person_id, query)
 
+    @app.get("/persons/{person_id}/conditions")
+    async def list_conditions(request: Request, person_id: str) -> dict[str, Any]:
+        """The person's diagnoses (ICD-10, ICD-11, the source's code and text), oldest first."""
+        return op.list_conditions(edge, request.state.caller, person_id)
+
     @app.get("/persons/{person_id}/trend")
     async def series_trend(
         request: Request, person_id: str, code: Annotated[str, Query(max_length=200)],

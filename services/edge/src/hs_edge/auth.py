@@ -93,8 +93,11 @@ class Caller:
     scopes: tuple[Scope, ...]
     person_id: str | None = None  # the patient's own person, for the patient role
 
+    def may(self, resource: str, access: str = "read") -> bool:
+        return any(scope.allows(resource, access) for scope in self.scopes)
+
     def require(self, resource: str, access: str = "read") -> None:
-        if not any(scope.allows(resource, access) for scope in self.scopes):
+        if not self.may(resource, access):
             raise forbidden("scope.missing", f"the token has no scope for {resource}.{access}")
 
     def require_role(self, *roles: Role) -> None:

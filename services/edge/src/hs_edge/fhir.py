@@ -1,6 +1,6 @@
 """The FHIR R4 view of the read model: golden records as Patient, results as Observation,
-pages of them as searchset Bundles, errors as OperationOutcome. Pure: dicts in, FHIR JSON
-(dicts) out.
+diagnoses as Condition, pages of them as searchset Bundles, errors as OperationOutcome. Pure:
+dicts in, FHIR JSON (dicts) out.
 
 Masking is the caller's: `patient` shows the golden record it is given, so a caller whose role
 may not see the full ID number or phone passes them masked (`operations.visible_golden`) and
@@ -34,6 +34,8 @@ NAME_REPRESENTATION_EXTENSION = "http://hl7.org/fhir/StructureDefinition/iso2109
 UCUM = "http://unitsofmeasure.org"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+VERIFICATION_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
+CONDITION_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
 SECURITY_LABEL = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
 EVERYTHING = "$everything"
 
@@ -83,7 +85,7 @@ def fhir_id(value: str) -> str:
     return value
 
 
-def observation_id_of(institution: str, observation_id: str) -> str:
+def source_id_of(institution: str, observation_id: str) -> str:
     """The Observation's FHIR id: the same for the same result, different across institutions
     (source ids repeat between them and may hold characters FHIR ids cannot)."""
     key = f"{len(institution)}:{institution}{observation_id}".encode()
@@ -178,7 +180,7 @@ def observation(obs: Mapping[str, Any], patient_id: str) -> Resource:
     institution: str = obs["envelope"]["source"]["institution"]
     resource: Resource = {
         "resourceType": "Observation",
-        "id": observation_id_of(institution, obs["observation_id"]),
+        "id": source_id_of(institution, obs["observation_id"]),
     }
     original = _original(result)
     if original:
@@ -213,9 +215,38 @@ def observation(obs: Mapping[str, Any], patient_id: str) -> Resource:
     return resource
 
 
+def condition(diagnosis: Mapping[str, Any], patient_id: str) -> Resource:
+    """A diagnosis (hs.clinical.Condition, decoded) as an encounter-diagnosis Condition of the
+    Patient `patient_id`: ICD-10, ICD-11 and the source's own code, with the text as sent. The
+    clinical status is not known from a diagnosis, so it is left out."""
+    institution: str = diagnosis["envelope"]["source"]["institution"]
+    coded: Mapping[str, Any] = diagnosis["diagnosis"]
+    local = f"urn:hs:local:{quote(institution, safe='')}:condition"
+    codings = [coded[k] for k in ("icd10", "icd11", "local_code") if coded.get(k)]
+    concept: Resource = {"coding": [_coding(c) for c in codings]} if codings else {}
+    if coded.get("text"):
+        concept["text"] = coded["text"]
+    status = diagnosis["verification_status"].lower().replace("_", "-")
+    resource: Resource = {
+        "resourceType": "Condition",
+        "id": source_id_of(institution, diagnosis["condition_id"]),
+        "identifier": [{"system": local, "value": diagnosis["condition_id"]}],
+        "verificationStatus": {"coding": [{"system": VERIFICATION_STATUS, "code": status}]},
+        "category": [{"coding": [{"system": CONDITION_CATEGORY, "code": "encounter-diagnosis"}]}],
+        "subject": {"reference": f"Patient/{fhir_id(patient_id)}"},
+    }
+    if concept:
+        resource["code"] = concept
+    if diagnosis.get("onset_at") is not None:
+        resource["onsetDateTime"] = _instant(diagnosis["onset_at"])
+    if diagnosis.get("recorded_at") is not None:
+        resource["recordedDate"] = _instant(diagnosis["recorded_at"])
+    return resource
+
+
 def _instant(moment: datetime) -> str:
     if moment.tzinfo is None:  # a naive time would be read in the reader's own zone
-        raise ValueError("an observation time without a time zone")
+        raise ValueError("a time without a time zone")
     return moment.isoformat()
 
 

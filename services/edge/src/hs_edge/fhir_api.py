@@ -1,6 +1,7 @@
-"""The FHIR R4 view over REST: Patient/{id}, Patient/{id}/$everything and the Observation
-search (patient, code, date, category, _count), with paging links. The same operations, scopes,
-roles, rate limits and audit as the rest of the edge; refusals are OperationOutcomes."""
+"""The FHIR R4 view over REST: Patient/{id}, Patient/{id}/$everything, the Observation search
+(patient, code, date, category, _count, with paging links) and the Condition search (patient).
+The same operations, scopes, roles, rate limits and audit as the rest of the edge; refusals are
+OperationOutcomes."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def fhir_routes(app: FastAPI, edge: Edge) -> None:
         count: Annotated[int, Query(alias="_count", ge=1, le=op.MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(alias="_cursor", max_length=300)] = None,
     ) -> Response:  # fmt: skip
-        """The Patient and their observations, a page at a time (the Patient on the first)."""
+        """The Patient, their diagnoses (when the token may read them) and their observations,
+        a page of observations at a time (the Patient and the diagnoses on the first)."""
         caller: Caller = request.state.caller
         visibility = _visibility(caller)
         found, record_keys = op.person(edge, caller, person_id, "Patient")
@@ -104,9 +106,27 @@ def fhir_routes(app: FastAPI, edge: Edge) -> None:
         entries = [fhir.observation(o, person_id) for o in observations]
         if cursor is None:
             golden = found | {"golden": op.visible_golden(caller, found)}
-            entries.insert(0, fhir.patient(golden, record_keys, visibility))
+            diagnoses = (  # the compartment as far as the token's scopes reach
+                op.person_conditions(edge, caller, person_id) if caller.may("Condition") else []
+            )
+            entries[:0] = [
+                fhir.patient(golden, record_keys, visibility),
+                *(fhir.condition(d, person_id) for d in diagnoses),
+            ]
         links = _page_links(request, next_cursor)
         body = fhir.bundle(fhir.EVERYTHING, entries, _base(request), links)
+        return JSONResponse(body, media_type=MEDIA_TYPE)
+
+    @app.get("/fhir/Condition", response_class=JSONResponse)
+    async def search_conditions(
+        request: Request, patient: Annotated[str, Query(max_length=200)]
+    ) -> Response:
+        """A patient's diagnoses (Patient/<id> or <id>), oldest first, in one page."""
+        person_id = patient.removeprefix("Patient/")
+        request.state.person_id = person_id
+        diagnoses = op.person_conditions(edge, request.state.caller, person_id)
+        entries = [fhir.condition(d, person_id) for d in diagnoses]
+        body = fhir.bundle("Condition", entries, _base(request), _page_links(request, None))
         return JSONResponse(body, media_type=MEDIA_TYPE)
 
     @app.get("/fhir/Observation", response_class=JSONResponse)

@@ -145,6 +145,16 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         return await self._serve(context, "ListObservations", request.person_id, work)
 
     @override
+    async def ListConditions(
+        self, request: pb.ListConditionsRequest, context: Context
+    ) -> pb.ConditionList:
+        async def work(caller: Caller) -> pb.ConditionList:
+            view = op.list_conditions(self.edge, caller, request.person_id)
+            return message(view, pb.ConditionList)
+
+        return await self._serve(context, "ListConditions", request.person_id, work)
+
+    @override
     async def GetTrend(self, request: pb.GetTrendRequest, context: Context) -> pb.Trend:
         since = moment(request.since, request.HasField("since"))
         until = moment(request.until, request.HasField("until"))

@@ -108,6 +108,17 @@ def list_observations(edge: Edge, caller: Caller, person_id: str, query: Observa
     return {"person_id": person_id, "items": items, "next_cursor": next_cursor}
 
 
+def person_conditions(edge: Edge, caller: Caller, person_id: str) -> list[Record]:
+    """A person's diagnoses (decoded events), oldest first."""
+    _, records = person(edge, caller, person_id, "Condition")
+    return [edge.codec.decode(event).record for event in edge.store.conditions(records)]
+
+
+def list_conditions(edge: Edge, caller: Caller, person_id: str) -> View:
+    items = [condition_view(c) for c in person_conditions(edge, caller, person_id)]
+    return {"person_id": person_id, "items": items}
+
+
 def parse_code(codec: Codec, text: str) -> str:
     """The stored pseudonym of a code given as <system>|<code>."""
     system, bar, value = text.rpartition("|")
@@ -320,6 +331,19 @@ def person_view(caller: Caller, person: Record, record_keys: list[str]) -> View:
     if golden.get("birth_date") is not None:
         golden["birth_date"] = golden["birth_date"].isoformat()
     return {"person_id": person["person_id"], "golden": golden, "record_keys": record_keys}
+
+
+def condition_view(condition: Record) -> View:
+    diagnosis = condition["diagnosis"]
+    return {
+        "condition_id": condition["condition_id"],
+        "institution": condition["envelope"]["source"]["institution"],
+        "icd10": diagnosis["icd10"], "icd11": diagnosis["icd11"],
+        "local_code": diagnosis["local_code"], "text": diagnosis["text"],
+        "verification_status": condition["verification_status"],
+        "onset_at": condition["onset_at"].isoformat() if condition["onset_at"] else None,
+        "recorded_at": condition["recorded_at"].isoformat() if condition["recorded_at"] else None,
+    }  # fmt: skip
 
 
 def observation_view(observation: Record) -> View:

@@ -1,5 +1,5 @@
-"""Topics into the read model: golden records, observations and alerts become rows, with the
-offsets consumed written in the same database transaction."""
+"""Topics into the read model: golden records, links, observations, diagnoses and alerts
+become rows, with the offsets consumed written in the same database transaction."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from hs_edge.store import Store
 log = logging.getLogger("hs.edge.projector")
 
 SOURCES = (
-    topics.PERSON.name, topics.PERSON_LINK.name, topics.OBSERVATION.name, topics.VITALS_ALERT.name,
+    topics.PERSON.name, topics.PERSON_LINK.name, topics.OBSERVATION.name, topics.CONDITION.name,
+    topics.VITALS_ALERT.name,
 )  # fmt: skip
 
 
@@ -78,6 +79,15 @@ class Projector:
                 code_key(self.codec, event["result"]["code"]), event["category"],
                 event["effective_at"], message.value,
             )  # fmt: skip
+        elif decoded.schema == topics.CONDITION.value_schema:
+            institution = event["envelope"]["source"]["institution"]
+            patient_key = message.key or self.codec.keyring.pseudonym(
+                institution, event["subject"]["local_patient_id"]
+            )
+            recorded = event["recorded_at"] or event["envelope"]["occurred_at"]
+            self.store.put_condition(
+                institution, event["condition_id"], patient_key, recorded, message.value
+            )
         elif decoded.schema == topics.PERSON_LINK.value_schema:
             self.store.put_link(
                 event["record_key"], event["action"], event["envelope"]["occurred_at"],

@@ -54,6 +54,7 @@ class EdgeSettings(RuntimeSettings):
     review_topic: str = Field(topics.REVIEW_DECISION.name, alias="HS_EDGE_REVIEW_TOPIC")
     ack_topic: str = Field(topics.VITALS_ACK.name, alias="HS_EDGE_ACK_TOPIC")
     observation_topic: str = Field(topics.OBSERVATION.name, alias="HS_EDGE_OBSERVATION_TOPIC")
+    condition_topic: str = Field(topics.CONDITION.name, alias="HS_EDGE_CONDITION_TOPIC")
     alert_topic: str = Field(topics.VITALS_ALERT.name, alias="HS_EDGE_ALERT_TOPIC")
 
 
@@ -86,7 +87,7 @@ def main() -> int:
     projector = Projector(Store.open(settings.database), runtime.codec)
     sources = (
         settings.person_topic, settings.link_topic, settings.observation_topic,
-        settings.alert_topic,
+        settings.condition_topic, settings.alert_topic,
     )  # fmt: skip
     threading.Thread(
         target=follow, args=(settings, projector, sources), name="projector", daemon=True

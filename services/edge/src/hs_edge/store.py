@@ -39,6 +39,11 @@ SCHEMA = (
         event BYTEA NOT NULL, PRIMARY KEY (institution, observation_id))""",
     """CREATE INDEX IF NOT EXISTS observations_patient
         ON observations (patient_key, effective_at)""",
+    """CREATE TABLE IF NOT EXISTS conditions (
+        institution TEXT NOT NULL, condition_id TEXT NOT NULL, patient_key TEXT NOT NULL,
+        recorded_at BIGINT NOT NULL, event BYTEA NOT NULL,
+        PRIMARY KEY (institution, condition_id))""",
+    "CREATE INDEX IF NOT EXISTS conditions_patient ON conditions (patient_key, recorded_at)",
     """CREATE TABLE IF NOT EXISTS alerts (
         alert_id TEXT NOT NULL, action TEXT NOT NULL, patient_key TEXT NOT NULL,
         at BIGINT NOT NULL, received BIGINT NOT NULL, event BYTEA NOT NULL,
@@ -155,6 +160,18 @@ class Store:
             (institution, observation_id, patient_key, code_key, category,
              micros(effective_at), event),
         )  # fmt: skip
+
+    def put_condition(
+        self, institution: str, condition_id: str, patient_key: str, recorded_at: datetime,
+        event: bytes,
+    ) -> None:  # fmt: skip
+        self._run(
+            "INSERT INTO conditions VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (institution, condition_id) DO UPDATE SET "
+            "patient_key = excluded.patient_key, recorded_at = excluded.recorded_at, "
+            "event = excluded.event",
+            (institution, condition_id, patient_key, micros(recorded_at), event),
+        )
 
     def put_alert(
         self, alert_id: str, action: str, patient_key: str, at: datetime, event: bytes
@@ -287,6 +304,18 @@ class Store:
             "SELECT event FROM alerts WHERE alert_id = ? AND action = 'OPENED'", (alert_id,)
         ).fetchone()
         return bytes(row[0]) if row else None
+
+    def conditions(self, record_keys: Sequence[str], limit: int = 500) -> list[bytes]:
+        """The diagnoses of these records, oldest first."""
+        if not record_keys:
+            return []
+        rows = self._run(
+            "SELECT event FROM conditions WHERE patient_key IN "  # noqa: S608
+            f"({', '.join('?' * len(record_keys))}) "
+            "ORDER BY recorded_at, institution, condition_id LIMIT ?",
+            (*record_keys, limit),
+        ).fetchall()
+        return [bytes(event) for (event,) in rows]
 
     def alerts(self, record_keys: Sequence[str], limit: int = 100) -> list[bytes]:
         if not record_keys:

@@ -421,6 +421,102 @@ class ObservationPage(_message.Message):
 Global___ObservationPage: _TypeAlias = ObservationPage  # noqa: Y015
 
 @_typing.final
+class ListConditionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    person_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        person_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_id", b"person_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConditionsRequest: _TypeAlias = ListConditionsRequest  # noqa: Y015
+
+@_typing.final
+class Condition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONDITION_ID_FIELD_NUMBER: _builtins.int
+    INSTITUTION_FIELD_NUMBER: _builtins.int
+    ICD10_FIELD_NUMBER: _builtins.int
+    ICD11_FIELD_NUMBER: _builtins.int
+    LOCAL_CODE_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    VERIFICATION_STATUS_FIELD_NUMBER: _builtins.int
+    ONSET_AT_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    condition_id: _builtins.str
+    institution: _builtins.str
+    text: _builtins.str
+    """as sent"""
+    verification_status: _builtins.str
+    """CONFIRMED, PROVISIONAL, REFUTED, ..."""
+    @_builtins.property
+    def icd10(self) -> Global___Coding: ...
+    @_builtins.property
+    def icd11(self) -> Global___Coding: ...
+    @_builtins.property
+    def local_code(self) -> Global___Coding:
+        """the source's own code, when it sent one"""
+
+    @_builtins.property
+    def onset_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        condition_id: _builtins.str = ...,
+        institution: _builtins.str = ...,
+        icd10: Global___Coding | None = ...,
+        icd11: Global___Coding | None = ...,
+        local_code: Global___Coding | None = ...,
+        text: _builtins.str | None = ...,
+        verification_status: _builtins.str = ...,
+        onset_at: _timestamp_pb2.Timestamp | None = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_text", b"_text", "icd10", b"icd10", "icd11", b"icd11", "local_code", b"local_code", "onset_at", b"onset_at", "recorded_at", b"recorded_at", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_text", b"_text", "condition_id", b"condition_id", "icd10", b"icd10", "icd11", b"icd11", "institution", b"institution", "local_code", b"local_code", "onset_at", b"onset_at", "recorded_at", b"recorded_at", "text", b"text", "verification_status", b"verification_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__text: _TypeAlias = _typing.Literal["text"]  # noqa: Y015
+    _WhichOneofArgType__text: _TypeAlias = _typing.Literal["_text", b"_text"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__text) -> _WhichOneofReturnType__text | None: ...
+
+Global___Condition: _TypeAlias = Condition  # noqa: Y015
+
+@_typing.final
+class ConditionList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    person_id: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Condition]: ...
+    def __init__(
+        self,
+        *,
+        person_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___Condition] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "person_id", b"person_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConditionList: _TypeAlias = ConditionList  # noqa: Y015
+
+@_typing.final
 class GetTrendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -44,6 +44,11 @@ class EdgeStub:
                 request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ListObservationsRequest.SerializeToString,
                 response_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ObservationPage.FromString,
                 _registered_method=True)
+        self.ListConditions = channel.unary_unary(
+                '/healthstream.edge.v1.Edge/ListConditions',
+                request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ListConditionsRequest.SerializeToString,
+                response_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ConditionList.FromString,
+                _registered_method=True)
         self.GetTrend = channel.unary_unary(
                 '/healthstream.edge.v1.Edge/GetTrend',
                 request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.GetTrendRequest.SerializeToString,
@@ -94,6 +99,13 @@ class EdgeServicer:
 
     def ListObservations(self, request, context):
         """A person's observations, oldest first, filtered and a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConditions(self, request, context):
+        """A person's diagnoses, oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -161,6 +173,11 @@ def add_EdgeServicer_to_server(servicer, server):
                     servicer.ListObservations,
                     request_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ListObservationsRequest.FromString,
                     response_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ObservationPage.SerializeToString,
+            ),
+            'ListConditions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConditions,
+                    request_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ListConditionsRequest.FromString,
+                    response_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ConditionList.SerializeToString,
             ),
             'GetTrend': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTrend,
@@ -252,6 +269,33 @@ class Edge:
             '/healthstream.edge.v1.Edge/ListObservations',
             healthstream_dot_edge_dot_v1_dot_edge__pb2.ListObservationsRequest.SerializeToString,
             healthstream_dot_edge_dot_v1_dot_edge__pb2.ObservationPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConditions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthstream.edge.v1.Edge/ListConditions',
+            healthstream_dot_edge_dot_v1_dot_edge__pb2.ListConditionsRequest.SerializeToString,
+            healthstream_dot_edge_dot_v1_dot_edge__pb2.ConditionList.FromString,
             options,
             channel_credentials,
             insecure,

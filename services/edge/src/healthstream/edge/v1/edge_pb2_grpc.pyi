@@ -45,6 +45,8 @@ class EdgeStub:
     """
     ListObservations: _grpc.UnaryUnaryMultiCallable[_edge_pb2.ListObservationsRequest, _edge_pb2.ObservationPage]
     """A person's observations, oldest first, filtered and a page at a time."""
+    ListConditions: _grpc.UnaryUnaryMultiCallable[_edge_pb2.ListConditionsRequest, _edge_pb2.ConditionList]
+    """A person's diagnoses, oldest first."""
     GetTrend: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetTrendRequest, _edge_pb2.Trend]
     """One code's results over time, with their change and least-squares slope a year."""
     GetKidneyFunction: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetKidneyFunctionRequest, _edge_pb2.KidneyFunction]
@@ -71,6 +73,8 @@ class EdgeAsyncStub(EdgeStub):
     """
     ListObservations: _aio.UnaryUnaryMultiCallable[_edge_pb2.ListObservationsRequest, _edge_pb2.ObservationPage]  # type: ignore[assignment]
     """A person's observations, oldest first, filtered and a page at a time."""
+    ListConditions: _aio.UnaryUnaryMultiCallable[_edge_pb2.ListConditionsRequest, _edge_pb2.ConditionList]  # type: ignore[assignment]
+    """A person's diagnoses, oldest first."""
     GetTrend: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetTrendRequest, _edge_pb2.Trend]  # type: ignore[assignment]
     """One code's results over time, with their change and least-squares slope a year."""
     GetKidneyFunction: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetKidneyFunctionRequest, _edge_pb2.KidneyFunction]  # type: ignore[assignment]
@@ -106,6 +110,14 @@ class EdgeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_edge_pb2.ObservationPage, _abc.Awaitable[_edge_pb2.ObservationPage]]:
         """A person's observations, oldest first, filtered and a page at a time."""
+
+    @_abc_1.abstractmethod
+    def ListConditions(
+        self,
+        request: _edge_pb2.ListConditionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.ConditionList, _abc.Awaitable[_edge_pb2.ConditionList]]:
+        """A person's diagnoses, oldest first."""
 
     @_abc_1.abstractmethod
     def GetTrend(

@@ -581,15 +581,15 @@ def test_schemathesis_finds_no_server_error_in_the_openapi_surface(
     known = tmp_path / "known.toml"
     known.write_text('[parameters]\n"path.person_id" = "P1"\n"query.patient" = "P1"\n')
     for config in (None, known):
-        chosen = ["--config-file", str(config)] if config else []
+        config_file = ["--config-file", str(config)] if config else []
         run = subprocess.run(
-            ["schemathesis", *chosen, "run", f"{edge_url.url}/openapi.json",
+            ["schemathesis", *config_file, "run", f"{edge_url.url}/openapi.json",
              "--checks", "not_a_server_error", "--header", f"Authorization: Bearer {bearer}",
              "--max-examples", "25", "--seed", "7", "--phases", "examples,coverage,fuzzing",
              "--exclude-path", "/alerts/stream", "--generation-database", "none",
              "--workers", "1", "--request-timeout", "10", "--suppress-health-check", "all",
              "--no-color"],
-            capture_output=True, text=True, timeout=280, check=False,
+            capture_output=True, text=True, timeout=280, check=False, cwd=tmp_path,
         )  # fmt: skip
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         selected = re.search(r"Selected: (\d+)/(\d+)\s+Tested: (\d+)", run.stdout)

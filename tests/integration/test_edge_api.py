@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import httpx
+import psycopg
 import pytest
 import uvicorn
 from fhir.resources.R4B import get_fhir_model_class
@@ -613,3 +614,18 @@ def test_diagnoses_over_rest_grpc_and_fhir(edge_url: Running) -> None:
     (entry,) = bundle["entry"]
     codes = [c["code"] for c in entry["resource"]["code"]["coding"]]
     assert codes == ["E11.9", "5A11"] and entry["resource"]["subject"]["reference"] == "Patient/P1"
+
+
+@pytest.mark.parametrize("edge_url", ["postgresql"], indirect=True)
+def test_a_lost_database_connection_is_a_503_then_served_again(
+    edge_url: Running, postgres_dsn: str
+) -> None:
+    clinician = token()
+    assert get(edge_url.url, "/persons/P1", clinician).status_code == 200
+    backend = edge_url.store.db.execute("SELECT pg_backend_pid()").fetchone()[0]
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # as a PostgreSQL restart does
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+    lost = get(edge_url.url, "/persons/P1", clinician)
+    assert (lost.status_code, lost.json()["title"]) == (503, "store.unavailable")
+    assert lost.headers["Retry-After"] == "1"
+    assert get(edge_url.url, "/persons/P1", clinician).status_code == 200  # connected again

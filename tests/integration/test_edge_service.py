@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import psycopg
 import pytest
 from healthstream.edge.v1 import edge_pb2 as pb
 from healthstream.edge.v1 import edge_pb2_grpc
@@ -96,6 +97,16 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
             listed = answer.json() if answer.status_code == 200 else {}
             time.sleep(0.2)
         assert listed["items"], listed
+        if backend == "postgresql":  # the database drops every connection of the edge's
+            drop_connections(database, tls, base, bearer)
+            second = observation | {"observation_id": "OBS-AFTER"}
+            producer.produce(observations, codec.encode("hs.clinical.Observation", second), None)
+            assert producer.flush(10) == 0
+            while time.monotonic() < deadline and len(listed["items"]) < 2:  # type: ignore[arg-type]
+                answer = tls.get(f"{base}/persons/P1/observations", headers=bearer)
+                listed = answer.json() if answer.status_code == 200 else listed
+                time.sleep(0.2)
+            assert len(listed["items"]) == 2, listed  # type: ignore[arg-type]
         with pytest.raises((httpx.ConnectError, httpx.RemoteProtocolError)):  # no plain HTTP
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
 
@@ -120,3 +131,15 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "intact" in verified.stdout
+
+
+def drop_connections(dsn: str, tls: httpx.Client, base: str, bearer: dict[str, str]) -> None:
+    """Every connection to the edge's database ends, as in a PostgreSQL restart; the next
+    request is refused (503) and the one after is served."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    statuses = [tls.get(f"{base}/persons/P1", headers=bearer).status_code for _ in range(2)]
+    assert statuses == [503, 200]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -25,7 +26,9 @@ from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused
 from hs_edge.fhir_api import is_fhir
 from hs_edge.operations import Edge
+from hs_edge.store import StoreUnavailable
 
+log = logging.getLogger("hs.edge.api")
 MAX_BODY = 16 * 1024  # bytes: every request body here is small
 PUBLIC = frozenset({"/oauth/token", "/healthz", "/docs", "/openapi.json"})
 
@@ -86,6 +89,14 @@ def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
         except Refused as refused:
             reason = refused.code
             response = refusal(request, refused.status, refused.code, str(refused))
+        except StoreUnavailable as error:
+            reason = "store.unavailable"
+            response = refusal(request, 503, reason, str(error), {"Retry-After": "1"})
+        except Exception as error:  # noqa: BLE001 - answered and audited, whatever it was
+            # the type only: an exception's text may hold personal data
+            log.error("request failed", extra={"error": type(error).__name__})  # noqa: TRY400
+            reason = "internal.error"
+            response = refusal(request, 500, reason, "the request could not be served")
         return await _audited(edge, request, caller, response, reason)
 
     return guard_request

@@ -5,6 +5,7 @@ trail (acks=all) before it is answered. Health checking and reflection are serve
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,9 @@ from hs_edge import audit
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused
 from hs_edge.operations import Edge
+from hs_edge.store import StoreUnavailable
 
+log = logging.getLogger("hs.edge.grpc")
 SERVICE = pb.DESCRIPTOR.services_by_name["Edge"].full_name
 MAX_MESSAGE = 16 * 1024  # bytes: every request here is small
 MAX_REASON = 200
@@ -72,6 +75,15 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         except Refused as refused:
             await self._refuse(call, caller, refused)
             raise  # not reached: _refuse aborts the call
+        except StoreUnavailable as error:
+            await self._refuse(call, caller, Refused("store.unavailable", str(error), 503))
+            raise  # not reached
+        except Exception as error:
+            # the type only: an exception's text may hold personal data
+            log.error("call failed", extra={"error": type(error).__name__})  # noqa: TRY400
+            failed = Refused("internal.error", "the call could not be served", 500)
+            await self._refuse(call, caller, failed)
+            raise  # not reached
         await self._audit(call, caller, 200, None)
         return result
 

@@ -6,16 +6,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from hs_common import topics
 from hs_common.codec import Codec, Record
 from hs_common.errors import HealthStreamError
 from hs_common.kafka import make_consumer
 from hs_common.settings import RuntimeSettings
-from hs_edge.store import Store
+from hs_edge.store import Store, StoreUnavailable
 
 log = logging.getLogger("hs.edge.projector")
 
@@ -106,22 +107,36 @@ def follow(
     settings: RuntimeSettings, projector: Projector, sources: tuple[str, ...] = SOURCES,
     stop: threading.Event | None = None,
 ) -> None:  # fmt: skip
-    """Keep the read model up to date, resuming from the offsets it holds."""
+    """Keep the read model up to date, resuming from the offsets it holds, also after the
+    database was lost for a while."""
     stop = stop or threading.Event()
     consumer = make_consumer(settings, f"hs-edge-{settings.instance_id}", "hs-edge-projector")
+    try:
+        resume(consumer, projector.store, sources)
+        while not stop.is_set():
+            batch = [consumed(m) for m in consumer.consume(500, 0.2) if m.error() is None]
+            if not batch:
+                continue
+            try:
+                projector.apply(batch)
+            except StoreUnavailable:
+                log.warning("read model unavailable: resuming from its offsets when it answers")
+                while not stop.wait(1.0):
+                    with suppress(StoreUnavailable):
+                        resume(consumer, projector.store, sources)
+                        break
+    finally:
+        consumer.close()
+
+
+def resume(consumer: Consumer, store: Store, sources: tuple[str, ...]) -> None:
+    """Read each source from the offset the read model holds for it."""
     assignment = []
     for topic in sources:
-        stored = projector.store.offsets(topic)
+        stored = store.offsets(topic)
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         assignment += [TopicPartition(topic, p, stored.get(p, 0)) for p in partitions]
     consumer.assign(assignment)
-    try:
-        while not stop.is_set():
-            batch = [consumed(m) for m in consumer.consume(500, 0.2) if m.error() is None]
-            if batch:
-                projector.apply(batch)
-    finally:
-        consumer.close()
 
 
 def consumed(message: Message) -> Consumed:

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+
+from hs_common.errors import HealthStreamError
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS offsets (
@@ -73,11 +75,19 @@ class Page:
     next_cursor: str | None  # pass back to get the next page
 
 
+class StoreUnavailable(HealthStreamError):
+    """The database did not answer; a PostgreSQL connection is opened again for the next
+    statement."""
+
+
 class Store:
     """SQL over a DB-API connection; `placeholder` is "?" (SQLite) or "%s" (PostgreSQL)."""
 
-    def __init__(self, connection: Connection, placeholder: str = "?") -> None:
-        self.db, self.mark = connection, placeholder
+    def __init__(
+        self, connection: Connection, placeholder: str = "?",
+        reconnect: Callable[[], Connection] | None = None,
+    ) -> None:  # fmt: skip
+        self.db, self.mark, self.reconnect = connection, placeholder, reconnect
         with self.transaction():
             for statement in SCHEMA:
                 self._run(statement.replace("BYTEA", "BLOB") if placeholder == "?" else statement)
@@ -100,10 +110,22 @@ class Store:
 
     @classmethod
     def postgres(cls, dsn: str) -> Store:
-        return cls(psycopg.connect(dsn, autocommit=True), "%s")
+        def connect() -> Connection:
+            return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+
+        return cls(connect(), "%s", connect)
 
     def _run(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
-        return self.db.execute(sql.replace("?", self.mark), parameters)
+        try:
+            return self.db.execute(sql.replace("?", self.mark), parameters)
+        except (psycopg.OperationalError, sqlite3.OperationalError) as error:
+            lost = getattr(self.db, "broken", False) or getattr(self.db, "closed", False)
+            if self.reconnect is not None and lost:
+                with suppress(psycopg.OperationalError):  # still down: tried again next time
+                    self.db = self.reconnect()
+            raise StoreUnavailable(
+                f"the read model did not answer ({type(error).__name__})"
+            ) from None
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:

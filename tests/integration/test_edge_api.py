@@ -298,6 +298,15 @@ def test_the_review_queue_shows_evidence_and_sends_link_and_no_link_to_the_empi(
     ]
     assert {e["comparison"] for e in queue[0]["evidence"]} >= {"id_number", "name"}
     assert get(edge_url.url, "/reviews", token()).status_code == 403  # clinicians do not review
+    queued, *_ = grpc_call(edge_url.grpc_target, "ListReviews", pb.ListReviewsRequest(), admin)
+    assert [(r.record_key, r.suggested_person_id) for r in queued.items] == [
+        ("rk-new", "P1"), ("rk-twin", "P1")
+    ]  # fmt: skip
+    no_decision = pb.DecideReviewRequest(record_key="rk-new")
+    _, undecided, trailing = grpc_call(edge_url.grpc_target, "DecideReview", no_decision, admin)
+    assert (undecided, trailing["hs-refusal"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "request.decision"
+    )  # fmt: skip
 
     headers = {"Authorization": f"Bearer {admin}"}
     bad = httpx.post(f"{edge_url.url}/reviews/rk-new/decision", headers=headers,
@@ -348,6 +357,16 @@ def test_trends_and_egfr_with_kdigo_progression(
     assert body["slope_per_year"] is None  # a day of results is not a yearly trend
     other = token(role="patient", person_id="P2", scope="patient/*.read")
     assert get(edge_url.url, "/persons/P1/egfr", other).status_code == 403
+
+    target = edge_url.grpc_target  # the same over gRPC
+    egfr, *_ = grpc_call(target, "GetKidneyFunction",
+                         pb.GetKidneyFunctionRequest(person_id="P1"), clinician)  # fmt: skip
+    assert list(egfr.stages) == kidney["stages"] and egfr.rapid_progression
+    assert egfr.slope_per_year == pytest.approx(kidney["slope_per_year"])
+    series, *_ = grpc_call(target, "GetTrend", pb.GetTrendRequest(
+        person_id="P1", code="http://loinc.org|2345-7"), clinician)  # fmt: skip
+    assert len(series.points) == 10 and series.unit == "mmol/L"
+    assert not series.HasField("slope_per_year")
 
 
 def grpc_call(

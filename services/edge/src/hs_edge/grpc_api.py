@@ -87,6 +87,17 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         await self._audit(call, caller, 200, None)
         return result
 
+    async def _answer(
+        self, context: Context, method: str, person_id: str | None, reply: type[Reply],
+        operation: Callable[[Caller], op.View],
+    ) -> Reply:  # fmt: skip
+        """`_serve` for an operation whose view is the reply as it is."""
+
+        async def work(caller: Caller) -> Reply:
+            return message(operation(caller), reply)
+
+        return await self._serve(context, method, person_id, work)
+
     async def _admit(self, call: Call) -> Caller:
         """The caller, when its token is good and its rate allows; else the call is aborted."""
         try:
@@ -160,39 +171,38 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
     async def ListConditions(
         self, request: pb.ListConditionsRequest, context: Context
     ) -> pb.ConditionList:
-        async def work(caller: Caller) -> pb.ConditionList:
-            view = op.list_conditions(self.edge, caller, request.person_id)
-            return message(view, pb.ConditionList)
-
-        return await self._serve(context, "ListConditions", request.person_id, work)
+        return await self._answer(
+            context, "ListConditions", request.person_id, pb.ConditionList,
+            lambda caller: op.list_conditions(self.edge, caller, request.person_id),
+        )  # fmt: skip
 
     @override
     async def GetTrend(self, request: pb.GetTrendRequest, context: Context) -> pb.Trend:
         since = moment(request.since, request.HasField("since"))
         until = moment(request.until, request.HasField("until"))
 
-        async def work(caller: Caller) -> pb.Trend:
-            view = op.series_trend(self.edge, caller, request.person_id, request.code, since, until)
-            return message(view, pb.Trend)
-
-        return await self._serve(context, "GetTrend", request.person_id, work)
+        return await self._answer(
+            context, "GetTrend", request.person_id, pb.Trend,
+            lambda caller: op.series_trend(
+                self.edge, caller, request.person_id, request.code, since, until
+            ),
+        )  # fmt: skip
 
     @override
     async def GetKidneyFunction(
         self, request: pb.GetKidneyFunctionRequest, context: Context
     ) -> pb.KidneyFunction:
-        async def work(caller: Caller) -> pb.KidneyFunction:
-            view = op.kidney_function(self.edge, caller, request.person_id)
-            return message(view, pb.KidneyFunction)
-
-        return await self._serve(context, "GetKidneyFunction", request.person_id, work)
+        return await self._answer(
+            context, "GetKidneyFunction", request.person_id, pb.KidneyFunction,
+            lambda caller: op.kidney_function(self.edge, caller, request.person_id),
+        )  # fmt: skip
 
     @override
     async def ListAlerts(self, request: pb.ListAlertsRequest, context: Context) -> pb.AlertList:
-        async def work(caller: Caller) -> pb.AlertList:
-            return message(op.person_alerts(self.edge, caller, request.person_id), pb.AlertList)
-
-        return await self._serve(context, "ListAlerts", request.person_id, work)
+        return await self._answer(
+            context, "ListAlerts", request.person_id, pb.AlertList,
+            lambda caller: op.person_alerts(self.edge, caller, request.person_id),
+        )  # fmt: skip
 
     @override
     async def StreamAlerts(
@@ -223,10 +233,10 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
 
     @override
     async def ListReviews(self, request: pb.ListReviewsRequest, context: Context) -> pb.ReviewList:
-        async def work(caller: Caller) -> pb.ReviewList:
-            return message(op.open_reviews(self.edge, caller), pb.ReviewList)
-
-        return await self._serve(context, "ListReviews", None, work)
+        return await self._answer(
+            context, "ListReviews", None, pb.ReviewList,
+            lambda caller: op.open_reviews(self.edge, caller),
+        )  # fmt: skip
 
     @override
     async def DecideReview(

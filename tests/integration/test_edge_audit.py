@@ -1,4 +1,5 @@
-"""`hs-edge verify-audit` against a trail on the real broker: intact, then tampered."""
+"""`hs-edge verify-audit` against a trail on the real broker: intact, then tampered, then cut
+short (which shows against the heads anchored in the edge's database)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from hs_common.kafka import make_producer
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import TopicFactory
 from hs_edge.audit import Chain, Entry, Outcome, Request, to_record
+from hs_edge.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +50,15 @@ def publish(settings: RuntimeSettings, codec: Codec, topic: str, trail: list[Ent
     assert producer.flush(10) == 0
 
 
-def run_verify(bootstrap: str, topic: str) -> subprocess.CompletedProcess[str]:
+def run_verify(
+    bootstrap: str, topic: str, database: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"HS_KAFKA_BOOTSTRAP": bootstrap, "HS_LOG_LEVEL": "WARNING"}
+    env.pop("HS_EDGE_DATABASE", None)
+    anchors = ["--database", str(database)] if database else []
     return subprocess.run(
-        ["hs-edge", "verify-audit", "--topic", topic], env=env, capture_output=True, text=True,
-        timeout=120, check=False,
+        ["hs-edge", "verify-audit", "--topic", topic, *anchors], env=env, capture_output=True,
+        text=True, timeout=120, check=False,
     )  # fmt: skip
 
 
@@ -75,3 +82,28 @@ def test_an_intact_trail_verifies_and_a_tampered_one_is_named(
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"TAMPERED: chain {victim.chain}, entry {victim.sequence} (partition" in result.stdout
     assert "was changed" in result.stdout
+
+
+def test_a_trail_cut_short_is_named_against_the_anchored_heads(
+    runtime_settings: RuntimeSettings, codec: Codec, new_topic: TopicFactory, kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    trail = entries()
+    database = tmp_path / "edge.db"
+    store = Store.sqlite(database)
+    for entry in trail:  # as the writers anchor their heads
+        store.put_anchor(entry.chain, entry.sequence, entry.hash)
+    whole, cut = new_topic("audit-whole", 3), new_topic("audit-cut", 3)
+    publish(runtime_settings, codec, whole, trail)
+    result = run_verify(kafka_bootstrap, whole, database)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "anchored heads held: 3" in result.stdout
+
+    newest = trail[-3]  # the newest entry of the second replica's chain, removed
+    assert newest.chain == "edge-b@1" and trail[-2].chain == "edge-a@1"
+    publish(runtime_settings, codec, cut, trail[:-3] + trail[-2:])
+    assert run_verify(kafka_bootstrap, cut).returncode == 0  # the chains alone cannot tell
+    result = run_verify(kafka_bootstrap, cut, database)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"TAMPERED: chain {newest.chain}, entry {newest.sequence} (anchor)" in result.stdout
+    assert "its newest entries were removed" in result.stdout

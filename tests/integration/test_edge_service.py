@@ -130,7 +130,7 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
         text=True, check=False,
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "intact" in verified.stdout
+    assert "intact" in verified.stdout and "anchored heads held: 1" in verified.stdout
 
 
 def drop_connections(dsn: str, tls: httpx.Client, base: str, bearer: dict[str, str]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hs_edge.audit import GENESIS, Chain, Entry, Outcome, Request, verify
+from hs_edge.audit import GENESIS, Anchor, Chain, Entry, Outcome, Request, verify
 
 T0 = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
 
@@ -95,3 +95,30 @@ def test_a_rehashed_forgery_still_breaks_the_link_to_the_next_entry() -> None:
 
 def test_a_chain_starts_at_genesis_or_a_known_head() -> None:
     assert Chain("x").head == GENESIS
+
+
+def heads(entries: list[tuple[Entry, int]]) -> list[Anchor]:
+    last = {entry.chain: entry for entry, _ in entries}
+    return [Anchor(e.chain, e.sequence, e.hash) for e in last.values()]
+
+
+def test_a_cut_off_tail_shows_only_against_the_anchored_heads() -> None:
+    entries = trail()
+    anchors = heads(entries)
+    assert verify(entries, anchors).intact
+    cut = entries[:-2]  # the newest two entries of the newest chain
+    assert verify(cut).intact  # a hash chain alone cannot tell
+    verdict = verify(cut, anchors)
+    assert not verdict.intact
+    assert verdict.first_bad == ("edge-a@2", 3, "anchor")
+    assert verdict.problem == "the trail ends at entry 1: its newest entries were removed"
+
+
+def test_an_anchor_the_trail_does_not_hold_as_written_is_named() -> None:
+    entries = trail()
+    wrong = [dataclasses.replace(anchor, hash="0" * 64) for anchor in heads(entries)[:1]]
+    assert (
+        verify(entries, wrong).problem == "the anchored entry is not in the trail as it was written"
+    )
+    missing = [Anchor("edge-c@1", 0, "0" * 64)]  # a whole chain removed, its anchor kept
+    assert not verify(entries, missing).intact

@@ -101,24 +101,44 @@ class Verdict:
     problem: str | None = None
 
 
-def verify(entries: Iterable[tuple[Entry, Any]]) -> Verdict:
+@dataclass(frozen=True)
+class Anchor:
+    """A chain's head as recorded outside the trail (in the read model's database)."""
+
+    chain: str
+    sequence: int
+    hash: str
+
+
+def verify(entries: Iterable[tuple[Entry, Any]], anchors: Iterable[Anchor] = ()) -> Verdict:
     """Check every chain in `entries`: (entry, where it was found, e.g. its offset), each chain
-    in its own order (chains may be interleaved, or in different partitions). Removing the
-    newest entries of a writer's newest chain cannot show in a hash chain; any other change,
-    removal, insertion or reordering does."""
+    in its own order (chains may be interleaved, or in different partitions). Any change,
+    removal, insertion or reordering shows; removing the newest entries of a writer's newest
+    chain shows only against `anchors`, the heads recorded elsewhere: the trail must hold each
+    anchored entry."""
     chains: dict[str, list[tuple[Entry, Any]]] = {}
     for entry, where in entries:
         chains.setdefault(entry.chain, []).append((entry, where))
+    count = sum(map(len, chains.values()))
     heads = {name: found[-1][0].hash for name, found in chains.items()}
     for name, found in chains.items():
         previous: str | None = None
         for entry, where in found:
             problem = _problem(entry, previous, heads, name)
             if problem is not None:
-                return Verdict(False, sum(map(len, chains.values())), len(chains),
-                               (name, entry.sequence, where), problem)  # fmt: skip
+                return Verdict(False, count, len(chains), (name, entry.sequence, where), problem)
             previous = entry.hash
-    return Verdict(True, sum(map(len, chains.values())), len(chains))
+    for anchor in anchors:
+        held = {e.sequence: e.hash for e, _ in chains.get(anchor.chain, ())}
+        if held.get(anchor.sequence) != anchor.hash:
+            problem = (
+                f"the trail ends at entry {max(held)}: its newest entries were removed"
+                if held and anchor.sequence > max(held)
+                else "the anchored entry is not in the trail as it was written"
+            )
+            return Verdict(False, count, len(chains), (anchor.chain, anchor.sequence, "anchor"),
+                           problem)  # fmt: skip
+    return Verdict(True, count, len(chains))
 
 
 def _problem(

@@ -1,10 +1,11 @@
 """`hs-edge serve` runs the edge; `hs-edge dev-setup` writes development credentials;
-`hs-edge verify-audit` proves the audit trail's hash chains intact, or names the first
-tampered entry (exit status 1)."""
+`hs-edge verify-audit` proves the audit trail's hash chains intact (and holding every head
+anchored in the edge's database), or names the first tampered entry (exit status 1)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,10 +17,11 @@ from hs_common.crypto import Keyring
 from hs_common.kafka import read_range
 from hs_common.schemas import SchemaCatalogue, default_schema_root
 from hs_common.settings import RuntimeSettings
-from hs_edge.audit import Entry, from_record, verify
+from hs_edge.audit import Anchor, Entry, from_record, verify
 from hs_edge.devsetup import write_dev_files
 from hs_edge.service import DEV
 from hs_edge.service import main as serve
+from hs_edge.store import Store
 
 
 def trail(settings: RuntimeSettings, codec: Codec, topic: str) -> Iterator[tuple[Entry, Any]]:
@@ -29,15 +31,17 @@ def trail(settings: RuntimeSettings, codec: Codec, topic: str) -> Iterator[tuple
         yield from_record(record), f"partition {message.partition()} offset {message.offset()}"
 
 
-def verify_audit(topic: str) -> int:
+def verify_audit(topic: str, database: str | None) -> int:
     settings = RuntimeSettings()
     # audit events carry no sealed fields: no key is needed to read them
     codec = Codec(
         SchemaCatalogue.load(settings.schema_dir or default_schema_root()), Keyring.empty()
     )
-    verdict = verify(trail(settings, codec, topic))
+    anchors = [Anchor(*a) for a in Store.open(database).anchors()] if database else []
+    verdict = verify(trail(settings, codec, topic), anchors)
     if verdict.intact:
-        print(f"intact: {verdict.entries} entries in {verdict.chains} chains on {topic}")
+        held = f"anchored heads held: {len(anchors)}" if database else "no anchors checked"
+        print(f"intact: {verdict.entries} entries in {verdict.chains} chains on {topic} ({held})")
         return 0
     assert verdict.first_bad is not None
     chain, sequence, where = verdict.first_bad
@@ -50,6 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("verify-audit", help="verify the audit trail's hash chains")
     check.add_argument("--topic", default=topics.EDGE_AUDIT.name)
+    check.add_argument(
+        "--database", default=os.environ.get("HS_EDGE_DATABASE"),
+        help="the edge's database, whose anchored chain heads the trail must hold "
+        "(default: HS_EDGE_DATABASE)",
+    )  # fmt: skip
     setup = commands.add_parser("dev-setup", help="write development keys, TLS and clients")
     setup.add_argument("--folder", type=Path, default=DEV.folder)
     commands.add_parser("serve", help="run the edge (settings from HS_EDGE_* variables)")
@@ -62,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return serve()
-    return verify_audit(args.topic)
+    return verify_audit(args.topic, args.database)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ REST, gRPC and the FHIR view render. A refusal is a `Refused` that names why."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,9 +20,10 @@ from hs_edge import audit
 from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
 from hs_edge.projector import code_key
 from hs_edge.ratelimit import RateLimiter
-from hs_edge.store import Page, Store
+from hs_edge.store import Page, Store, StoreUnavailable
 from hs_edge.trends import Point, Trend, kidney_trend, trend
 
+log = logging.getLogger("hs.edge")
 MAX_PAGE = 200
 CREATININE = (("http://loinc.org", "2160-0"), ("http://loinc.org", "14682-9"))  # mass; moles
 MAX_POINTS = 5_000
@@ -30,17 +32,36 @@ View = dict[str, Any]
 
 @dataclass
 class AuditTrail:
-    """This process's chain, written to the audit topic."""
+    """This process's chain, written to the audit topic; its head is anchored in `anchors` (the
+    read model's database) at most every `anchor_seconds`, and by `anchor()`."""
 
     producer: AsyncDurableProducer
     codec: Codec
     topic: str
     chain: audit.Chain
+    anchors: Store | None = None
+    anchor_seconds: float = 1.0
+    clock: Callable[[], float] = field(default=time.monotonic)
+    _anchored_at: float = field(default=float("-inf"), init=False)
+    _written: audit.Entry | None = field(default=None, init=False)
 
     async def record(self, request: audit.Request) -> None:
         entry = self.chain.append(request)
         value = self.codec.encode("hs.edge.AuditEvent", audit.to_record(entry))
         await self.producer.write(self.topic, value, entry.chain)
+        self._written = entry
+        if self.clock() - self._anchored_at >= self.anchor_seconds:
+            self.anchor()
+
+    def anchor(self) -> None:
+        """Record the head of what was written (a truncated trail then shows)."""
+        if self.anchors is not None and self._written is not None:
+            self._anchored_at = self.clock()
+            head = self._written
+            try:
+                self.anchors.put_anchor(head.chain, head.sequence, head.hash)
+            except StoreUnavailable:
+                log.warning("audit head not anchored: the database did not answer")
 
 
 @dataclass

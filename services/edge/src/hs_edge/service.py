@@ -104,11 +104,11 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
         f"{instance}@{time.time_ns() // 1_000_000}", chain_head(settings, runtime.codec, instance)
     )
     producer = AsyncDurableProducer(settings, "hs-edge-audit")
+    store = Store.open(settings.database)
+    trail = AuditTrail(producer, runtime.codec, settings.audit_topic, chain, anchors=store)
     edge = Edge(
-        Store.open(settings.database), runtime.codec,
-        TokenValidator(keys, settings.issuer, settings.audience),
-        RateLimiter(settings.rate_per_second, settings.burst),
-        AuditTrail(producer, runtime.codec, settings.audit_topic, chain), dev_issuer(settings),
+        store, runtime.codec, TokenValidator(keys, settings.issuer, settings.audience),
+        RateLimiter(settings.rate_per_second, settings.burst), trail, dev_issuer(settings),
         settings.ack_topic, settings.review_topic,
     )  # fmt: skip
     credentials = grpc_api.tls(settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())
@@ -125,4 +125,5 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
         await rest.serve()
     finally:
         await grpc_server.stop(5)
+        trail.anchor()
         producer.close()

@@ -52,6 +52,8 @@ SCHEMA = (
         PRIMARY KEY (alert_id, action))""",
     "CREATE INDEX IF NOT EXISTS alerts_received ON alerts (received)",
     "CREATE INDEX IF NOT EXISTS alerts_patient ON alerts (patient_key, at)",
+    """CREATE TABLE IF NOT EXISTS audit_anchors (
+        chain TEXT PRIMARY KEY, sequence BIGINT NOT NULL, hash TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS reviews (
         record_key TEXT PRIMARY KEY, status TEXT NOT NULL, decided_at BIGINT NOT NULL,
         event BYTEA NOT NULL)""",
@@ -223,6 +225,19 @@ class Store:
             "UPDATE reviews SET status = 'DECIDED' WHERE record_key = ? AND decided_at <= ?",
             (record_key, micros(at)),
         )
+
+    def put_anchor(self, chain: str, sequence: int, hash_: str) -> None:
+        """The audit chain's head, recorded outside the trail (see `audit.verify`)."""
+        self._run(
+            "INSERT INTO audit_anchors VALUES (?, ?, ?) ON CONFLICT (chain) DO UPDATE SET "
+            "sequence = excluded.sequence, hash = excluded.hash "
+            "WHERE excluded.sequence > audit_anchors.sequence",
+            (chain, sequence, hash_),
+        )
+
+    def anchors(self) -> list[tuple[str, int, str]]:
+        rows = self._run("SELECT chain, sequence, hash FROM audit_anchors").fetchall()
+        return [(str(c), int(n), str(h)) for c, n, h in rows]
 
     # --- reads (the API) ----------------------------------------------------------------
 

@@ -445,6 +445,11 @@ def test_grpc_serves_the_same_operations_with_the_same_denials_each_audited(
     assert not grpc_call(target, "ListObservations", observations(
         person_id="P1", codes=["x' OR '1'='1|y"]), clinician)[0].items  # fmt: skip
 
+    huge = observations(person_id="P1", codes=["x" * 20_000])
+    assert grpc_call(target, "ListObservations", huge, clinician)[1] is (
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    )  # refused by size before it is read (and so not audited)
+
     busy = token(client_id="busy-grpc")
     limited = [grpc_call(target, "GetPerson", pb.GetPersonRequest(person_id="P1"), busy)
                for _ in range(30)]  # fmt: skip

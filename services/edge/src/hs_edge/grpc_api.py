@@ -78,7 +78,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         except StoreUnavailable as error:
             await self._refuse(call, caller, Refused("store.unavailable", str(error), 503))
             raise  # not reached
-        except Exception as error:
+        except Exception as error:  # answered and audited, whatever it was
             # the type only: an exception's text may hold personal data
             log.error("call failed", extra={"error": type(error).__name__})  # noqa: TRY400
             failed = Refused("internal.error", "the call could not be served", 500)

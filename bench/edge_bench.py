@@ -147,7 +147,7 @@ def broker() -> Iterator[tuple[str, int | None]]:
 
 def create_topics(bootstrap: str) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
-    labels = ("persons", "observations", "audit", "alerts", "links")
+    labels = ("persons", "observations", "audit", "alerts", "links", "conditions")
     names = {label: f"bench-edge-{label}-{run}" for label in labels}
     admin = AdminClient({"bootstrap.servers": bootstrap})
     partitions = {"observations": 2}
@@ -203,7 +203,9 @@ def dev_setup(folder: Path) -> str:
     return found.group(1)
 
 
-def edge_env(bootstrap: str, folder: Path, names: dict[str, str]) -> dict[str, str]:
+def edge_env(
+    bootstrap: str, folder: Path, names: dict[str, str], opened_events: int
+) -> dict[str, str]:
     dev = folder / "dev"
     return os.environ | {
         "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": bootstrap, "HS_METRICS_PORT": "0",
@@ -218,7 +220,8 @@ def edge_env(bootstrap: str, folder: Path, names: dict[str, str]) -> dict[str, s
         "HS_EDGE_RATE_PER_SECOND": "1000000000", "HS_EDGE_BURST": "1000000000",
         "HS_EDGE_AUDIT_TOPIC": names["audit"], "HS_EDGE_PERSON_TOPIC": names["persons"],
         "HS_EDGE_OBSERVATION_TOPIC": names["observations"], "HS_EDGE_ALERT_TOPIC": names["alerts"],
-        "HS_EDGE_LINK_TOPIC": names["links"],
+        "HS_EDGE_LINK_TOPIC": names["links"], "HS_EDGE_CONDITION_TOPIC": names["conditions"],
+        "HS_EDGE_OPENED_EVENTS": str(opened_events),
     }  # fmt: skip
 
 
@@ -483,11 +486,13 @@ def step_costs(setup: Setup, token: str) -> dict[str, float]:
                   Keyring.from_file(Path(env["HS_KEYRING_FILE"])))  # fmt: skip
     keys = KeySet.import_key_set(json.loads(Path(env["HS_EDGE_JWKS_FILE"]).read_text()))
     tokens = TokenValidator(keys, "https://hs-edge.local/dev", "hs-edge")
+    unremembered = TokenValidator(keys, "https://hs-edge.local/dev", "hs-edge", remembered=0)
     caller = tokens.caller(token)
     limiter = RateLimiter(1e9, 1_000_000_000)
     store = Store.open(env["HS_EDGE_DATABASE"])
     # the read path uses neither the trail nor the issuer
     edge = op.Edge(store, codec, tokens, limiter, cast("op.AuditTrail", None))
+    cold = op.Edge(store, codec, tokens, limiter, cast("op.AuditTrail", None), opened_size=0)
     query = op.ObservationQuery(count=PAGE_SIZE)
     found = store.person(PERSON_ID)
     assert found is not None
@@ -513,17 +518,22 @@ def step_costs(setup: Setup, token: str) -> dict[str, float]:
     def rest_body() -> bytes:
         return rest_answer.dump_json(rest_answer.validate_python(view))
 
+    records = [edge.opened(e) for e in events[1:]]
+
     def grpc_body() -> bytes:
-        return grpc_api.message(grpc_view, pb.ObservationPage).SerializeToString()
+        page = pb.ObservationPage(person_id=PERSON_ID, items=map(grpc_api.observation, records))
+        return page.SerializeToString()
 
     steps: dict[str, Callable[[], object]] = {
-        "token verification (ES256 JWT)": lambda: tokens.caller(token),
+        "token verification (ES256 JWT), first use": lambda: unremembered.caller(token),
+        "token, remembered": lambda: tokens.caller(token),
         "rate limit": lambda: limiter.take(caller.client_id, time.monotonic()),
-        "list_observations, all of it:": lambda: op.list_observations(edge, caller, PERSON_ID, query),
+        "list_observations, events opened before:": lambda: op.list_observations(edge, caller, PERSON_ID, query),
+        "list_observations, nothing kept opened:": lambda: op.list_observations(cold, caller, PERSON_ID, query),
         "  SQLite: the person, 20 rows": read_rows,
         "  decode 21 events (2 sealed fields each)": lambda: [codec.decode(e) for e in events],
         "REST answer (validate + dump_json, as FastAPI)": rest_body,
-        "gRPC answer (ParseDict + serialize)": grpc_body,
+        "gRPC answer (built directly + serialize)": grpc_body,
         "audit entry (SM3 chain + Avro encode)": audit_entry,
     }  # fmt: skip
     return {name: per_call_us(step) for name, step in steps.items()}
@@ -613,14 +623,14 @@ def print_verdict(results: dict[tuple[str, str, str], list[Measurement]]) -> Non
 # --- the run ---------------------------------------------------------------------------------
 
 
-def prepare(folder: Path, bootstrap: str) -> Setup:
+def prepare(folder: Path, bootstrap: str, opened_events: int) -> Setup:
     keyring = Keyring.generate()
     keyring.to_file(folder / "keyring.json")
     codec = Codec(SchemaCatalogue.load(default_schema_root()), keyring)
     secret = dev_setup(folder)
     names = create_topics(bootstrap)
     feed(bootstrap, codec, names)
-    return Setup(folder, secret, edge_env(bootstrap, folder, names))
+    return Setup(folder, secret, edge_env(bootstrap, folder, names, opened_events))
 
 
 def ensure_tools() -> None:
@@ -635,7 +645,7 @@ def run(args: argparse.Namespace) -> None:
     with ExitStack() as stack:
         bootstrap, broker_pid = stack.enter_context(broker())
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hs-edge-bench-")))
-        setup = prepare(folder, bootstrap)
+        setup = prepare(folder, bootstrap, args.opened_events)
         env = setup.env
         edge_pid = stack.enter_context(
             process("hs-edge", ["hs-edge", "serve"], env, folder / "edge.log")
@@ -693,6 +703,10 @@ def main() -> None:
     parser.add_argument(
         "--light-seconds", type=float, default=5.0, help=f"length of the {LIGHT_RATE}/s loads"
     )
+    parser.add_argument(
+        "--opened-events", type=int, default=10_000,
+        help="HS_EDGE_OPENED_EVENTS of the edge (0: every page decoded again)",
+    )  # fmt: skip
     parser.add_argument("--baseline-server", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:

@@ -114,3 +114,24 @@ def test_refusals_never_echo_the_token() -> None:
     with pytest.raises(Refused) as refused:
         VALIDATOR.caller(f"Bearer {secret}")
     assert secret not in str(refused.value) and "nurse-7" not in str(refused.value)
+
+
+def test_a_remembered_token_still_expires() -> None:
+    clock = [NOW]
+    validator = TokenValidator(KeySet([KEY]), ISSUER, AUDIENCE, now=lambda: clock[0])
+    bearer = f"Bearer {token(exp=NOW + 60)}"
+    first = validator.caller(bearer)
+    assert validator.caller(bearer) is first  # remembered: not verified again
+    clock[0] = NOW + 60 + 31  # past the expiry and the leeway
+    with pytest.raises(Refused) as refused:
+        validator.caller(bearer)
+    assert refused.value.code == "token.expired"
+
+
+def test_only_so_many_tokens_are_remembered() -> None:
+    validator = TokenValidator(KeySet([KEY]), ISSUER, AUDIENCE, now=lambda: NOW, remembered=2)
+    bearers = [f"Bearer {token(sub=f'nurse-{n}')}" for n in range(3)]
+    callers = [validator.caller(b) for b in bearers]
+    assert validator.caller(bearers[2]) is callers[2]
+    assert validator.caller(bearers[0]) is not callers[0]  # forgotten, verified again
+    assert validator.caller(bearers[0]) == callers[0]

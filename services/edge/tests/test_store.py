@@ -13,6 +13,7 @@ from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.schemas import SchemaCatalogue, default_schema_root
 from hs_common.testing import golden_example
+from hs_edge.operations import Opened
 from hs_edge.projector import Consumed, Projector, code_key
 from hs_edge.store import Store
 
@@ -153,3 +154,14 @@ def test_a_person_s_diagnoses_follow_their_records(store: Store) -> None:
     _, records = store.person("P1") or (b"", [])
     listed = [CODEC.decode(e).record["condition_id"] for e in store.conditions(records)]
     assert listed == ["DG-1", "DG-0"]  # oldest first; C is someone else
+
+
+def test_opened_events_are_kept_for_the_pages_asked_for_again() -> None:
+    events = [observation(n, "A", GLUCOSE) for n in range(3)]
+    opened = Opened(CODEC, size=2)
+    first = opened(events[0])
+    assert opened(events[0]) is first and first["observation_id"] == "OBS-0"
+    opened(events[1]), opened(events[2])  # the oldest is let go
+    assert opened(events[0]) is not first and opened(events[0]) == first
+    none_kept = Opened(CODEC, size=0)
+    assert none_kept(events[0]) is not none_kept(events[0])

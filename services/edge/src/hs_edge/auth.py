@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -111,23 +112,40 @@ class Caller:
 
 
 class TokenValidator:
+    """Tokens checked once: a valid token's caller is remembered (up to `remembered` tokens)
+    until the token expires, so a client's next requests skip the signature check."""
+
     def __init__(
-        self, keys: KeySet, issuer: str, audience: str, now: Callable[[], int] | None = None
-    ) -> None:
+        self, keys: KeySet, issuer: str, audience: str, now: Callable[[], int] | None = None,
+        remembered: int = 10_000,
+    ) -> None:  # fmt: skip
         self.keys, self.issuer, self.audience = keys, issuer, audience
         self.now = now or (lambda: int(time.time()))
+        self.remembered = remembered
+        self._valid: OrderedDict[str, tuple[Caller, int]] = OrderedDict()
 
     def caller(self, authorization: str | None) -> Caller:
         """The caller an `Authorization` header speaks for, or Refused (401)."""
         if not authorization:
             raise unauthorized("token.missing", "a bearer token is required")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise unauthorized(
                 "token.malformed", "the Authorization header is not 'Bearer <token>'"
             )
+        known = self._valid.get(token)
+        if known is not None and self.now() <= known[1] + LEEWAY_SECONDS:
+            return known[0]
+        caller, expires = self._verify(token)
+        self._valid[token] = (caller, expires)
+        if len(self._valid) > self.remembered:
+            self._valid.popitem(last=False)
+        return caller
+
+    def _verify(self, token: str) -> tuple[Caller, int]:
         try:
-            decoded = jwt.decode(token.strip(), self.keys, algorithms=list(ALGORITHMS))
+            decoded = jwt.decode(token, self.keys, algorithms=list(ALGORITHMS))
             registry = jwt.JWTClaimsRegistry(
                 now=self.now, leeway=LEEWAY_SECONDS,
                 iss={"essential": True, "value": self.issuer},
@@ -144,7 +162,7 @@ class TokenValidator:
             raise unauthorized(f"token.{claim}", f"the token's {claim} is not accepted") from None
         except (InvalidTokenError, JoseError, ValueError):
             raise unauthorized("token.malformed", "the token cannot be read") from None
-        return caller_of(decoded.claims)
+        return caller_of(decoded.claims), int(decoded.claims["exp"])
 
 
 def caller_of(claims: dict[str, object]) -> Caller:

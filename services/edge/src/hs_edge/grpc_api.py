@@ -21,6 +21,7 @@ from healthstream.edge.v1 import edge_pb2 as pb
 from healthstream.edge.v1 import edge_pb2_grpc
 from typing_extensions import override
 
+from hs_common.codec import Record
 from hs_common.errors import NotStoredError
 from hs_edge import audit
 from hs_edge import operations as op
@@ -57,6 +58,38 @@ def message(view: dict[str, Any], reply: type[Reply]) -> Reply:
 
 def moment(stamp: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+def timestamp(at: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+def observation(record: Record) -> pb.Observation:
+    """The Observation message of a decoded hs.clinical.Observation, built directly: the page
+    is the edge's busiest answer (`message` would take about a millisecond for it)."""
+    result = record["result"]
+    reply = pb.Observation(
+        observation_id=record["observation_id"],
+        institution=record["envelope"]["source"]["institution"],
+        category=record["category"], status=record["status"],
+        effective_at=timestamp(record["effective_at"]),
+        original_value=result["original_value"], interpretation=result["interpretation"],
+    )  # fmt: skip
+    if result["code"] is not None:
+        reply.code.CopyFrom(pb.Coding(**_present(result["code"])))
+    if result["reference_range"] is not None:
+        reply.reference_range.CopyFrom(pb.ReferenceRange(**_present(result["reference_range"])))
+    for name, value in (("value", result["value_quantity"]), ("unit", result["unit"]),
+                        ("original_unit", result["original_unit"])):  # fmt: skip
+        if value is not None:
+            setattr(reply, name, value)
+    return reply
+
+
+def _present(record: Record) -> Record:
+    return {k: v for k, v in record.items() if v is not None}
 
 
 class EdgeService(edge_pb2_grpc.EdgeServicer):
@@ -161,9 +194,11 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         )  # fmt: skip
 
         async def work(caller: Caller) -> pb.ObservationPage:
-            view = op.list_observations(self.edge, caller, request.person_id, query)
-            view["next_page_token"] = view.pop("next_cursor") or ""
-            return message(view, pb.ObservationPage)
+            found, next_cursor = op.observation_page(self.edge, caller, request.person_id, query)
+            return pb.ObservationPage(
+                person_id=request.person_id, items=[observation(o) for o in found],
+                next_page_token=next_cursor or "",
+            )  # fmt: skip
 
         return await self._serve(context, "ListObservations", request.person_id, work)
 

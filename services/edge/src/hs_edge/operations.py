@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,6 +65,28 @@ class AuditTrail:
                 log.warning("audit head not anchored: the database did not answer")
 
 
+class Opened:
+    """Events decoded (sealed fields opened), the `size` most recently served kept: a page asked
+    for again, as a dashboard polling a patient does, is not opened again. Callers do not
+    change the records they get."""
+
+    def __init__(self, codec: Codec, size: int) -> None:
+        self.codec, self.size = codec, size
+        self._records: OrderedDict[bytes, Record] = OrderedDict()
+
+    def __call__(self, event: bytes) -> Record:
+        record = self._records.get(event)
+        if record is not None:
+            self._records.move_to_end(event)
+            return record
+        record = self.codec.decode(event).record
+        if self.size > 0:
+            self._records[event] = record
+            if len(self._records) > self.size:
+                self._records.popitem(last=False)
+        return record
+
+
 @dataclass
 class Edge:
     store: Store
@@ -76,6 +99,11 @@ class Edge:
     review_topic: str = topics.REVIEW_DECISION.name
     poll_seconds: float = 0.5  # how often the live alert stream looks for new alerts
     clock: Callable[[], float] = field(default=time.monotonic)
+    opened_size: int = 10_000  # decoded events kept (0: none)
+    opened: Opened = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.opened = Opened(self.codec, self.opened_size)
 
 
 @dataclass(frozen=True)
@@ -98,7 +126,7 @@ def person(edge: Edge, caller: Caller, person_id: str, resource: str) -> tuple[R
     found = edge.store.person(person_id)
     if found is None:
         raise Refused("person.not_found", "no such person", 404)
-    return edge.codec.decode(found[0]).record, found[1]
+    return edge.opened(found[0]), found[1]
 
 
 def get_person(edge: Edge, caller: Caller, person_id: str) -> View:
@@ -120,7 +148,7 @@ def observation_page(
         )
     except ValueError as error:
         raise Refused("request.cursor", str(error), 400) from None
-    return [edge.codec.decode(event).record for event in page.rows], page.next_cursor
+    return [edge.opened(event) for event in page.rows], page.next_cursor
 
 
 def list_observations(edge: Edge, caller: Caller, person_id: str, query: ObservationQuery) -> View:
@@ -132,7 +160,7 @@ def list_observations(edge: Edge, caller: Caller, person_id: str, query: Observa
 def person_conditions(edge: Edge, caller: Caller, person_id: str) -> list[Record]:
     """A person's diagnoses (decoded events), oldest first."""
     _, records = person(edge, caller, person_id, "Condition")
-    return [edge.codec.decode(event).record for event in edge.store.conditions(records)]
+    return [edge.opened(event) for event in edge.store.conditions(records)]
 
 
 def list_conditions(edge: Edge, caller: Caller, person_id: str) -> View:
@@ -160,7 +188,7 @@ def _series(
     while len(results) < MAX_POINTS:
         page = edge.store.observations(records, since, until, codes, None, MAX_PAGE, cursor)
         for event in page.rows:
-            observation = edge.codec.decode(event).record
+            observation = edge.opened(event)
             results.append(observation["result"] | {"effective_at": observation["effective_at"]})
         if page.next_cursor is None:
             break
@@ -211,7 +239,7 @@ def trend_view(series: Trend) -> View:
 
 def person_alerts(edge: Edge, caller: Caller, person_id: str) -> View:
     _, records = person(edge, caller, person_id, "Flag")
-    return {"items": [alert_view(edge.codec.decode(e).record) for e in edge.store.alerts(records)]}
+    return {"items": [alert_view(edge.opened(e)) for e in edge.store.alerts(records)]}
 
 
 def alert_watch(edge: Edge, caller: Caller) -> list[str] | None:
@@ -228,7 +256,7 @@ def alert_watch(edge: Edge, caller: Caller) -> list[str] | None:
 def alerts_after(edge: Edge, position: int, records: list[str] | None) -> list[tuple[int, View]]:
     """Alert events that reached the read model after `position`, with their own positions."""
     return [
-        (received, alert_view(edge.codec.decode(event).record))
+        (received, alert_view(edge.opened(event)))
         for received, event in edge.store.alerts_received_after(position, records)
     ]
 
@@ -241,7 +269,7 @@ async def acknowledge(edge: Edge, caller: Caller, alert_id: str) -> View:
     event = edge.store.alert(alert_id)
     if event is None:
         raise Refused("alert.not_found", "no such open alert", 404)
-    alert = edge.codec.decode(event).record
+    alert = edge.opened(event)
     now = datetime.now(UTC)
     ack = {
         "envelope": derived_envelope(alert["envelope"], now), "alert_id": alert_id,
@@ -274,7 +302,7 @@ def open_reviews(edge: Edge, caller: Caller) -> View:
     """The EMPI's possible matches waiting for a person, with the evidence."""
     caller.require("Patient")
     caller.require_role(Role.ADMINISTRATOR)
-    return {"items": [review_view(edge.codec.decode(e).record) for e in edge.store.open_reviews()]}
+    return {"items": [review_view(edge.opened(e)) for e in edge.store.open_reviews()]}
 
 
 async def decide_review(
@@ -288,7 +316,7 @@ async def decide_review(
     event = edge.store.review(record_key)
     if event is None:
         raise Refused("review.not_found", "no open review for this record", 404)
-    link = edge.codec.decode(event).record
+    link = edge.opened(event)
     now = datetime.now(UTC)
     record = {
         "envelope": derived_envelope(link["envelope"], now),

@@ -48,6 +48,8 @@ class EdgeSettings(RuntimeSettings):
     signing_key_file: Path = Field(DEV.signing_key, alias="HS_EDGE_SIGNING_KEY")
     rate_per_second: float = Field(50.0, gt=0, alias="HS_EDGE_RATE_PER_SECOND")
     burst: int = Field(100, ge=1, alias="HS_EDGE_BURST")
+    # decoded events kept in memory for pages asked for again (0: none)
+    opened_events: int = Field(10_000, ge=0, alias="HS_EDGE_OPENED_EVENTS")
     audit_topic: str = Field(topics.EDGE_AUDIT.name, alias="HS_EDGE_AUDIT_TOPIC")
     person_topic: str = Field(topics.PERSON.name, alias="HS_EDGE_PERSON_TOPIC")
     link_topic: str = Field(topics.PERSON_LINK.name, alias="HS_EDGE_LINK_TOPIC")
@@ -109,7 +111,7 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
     edge = Edge(
         store, runtime.codec, TokenValidator(keys, settings.issuer, settings.audience),
         RateLimiter(settings.rate_per_second, settings.burst), trail, dev_issuer(settings),
-        settings.ack_topic, settings.review_topic,
+        settings.ack_topic, settings.review_topic, opened_size=settings.opened_events,
     )  # fmt: skip
     credentials = grpc_api.tls(settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())
     grpc_server, _ = await grpc_api.start(

@@ -653,3 +653,38 @@ def test_a_lost_database_connection_is_a_503_then_served_again(
     assert (lost.status_code, lost.json()["title"]) == (503, "store.unavailable")
     assert lost.headers["Retry-After"] == "1"
     assert get(edge_url.url, "/persons/P1", clinician).status_code == 200  # connected again
+
+
+@pytest.mark.parametrize("edge_url", ["sqlite"], indirect=True)
+def test_nothing_is_served_unaudited_and_a_failure_is_audited(
+    edge_url: Running, runtime_settings: RuntimeSettings, codec: Codec, kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    clinician = token()
+
+    def broken(person_id: str) -> None:
+        raise RuntimeError(f"a bug that names {person_id}")
+
+    monkeypatch.setattr(edge_url.store, "person", broken)
+    failed = get(edge_url.url, "/persons/P1", clinician)
+    assert (failed.status_code, failed.json()["title"]) == (500, "internal.error")
+    assert "P1" not in failed.text
+    _, status, trailing = grpc_call(edge_url.grpc_target, "GetPerson",
+                                    pb.GetPersonRequest(person_id="P1"), clinician)  # fmt: skip
+    assert (status, trailing["hs-refusal"]) == (grpc.StatusCode.INTERNAL, "internal.error")
+    stored = read_all(kafka_bootstrap, edge_url.audit_topic, expected=2, timeout=20)
+    reasons = [audit.from_record(codec.decode(v).record).request.reason for _, v in stored]
+    assert reasons == ["internal.error", "internal.error"]
+    monkeypatch.undo()
+
+    unwritable = AsyncDurableProducer(runtime_settings, "edge-test-down", timeout=1.0)
+    edge_url.edge.trail = AuditTrail(unwritable, codec, "no-such-topic", audit.Chain("down@1"))
+    try:
+        refused = get(edge_url.url, "/persons/P1", clinician)
+        assert (refused.status_code, refused.json()["title"]) == (503, "audit.unavailable")
+        assert "330102" not in refused.text  # nothing of the person
+        _, status, _ = grpc_call(edge_url.grpc_target, "GetPerson",
+                                 pb.GetPersonRequest(person_id="P1"), clinician)  # fmt: skip
+        assert status is grpc.StatusCode.UNAVAILABLE
+    finally:
+        unwritable.close()

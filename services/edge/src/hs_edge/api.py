@@ -9,7 +9,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
@@ -19,6 +20,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hs_common.errors import NotStoredError
 from hs_edge import audit, fhir_api
@@ -46,71 +48,109 @@ def refusal(
     return render(status, code, detail, headers)
 
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
 def check_size(request: Request) -> None:
     length = request.headers.get("content-length", "0")
     if not length.isdigit() or int(length) > MAX_BODY:
         raise Refused("request.too_large", f"request bodies are limited to {MAX_BODY} bytes", 413)
 
 
-def guard(edge: Edge) -> Callable[[Request, Handler], Awaitable[Response]]:
-    """The middleware every request passes."""
+class Guard:
+    """The ASGI middleware every request passes: authenticate, limit, serve, and audit it
+    whatever its outcome. The audit entry is written (acks=all) when the answer starts, before
+    any of it is sent; when it cannot be written, the answer is a 503 instead."""
 
-    async def guard_request(request: Request, call_next: Handler) -> Response:
-        """Authenticate, limit, serve, and audit every request whatever its outcome."""
-        caller: Caller | None = None
-        reason: str | None = None
+    def __init__(self, app: ASGIApp, edge: Edge) -> None:
+        self.app, self.edge = app, edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        answer = _Answer(self.edge, request, send)
         try:
-            check_size(request)
-            if request.url.path in PUBLIC:  # no token yet: limited by the peer's address
-                peer = request.client.host if request.client else "unknown"
-                decision = edge.limiter.take(f"peer:{peer}", edge.clock())
-                if decision.allowed:
-                    response = await call_next(request)
-                    reason = getattr(request.state, "refusal", None)
-                else:
-                    reason = "rate.limited"
-                    response = refusal(
-                        request, 429, reason, "too many requests", decision.headers()
-                    )
-                return await _audited(edge, request, None, response, reason)
-            caller = edge.tokens.caller(request.headers.get("authorization"))
-            decision = edge.limiter.take(caller.client_id, edge.clock())
-            if not decision.allowed:
-                reason = "rate.limited"
-                response = refusal(request, 429, reason, "too many requests", decision.headers())
-            else:
-                request.state.caller = caller
-                response = await call_next(request)
-                response.headers.update(decision.headers())
-                reason = getattr(request.state, "refusal", None)
+            self._admit(request, answer)
+            await self.app(scope, receive, answer.send)
         except Refused as refused:
-            reason = refused.code
-            response = refusal(request, refused.status, refused.code, str(refused))
-        except StoreUnavailable as error:
-            reason = "store.unavailable"
-            response = refusal(request, 503, reason, str(error), {"Retry-After": "1"})
+            await answer.refuse(refused.status, refused.code, str(refused), refused.headers)
         except Exception as error:  # noqa: BLE001 - answered and audited, whatever it was
             # the type only: an exception's text may hold personal data
             log.error("request failed", extra={"error": type(error).__name__})  # noqa: TRY400
-            reason = "internal.error"
-            response = refusal(request, 500, reason, "the request could not be served")
-        return await _audited(edge, request, caller, response, reason)
+            await answer.refuse(500, "internal.error", "the request could not be served")
 
-    return guard_request
+    def _admit(self, request: Request, answer: _Answer) -> None:
+        """The caller on the answer and in the request's state, or Refused: body too large,
+        token not accepted, or rate exceeded. A public path (no token yet) is limited by the
+        peer's address."""
+        check_size(request)
+        if request.url.path in PUBLIC:
+            key = f"peer:{request.client.host if request.client else 'unknown'}"
+        else:
+            answer.caller = request.state.caller = self.edge.tokens.caller(
+                request.headers.get("authorization")
+            )
+            key = answer.caller.client_id
+        decision = self.edge.limiter.take(key, self.edge.clock())
+        if not decision.allowed:
+            raise Refused("rate.limited", "too many requests", 429, decision.headers())
+        if answer.caller is not None:
+            answer.headers = decision.headers()
+
+
+@dataclass
+class _Answer:
+    """One request's answer, audited when it starts."""
+
+    edge: Edge
+    request: Request
+    downstream: Send
+    caller: Caller | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # the rate limit's, added
+    started: bool = False
+    replaced: bool = False  # by a 503: the answer could not be audited
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status, reason = message["status"], getattr(self.request.state, "refusal", None)
+            if not await _audited(self.edge, self.request, self.caller, status, reason):
+                self.replaced = True
+                response = refusal(self.request, 503, "audit.unavailable", "not audited")
+                await response(self.request.scope, self.request.receive, self.downstream)
+                return
+            self.started = True
+            message["headers"] = [
+                *message.get("headers", []),
+                *((k.lower().encode(), v.encode()) for k, v in self.headers.items()),
+            ]
+        elif self.replaced:
+            return
+        await self.downstream(message)
+
+    async def refuse(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer with a refusal (audited), unless the answer has already started."""
+        if self.started:
+            return
+        self.request.state.refusal = code
+        response = refusal(self.request, status, code, detail, headers)
+        await response(self.request.scope, self.request.receive, self.send)
 
 
 def create_app(edge: Edge) -> FastAPI:
     app = FastAPI(title="HealthStream edge", version="1")
 
-    app.middleware("http")(guard(edge))
+    app.add_middleware(Guard, edge=edge)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> Response:
         request.state.refusal = error.code
         return refusal(request, error.status, error.code, str(error))
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(request: Request, error: StoreUnavailable) -> Response:
+        request.state.refusal = "store.unavailable"
+        return refusal(request, 503, "store.unavailable", str(error), {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
@@ -240,9 +280,9 @@ def _review_routes(app: FastAPI, edge: Edge) -> None:
 
 
 async def _audited(
-    edge: Edge, request: Request, caller: Caller | None, response: Response, reason: str | None
-) -> Response:
-    """Write the request's audit entry (acks=all), then answer; 503 when it cannot be written."""
+    edge: Edge, request: Request, caller: Caller | None, status: int, reason: str | None
+) -> bool:
+    """Write the request's audit entry (acks=all); False when it cannot be written."""
     route = request.scope.get("route")
     client = caller.client_id if caller else getattr(request.state, "client", None)
     entry = audit.Request(
@@ -252,12 +292,12 @@ async def _audited(
         role=caller.role.value if caller else None,
         operation=f"{request.method} {getattr(route, 'path', request.url.path)}",
         person_id=request.path_params.get("person_id") or getattr(request.state, "person_id", None),
-        outcome=audit.Outcome.ALLOWED if response.status_code < 400 else audit.Outcome.DENIED,
-        status=response.status_code,
+        outcome=audit.Outcome.ALLOWED if status < 400 else audit.Outcome.DENIED,
+        status=status,
         reason=reason,
     )
     try:
         await edge.trail.record(entry)
     except NotStoredError:
-        return refusal(request, 503, "audit.unavailable", "the request could not be audited")
-    return response
+        return False
+    return True

@@ -53,9 +53,11 @@ class Role(StrEnum):
 class Refused(HealthStreamError):
     """A request refused: `code` names why (for the answer and the audit trail)."""
 
-    def __init__(self, code: str, message: str, status: int) -> None:
+    def __init__(
+        self, code: str, message: str, status: int, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
-        self.code, self.status = code, status
+        self.code, self.status, self.headers = code, status, headers
 
 
 def unauthorized(code: str, message: str) -> Refused:

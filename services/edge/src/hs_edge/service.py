@@ -4,6 +4,7 @@ TLS, with the audit trail on Kafka."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -122,6 +123,7 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
         ssl_certfile=str(settings.tls_cert), ssl_keyfile=str(settings.tls_key),
         timeout_graceful_shutdown=5,
     ))  # fmt: skip
+    gc.freeze()  # what start-up made lives as long as the process: no collection scans it
     runtime.ready()
     try:
         await rest.serve()

@@ -1,5 +1,5 @@
-"""The REST surface: persons and their observations from the read model, behind bearer
-tokens, scopes, roles and per-client rate limits. Every request, allowed or denied, is
+"""The REST surface: the edge's operations from the read model, behind bearer tokens, scopes,
+roles and per-client rate limits. Every request, allowed or denied, is
 written to the audit trail (acks=all) before it is answered; when the trail cannot be
 written, the answer is 503 and nothing is served."""
 

@@ -1,5 +1,5 @@
-"""`hs-edge serve`: the read model kept up to date from the topics, and the REST surface over
-TLS, with the audit trail on Kafka."""
+"""`hs-edge serve`: the read model kept up to date from the topics, and the REST (with the FHIR
+view) and gRPC surfaces over TLS, with the audit trail on Kafka."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The REST surface: the edge's operations from the read model, behind bearer tokens, scopes,
-roles and per-client rate limits. Every request, allowed or denied, is
-written to the audit trail (acks=all) before it is answered; when the trail cannot be
-written, the answer is 503 and nothing is served."""
+roles and per-client rate limits. Every request, allowed or denied, is written to the audit
+trail (acks=all) before it is answered; when the trail cannot be written, the answer is 503
+and nothing is served."""
 
 from __future__ import annotations
 

@@ -402,6 +402,8 @@ def vegeta(
     target = f"GET https://127.0.0.1:{server.rest_port}/persons/{PERSON_ID}/observations?_count={PAGE_SIZE}\n"
     pace = ([f"-rate={rate}/1s", f"-max-workers={PACED_WORKERS}"] if rate
             else ["-rate=0", f"-workers={CONCURRENCY}", f"-max-workers={CONCURRENCY}"])  # fmt: skip
+    if REST_CONNECTIONS:  # a client's connection pool: no new TLS handshakes under a backlog
+        pace.append(f"-max-connections={REST_CONNECTIONS}")
     attack = [str(TOOLS / "vegeta"), "attack", f"-duration={seconds}s", "-timeout=10s",
               f"-root-certs={setup.certificate}", f"-header=Authorization: {token}",
               f"-output={out}", *pace]  # fmt: skip
@@ -451,6 +453,7 @@ def ghz(
 
 
 LOADS = {"REST": vegeta, "gRPC": ghz}
+REST_CONNECTIONS = int(os.environ.get("HS_BENCH_REST_CONNECTIONS", "0"))  # 0: as vegeta opens
 
 
 def measure(

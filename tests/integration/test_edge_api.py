@@ -21,7 +21,6 @@ import psycopg
 import pytest
 import uvicorn
 from fhir.resources.R4B import get_fhir_model_class
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from healthstream.edge.v1 import edge_pb2 as pb
@@ -412,8 +411,8 @@ def test_grpc_serves_the_same_operations_with_the_same_denials_each_audited(
     assert first.items[0].value == 7.8 and first.items[0].original_unit == "mg/dL"
     assert first.items[0].effective_at.ToDatetime(tzinfo=UTC) == T0
     window, *_ = grpc_call(target, "ListObservations", pb.ListObservationsRequest(
-        person_id="P1", since=timestamp(T0 + timedelta(hours=3)),
-        until=timestamp(T0 + timedelta(hours=5))), clinician)  # fmt: skip
+        person_id="P1", since=grpc_api.timestamp(T0 + timedelta(hours=3)),
+        until=grpc_api.timestamp(T0 + timedelta(hours=5))), clinician)  # fmt: skip
     assert [o.observation_id for o in window.items] == ["OBS-3", "OBS-4"]
     via_rest = get(edge_url.url, "/persons/P1/observations", clinician, code=glucose, _count=4)
     assert [o["observation_id"] for o in via_rest.json()["items"]] == ids[:4]
@@ -518,12 +517,6 @@ def test_grpc_streams_alerts_acknowledges_and_answers_health_and_reflection(
     assert status is grpc.StatusCode.OK and acked.status == "acknowledged"
     (stored,) = read_all(kafka_bootstrap, edge_url.ack_topic, expected=1, timeout=20)
     assert codec.decode(stored[1]).record["alert_id"] == "AL-7"
-
-
-def timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def fhir_get(url: str, path: str, bearer: str | None = None, **params: Any) -> Any:

@@ -85,11 +85,18 @@ def fhir_id(value: str) -> str:
     return value
 
 
-def source_id_of(institution: str, observation_id: str) -> str:
-    """The Observation's FHIR id: the same for the same result, different across institutions
-    (source ids repeat between them and may hold characters FHIR ids cannot)."""
-    key = f"{len(institution)}:{institution}{observation_id}".encode()
+def source_id_of(institution: str, local_id: str) -> str:
+    """The FHIR id of a source's result or diagnosis: the same for the same one, different
+    across institutions (source ids repeat between them and may hold characters FHIR ids
+    cannot)."""
+    key = f"{len(institution)}:{institution}{local_id}".encode()
     return hashlib.sha256(key).hexdigest()[:32]
+
+
+def _source_identifier(institution: str, kind: str, local_id: str) -> list[Resource]:
+    """The id the source gave it, under a system naming the source."""
+    system = f"urn:hs:local:{quote(institution, safe='')}:{kind}"
+    return [{"system": system, "value": local_id}]
 
 
 def patient(
@@ -185,8 +192,7 @@ def observation(obs: Mapping[str, Any], patient_id: str) -> Resource:
     original = _original(result)
     if original:
         resource["extension"] = [original]
-    local = f"urn:hs:local:{quote(institution, safe='')}:observation"
-    resource["identifier"] = [{"system": local, "value": obs["observation_id"]}]
+    resource["identifier"] = _source_identifier(institution, "observation", obs["observation_id"])
     resource["status"] = STATUS.get(obs["status"], "unknown")
     if obs["category"] in CATEGORY:
         code, display = CATEGORY[obs["category"]]
@@ -221,7 +227,6 @@ def condition(diagnosis: Mapping[str, Any], patient_id: str) -> Resource:
     clinical status is not known from a diagnosis, so it is left out."""
     institution: str = diagnosis["envelope"]["source"]["institution"]
     coded: Mapping[str, Any] = diagnosis["diagnosis"]
-    local = f"urn:hs:local:{quote(institution, safe='')}:condition"
     codings = [coded[k] for k in ("icd10", "icd11", "local_code") if coded.get(k)]
     concept: Resource = {"coding": [_coding(c) for c in codings]} if codings else {}
     if coded.get("text"):
@@ -230,7 +235,7 @@ def condition(diagnosis: Mapping[str, Any], patient_id: str) -> Resource:
     resource: Resource = {
         "resourceType": "Condition",
         "id": source_id_of(institution, diagnosis["condition_id"]),
-        "identifier": [{"system": local, "value": diagnosis["condition_id"]}],
+        "identifier": _source_identifier(institution, "condition", diagnosis["condition_id"]),
         "verificationStatus": {"coding": [{"system": VERIFICATION_STATUS, "code": status}]},
         "category": [{"coding": [{"system": CONDITION_CATEGORY, "code": "encounter-diagnosis"}]}],
         "subject": {"reference": f"Patient/{fhir_id(patient_id)}"},

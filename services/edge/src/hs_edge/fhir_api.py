@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from hs_common.codec import Record
 from hs_edge import fhir
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused, Role
@@ -61,10 +62,14 @@ def _moment(text: str) -> tuple[datetime, datetime]:
     return moment, moment + TICK
 
 
-def _visibility(caller: Caller) -> fhir.Visibility:
+def _patient(caller: Caller, person: Record, record_keys: list[str]) -> fhir.Resource:
+    """The Patient as the caller's role may see it: identifiers masked for clinicians and
+    public health; none for researchers (de-identified data only)."""
     if caller.role is Role.RESEARCHER:
         raise Refused("role.forbidden", "researchers get de-identified data: not FHIR Patient", 403)
-    return "masked" if caller.role in (Role.CLINICIAN, Role.PUBLIC_HEALTH) else "full"
+    masked = caller.role in (Role.CLINICIAN, Role.PUBLIC_HEALTH)
+    visible = person | {"golden": op.visible_golden(caller, person)}
+    return fhir.patient(visible, record_keys, "masked" if masked else "full")
 
 
 def _page_links(request: Request, next_cursor: str | None) -> dict[str, str]:
@@ -84,11 +89,8 @@ def fhir_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/fhir/Patient/{person_id}", response_class=JSONResponse)
     async def read_patient(request: Request, person_id: str) -> Response:
         caller: Caller = request.state.caller
-        visibility = _visibility(caller)
         found, record_keys = op.person(edge, caller, person_id, "Patient")
-        golden = found | {"golden": op.visible_golden(caller, found)}
-        resource = fhir.patient(golden, record_keys, visibility)
-        return JSONResponse(resource, media_type=MEDIA_TYPE)
+        return JSONResponse(_patient(caller, found, record_keys), media_type=MEDIA_TYPE)
 
     @app.get("/fhir/Patient/{person_id}/$everything", response_class=JSONResponse)
     async def everything(
@@ -99,20 +101,16 @@ def fhir_routes(app: FastAPI, edge: Edge) -> None:
         """The Patient, their diagnoses (when the token may read them) and their observations,
         a page of observations at a time (the Patient and the diagnoses on the first)."""
         caller: Caller = request.state.caller
-        visibility = _visibility(caller)
         found, record_keys = op.person(edge, caller, person_id, "Patient")
+        patient = _patient(caller, found, record_keys)
         query = ObservationQuery(count=count, cursor=cursor)
         observations, next_cursor = op.observation_page(edge, caller, person_id, query)
         entries = [fhir.observation(o, person_id) for o in observations]
         if cursor is None:
-            golden = found | {"golden": op.visible_golden(caller, found)}
             diagnoses = (  # the compartment as far as the token's scopes reach
                 op.person_conditions(edge, caller, person_id) if caller.may("Condition") else []
             )
-            entries[:0] = [
-                fhir.patient(golden, record_keys, visibility),
-                *(fhir.condition(d, person_id) for d in diagnoses),
-            ]
+            entries[:0] = [patient, *(fhir.condition(d, person_id) for d in diagnoses)]
         links = _page_links(request, next_cursor)
         body = fhir.bundle(fhir.EVERYTHING, entries, _base(request), links)
         return JSONResponse(body, media_type=MEDIA_TYPE)

@@ -72,23 +72,17 @@ class Projector:
             )  # fmt: skip
         elif decoded.schema == topics.OBSERVATION.value_schema:
             institution = event["envelope"]["source"]["institution"]
-            patient_key = message.key or self.codec.keyring.pseudonym(
-                institution, event["subject"]["local_patient_id"]
-            )
             self.store.put_observation(
-                institution, event["observation_id"], patient_key,
+                institution, event["observation_id"], self._patient_key(message, event),
                 code_key(self.codec, event["result"]["code"]), event["category"],
                 event["effective_at"], message.value,
             )  # fmt: skip
         elif decoded.schema == topics.CONDITION.value_schema:
-            institution = event["envelope"]["source"]["institution"]
-            patient_key = message.key or self.codec.keyring.pseudonym(
-                institution, event["subject"]["local_patient_id"]
-            )
             recorded = event["recorded_at"] or event["envelope"]["occurred_at"]
             self.store.put_condition(
-                institution, event["condition_id"], patient_key, recorded, message.value
-            )
+                event["envelope"]["source"]["institution"], event["condition_id"],
+                self._patient_key(message, event), recorded, message.value,
+            )  # fmt: skip
         elif decoded.schema == topics.PERSON_LINK.value_schema:
             self.store.put_link(
                 event["record_key"], event["action"], event["envelope"]["occurred_at"],
@@ -101,6 +95,13 @@ class Projector:
         else:
             return 0
         return 1
+
+    def _patient_key(self, message: Consumed, event: Record) -> str:
+        """The record key a clinical event belongs to: its Kafka key, else derived."""
+        institution = event["envelope"]["source"]["institution"]
+        return message.key or self.codec.keyring.pseudonym(
+            institution, event["subject"]["local_patient_id"]
+        )
 
 
 def follow(

@@ -53,6 +53,7 @@ REVIEW_DECISION = TopicSpec(
 ENCOUNTER = TopicSpec("hs.clinical.encounter.v1", "hs.clinical.Encounter", PATIENT_KEY)
 CONDITION = TopicSpec("hs.clinical.condition.v1", "hs.clinical.Condition", PATIENT_KEY)
 OBSERVATION = TopicSpec("hs.clinical.observation.v1", "hs.clinical.Observation", PATIENT_KEY)
+IMMUNIZATION = TopicSpec("hs.clinical.immunization.v1", "hs.clinical.Immunization", PATIENT_KEY)
 DEVICE_READING = TopicSpec(
     "hs.device.reading.v1", "hs.device.DeviceReading", "pseudonym(institution, device id)"
 )
@@ -77,6 +78,7 @@ ALL: tuple[TopicSpec, ...] = (
     ENCOUNTER,
     CONDITION,
     OBSERVATION,
+    IMMUNIZATION,
     DEVICE_READING,
     VITALS_ALERT,
     VITALS_ACK,

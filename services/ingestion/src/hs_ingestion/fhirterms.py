@@ -28,6 +28,10 @@ OBSERVATION_STATUS = (
     "registered", "preliminary", "final", "amended", "corrected", "cancelled",
     "entered-in-error", "unknown",
 )  # fmt: skip
+DIAGNOSTIC_REPORT_STATUS = (
+    "registered", "partial", "preliminary", "final", "amended", "corrected", "appended",
+    "cancelled", "entered-in-error", "unknown",
+)  # fmt: skip
 COMPARATOR = ("<", "<=", ">=", ">")
 BUNDLE_TYPE = (
     "document", "message", "transaction", "transaction-response", "batch", "batch-response",
@@ -58,6 +62,10 @@ CODES: dict[tuple[str, str], tuple[str, ...]] = {
     ("Encounter", "statusHistory[].status"): ENCOUNTER_STATUS,
     ("Encounter", "identifier[].use"): IDENTIFIER_USE,
     ("Condition", "identifier[].use"): IDENTIFIER_USE,
+    ("Immunization", "status"): ("completed", "entered-in-error", "not-done"),
+    ("Immunization", "identifier[].use"): IDENTIFIER_USE,
+    ("DiagnosticReport", "status"): DIAGNOSTIC_REPORT_STATUS,
+    ("DiagnosticReport", "identifier[].use"): IDENTIFIER_USE,
 }
 
 # CodeableConcepts bound to a code system's codes: (resource, element) -> (system, codes)

@@ -8,6 +8,8 @@ import csv
 import io
 import json
 import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -16,8 +18,6 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from hs_ingestion.fhirterms import terminology_problems
-
-FHIR_RESOURCES = {"Bundle", "Patient", "Observation", "Condition", "Encounter"}
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Checked:
     document: Any | None
     problems: list[FieldProblem]
     reason_code: str = ""
+    entries: tuple[EntryCheck, ...] = ()  # FHIR: each resource with its own problems
 
 
 def _json(body: bytes, charset: str) -> Checked:
@@ -46,43 +47,189 @@ def _json(body: bytes, charset: str) -> Checked:
         )
 
 
+SUBMITTED_BUNDLES = ("transaction", "batch", "collection", "message", "document")
+WRITES_ONLY_WITH_RESOURCE = ("GET", "HEAD", "DELETE")  # request methods that carry no resource
+PATIENT_ELEMENT = {
+    "Observation": "subject", "Condition": "subject", "Encounter": "subject",
+    "Immunization": "patient",
+}  # fmt: skip
+_TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One resource of a FHIR body: a Bundle entry (pointer `/entry/<i>/resource`), or the
+    body itself (index None, pointer '')."""
+
+    index: int | None
+    pointer: str
+    entry: dict[str, Any]  # the Bundle entry ({} for a single resource)
+    resource: dict[str, Any] | None
+
+    @property
+    def kind(self) -> str | None:
+        kind = self.resource.get("resourceType") if self.resource else None
+        return kind if isinstance(kind, str) else None
+
+    @property
+    def method(self) -> str:
+        request = self.entry.get("request")
+        method = request.get("method") if isinstance(request, dict) else None
+        return method if isinstance(method, str) else "POST"
+
+    @property
+    def at(self) -> str:
+        """The entry's own pointer (`/entry/2`), '' for a single resource."""
+        return "" if self.index is None else f"/entry/{self.index}"
+
+
+@dataclass(frozen=True)
+class EntryCheck:
+    entry: Entry
+    problems: tuple[FieldProblem, ...]
+
+
+def entries(document: dict[str, Any]) -> list[Entry]:
+    """The resources of a body in order: a Bundle's entries, or the body."""
+    if document.get("resourceType") != "Bundle":
+        return [Entry(None, "", {}, document)]
+    listed = document.get("entry")
+    found = []
+    for index, sent in enumerate(listed if isinstance(listed, list) else []):
+        entry = sent if isinstance(sent, dict) else {}
+        resource = entry.get("resource")
+        found.append(
+            Entry(
+                index,
+                f"/entry/{index}/resource",
+                entry,
+                resource if isinstance(resource, dict) else None,
+            )
+        )
+    return found
+
+
+def type_and_id(reference: str) -> tuple[str, str] | None:
+    """('Patient', '123') of 'Patient/123' or 'http://server/fhir/Patient/123/_history/2'."""
+    match = _TYPE_ID.search(reference)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def references(node: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
+    """(pointer, value) of every Reference.reference under `node`, outside `contained`."""
+    if isinstance(node, dict):
+        for key, child in node.items():
+            if key == "reference" and isinstance(child, str):
+                yield f"{pointer}/reference", child
+            elif key != "contained":
+                yield from references(child, f"{pointer}/{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from references(child, f"{pointer}/{index}")
+
+
 def check_fhir(body: bytes, charset: str = "utf-8") -> Checked:
+    """A FHIR R4 resource or Bundle: every problem (Bundle, then entry by entry), and each
+    entry's own problems in `entries` (a batch keeps the entries that have none)."""
     checked = _json(body, charset)
     if checked.document is None:
         return checked
     document = checked.document
-    problems: list[FieldProblem] = []
     if not isinstance(document, dict):
         return Checked(
             None, [FieldProblem("", "a FHIR resource must be a JSON object")], "fhir.invalid"
         )
-    resources: list[tuple[str, Any]] = [("", document)]
+    items = entries(document)
+    bundle_type = document.get("type") if document.get("resourceType") == "Bundle" else None
+    shell: list[FieldProblem] = []
+    by_entry: dict[int | None, list[FieldProblem]] = {item.index: [] for item in items}
     if document.get("resourceType") == "Bundle":
-        entries = document.get("entry")
-        if not isinstance(entries, list) or not entries:
-            problems.append(FieldProblem("/entry", "a Bundle needs at least one entry"))
-            entries = []
-        resources += [
-            (f"/entry/{i}/resource", e.get("resource") if isinstance(e, dict) else None)
-            for i, e in enumerate(entries)
+        for problem in _bundle_problems(document, items):
+            index = _entry_index(problem.field)
+            by_entry.get(index, shell).append(problem)
+    full_urls = {i.entry["fullUrl"] for i in items if isinstance(i.entry.get("fullUrl"), str)}
+    for item in items:
+        by_entry[item.index] += _entry_problems(item, bundle_type, full_urls)
+    checks = tuple(EntryCheck(item, tuple(by_entry[item.index])) for item in items)
+    problems = shell + [p for check in checks for p in check.problems]
+    return Checked(document, problems, "fhir.invalid" if problems else "", checks)
+
+
+def _entry_index(pointer: str) -> int | None:
+    match = re.match(r"^/entry/(\d+)(?:/|$)", pointer)
+    return int(match.group(1)) if match else None
+
+
+def _bundle_problems(document: dict[str, Any], items: list[Entry]) -> list[FieldProblem]:
+    problems = []
+    bundle_type = document.get("type")
+    if bundle_type not in SUBMITTED_BUNDLES:
+        problems.append(FieldProblem("/type", f"must be one of {list(SUBMITTED_BUNDLES)}"))
+    if not items:
+        problems.append(FieldProblem("/entry", "a Bundle needs at least one entry"))
+    elif bundle_type in ("message", "document"):
+        first = "MessageHeader" if bundle_type == "message" else "Composition"
+        if items[0].kind != first:
+            problems.append(
+                FieldProblem("/entry/0/resource", f"a {bundle_type} starts with a {first}")
+            )
+    seen: set[str] = set()
+    for item in items:
+        full_url = item.entry.get("fullUrl")
+        if isinstance(full_url, str):
+            if full_url in seen:
+                problems.append(FieldProblem(f"{item.at}/fullUrl", "bdl-7: fullUrl used twice"))
+            seen.add(full_url)
+    shell = {**document, "entry": [_without_resource(i.entry) for i in items]}
+    if not items:
+        shell.pop("entry")
+    problems += _fhir_r4_problems("", shell)
+    return problems + [
+        FieldProblem(where, problem) for where, problem in terminology_problems("", shell)
+    ]
+
+
+def _without_resource(entry: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in entry.items() if key != "resource"}
+
+
+def _entry_problems(item: Entry, bundle_type: Any, full_urls: set[str]) -> list[FieldProblem]:
+    at = item.at
+    if bundle_type in ("transaction", "batch"):
+        if not isinstance(item.entry.get("request"), dict):
+            return [FieldProblem(f"{at}/request", f"bdl-3: required in a {bundle_type}")]
+        if item.method in WRITES_ONLY_WITH_RESOURCE and item.resource is None:
+            return []
+    if item.resource is None:
+        raw = item.entry.get("resource")
+        return [
+            FieldProblem(
+                item.pointer, "required" if raw is None else "resource must be a JSON object"
+            )
         ]
-    for pointer, resource in resources:
-        problems += _fhir_resource(pointer, resource)
+    resource = item.resource
+    problems = _fhir_resource(item.pointer, resource)
     if not problems:
-        problems = _fhir_r4_problems(document)
+        problems = _fhir_r4_problems(item.pointer, resource)
     if not problems:
         problems = [
             FieldProblem(where, problem)
-            for pointer, resource in resources
-            for where, problem in terminology_problems(pointer, resource)
+            for where, problem in terminology_problems(item.pointer, resource)
         ]
-    return Checked(document, problems, "fhir.invalid" if problems else "")
+    for where, reference in references(resource, item.pointer):
+        if reference.startswith("urn:uuid:") and reference not in full_urls:
+            problems.append(FieldProblem(where, "refers to no fullUrl of the Bundle"))
+    return problems
 
 
-def _fhir_r4_problems(document: dict[str, Any]) -> list[FieldProblem]:
+def _fhir_r4_problems(pointer: str, resource: dict[str, Any]) -> list[FieldProblem]:
     """Every element checked against the FHIR R4 (R4B) models of `fhir.resources`."""
     try:
-        get_fhir_model_class(document["resourceType"]).model_validate(document)
+        model = get_fhir_model_class(str(resource.get("resourceType")))
+    except (KeyError, ValueError, LookupError):
+        return [FieldProblem(f"{pointer}/resourceType", "not a FHIR R4 resource type")]
+    try:
+        model.model_validate(resource)
     except ValidationError as error:
         problems = []
         for detail in error.errors():
@@ -91,30 +238,49 @@ def _fhir_r4_problems(document: dict[str, Any]) -> list[FieldProblem]:
             if isinstance(value, str | int | float) and str(value) and str(value) in message:
                 message = message.replace(str(value), "…")  # never echo the value
             problems.append(
-                FieldProblem("/" + "/".join(str(part) for part in detail["loc"]), message)
+                FieldProblem(pointer + "/" + "/".join(str(part) for part in detail["loc"]), message)
             )
         return problems
     return []
 
 
-def _fhir_resource(pointer: str, resource: Any) -> list[FieldProblem]:
-    if not isinstance(resource, dict):
-        return [FieldProblem(pointer, "resource must be a JSON object")]
+def _fhir_resource(pointer: str, resource: dict[str, Any]) -> list[FieldProblem]:
     kind = resource.get("resourceType")
-    if not isinstance(kind, str) or kind not in FHIR_RESOURCES:
-        return [FieldProblem(f"{pointer}/resourceType", f"must be one of {sorted(FHIR_RESOURCES)}")]
+    if not isinstance(kind, str) or not kind:
+        return [FieldProblem(f"{pointer}/resourceType", "required: the resource type")]
+    if kind == "Bundle" and pointer:
+        return [FieldProblem(f"{pointer}/resourceType", "a Bundle inside a Bundle is not taken")]
     problems = []
-    if kind != "Bundle" and not isinstance(resource.get("id"), str):
-        problems.append(FieldProblem(f"{pointer}/id", "required string"))
+    if "id" in resource and not isinstance(resource.get("id"), str):
+        problems.append(FieldProblem(f"{pointer}/id", "must be a string"))
     if kind == "Patient" and "birthDate" in resource and not _is_date(resource["birthDate"]):
         problems.append(FieldProblem(f"{pointer}/birthDate", "not a valid date (YYYY-MM-DD)"))
     if kind == "Observation":
-        for required in ("status", "code", "subject"):
+        for required in ("status", "code"):
             if required not in resource:
                 problems.append(FieldProblem(f"{pointer}/{required}", "required"))
-    if kind == "Condition" and "subject" not in resource:
-        problems.append(FieldProblem(f"{pointer}/subject", "required"))
+    element = PATIENT_ELEMENT.get(kind)
+    if element is not None:
+        problems += _patient_reference_problems(f"{pointer}/{element}", resource.get(element))
     return problems
+
+
+def _patient_reference_problems(where: str, target: Any) -> list[FieldProblem]:
+    """The Patient an event is about: a reference to it, or its identifier."""
+    if not isinstance(target, dict):
+        return [FieldProblem(where, "required: whom the resource is about")]
+    reference = target.get("reference")
+    if isinstance(reference, str) and reference:
+        if reference.startswith(("urn:", "#")):
+            return []
+        named = type_and_id(reference)
+        if named is None or named[0] != "Patient":
+            return [FieldProblem(f"{where}/reference", "must reference a Patient")]
+        return []
+    identifier = target.get("identifier")
+    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str):
+        return []
+    return [FieldProblem(where, "needs a reference to the Patient or its identifier")]
 
 
 def _is_date(value: Any) -> bool:

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from hs_common.codec import Codec
+from hs_ingestion.httpintake import Kept, Refused, receive_http
 from hs_ingestion.payloads import check_csv, check_device_batch, check_fhir
+from hs_ingestion.sources import SourceRegistry, default_sources_dir
+
+EXAMPLES = Path(__file__).parent / "fhir_examples"
 
 PATIENT = {
     "resourceType": "Patient",
@@ -36,7 +46,7 @@ def test_fhir_r4_element_errors_are_listed_by_path_without_values() -> None:
 def test_a_bundle_entry_is_checked_in_place() -> None:
     bundle = {
         "resourceType": "Bundle",
-        "type": "transaction",
+        "type": "collection",
         "entry": [{"resource": {**PATIENT, "birthDate": "1980-02-30"}}],
     }
     fields = [p.field for p in check_fhir(json.dumps(bundle).encode()).problems]
@@ -150,3 +160,204 @@ def test_fhir_invariants_obs6_and_con5() -> None:
     assert "con-5" in _problems(condition)["/clinicalStatus"]
     del condition["clinicalStatus"]
     assert _problems(condition) == {}
+
+
+def test_the_r4_examples_pass_the_intake_check() -> None:
+    for path in sorted(EXAMPLES.glob("*.json")):
+        assert check_fhir(path.read_bytes()).problems == [], path.name
+
+
+def _entry(resource: dict[str, Any], full_url: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "resource": resource,
+        "request": {"method": "POST", "url": resource["resourceType"]},
+    }
+    if full_url:
+        entry["fullUrl"] = full_url
+    return entry
+
+
+PATIENT_URL = "urn:uuid:5d4c3b2a-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
+NEW_PATIENT = {
+    "resourceType": "Patient",
+    "identifier": [{"system": "urn:hs:F01:patient", "value": "HZ-7"}],
+    "birthDate": "1980-01-01",
+}
+OBSERVATION = {
+    "resourceType": "Observation",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+    "subject": {"reference": PATIENT_URL},
+    "valueQuantity": {
+        "value": 72,
+        "unit": "/min",
+        "system": "http://unitsofmeasure.org",
+        "code": "/min",
+    },
+}
+
+
+def _bundle(kind: str, *entries: dict[str, Any]) -> bytes:
+    return json.dumps({"resourceType": "Bundle", "type": kind, "entry": list(entries)}).encode()
+
+
+def test_transaction_and_batch_entries_need_a_request_and_urn_uuids_must_resolve() -> None:
+    lonely = {
+        **OBSERVATION,
+        "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000000"},
+    }
+    body = _bundle("transaction", {"resource": PATIENT}, _entry(lonely))
+    checked = check_fhir(body)
+    assert [(c.entry.pointer, [p.field for p in c.problems]) for c in checked.entries] == [
+        ("/entry/0/resource", ["/entry/0/request"]),
+        ("/entry/1/resource", ["/entry/1/resource/subject/reference"]),
+    ]
+    assert "bdl-3" in checked.entries[0].problems[0].problem
+
+
+def test_a_subject_must_be_a_patient_and_bundle_types_are_those_senders_submit() -> None:
+    observation = {**OBSERVATION, "subject": {"reference": "Group/g1"}}
+    assert "/subject/reference" in _problems(observation)
+    assert "/type" in _problems(
+        {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": PATIENT}]}
+    )
+
+
+@pytest.fixture(scope="module")
+def sources() -> SourceRegistry:
+    return SourceRegistry.load(default_sources_dir())
+
+
+def _send(sources: SourceRegistry, codec: Codec, body: bytes) -> Kept | Refused:
+    return receive_http(
+        "F01",
+        ("fhir",),
+        "application/fhir+json",
+        body,
+        sources,
+        codec.keyring,
+        1 << 20,
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+
+
+def test_a_transaction_is_answered_with_a_transaction_response(
+    sources: SourceRegistry, codec: Codec
+) -> None:
+    body = _bundle(
+        "transaction",
+        _entry(NEW_PATIENT, PATIENT_URL),
+        _entry({**OBSERVATION, "id": "hr1"}),
+        {"request": {"method": "DELETE", "url": "Patient/234"}},
+    )
+    kept = _send(sources, codec, body)
+    assert isinstance(kept, Kept)
+    assert kept.record["payload"] == body
+    assert kept.key == codec.keyring.pseudonym("F01", "HZ-7")  # the patient's, as its events
+    answer = kept.answer
+    assert (answer.status, answer.media_type) == (200, "application/fhir+json")
+    assert answer.body is not None
+    assert answer.body["type"] == "transaction-response"
+    responses = [e["response"] for e in answer.body["entry"]]
+    assert [r["status"] for r in responses] == ["201 Created", "201 Created", "202 Accepted"]
+    assert responses[0]["location"] == "Patient/5d4c3b2a-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
+    assert responses[1]["location"] == "Observation/hr1"
+
+
+def test_a_transaction_with_one_bad_entry_is_refused_whole(
+    sources: SourceRegistry, codec: Codec
+) -> None:
+    body = _bundle(
+        "transaction",
+        _entry(NEW_PATIENT, PATIENT_URL),
+        _entry({**OBSERVATION, "status": "done"}),
+    )
+    refused = _send(sources, codec, body)
+    assert isinstance(refused, Refused)
+    assert refused.dead_letter and refused.reason_code == "fhir.invalid"
+    assert refused.answer.status == 422
+    assert refused.answer.body is not None
+    assert refused.answer.body["resourceType"] == "OperationOutcome"
+    [issue] = refused.answer.body["issue"]
+    assert issue["expression"] == ["Bundle.entry[1].resource.status"]
+    assert issue["code"] == "code-invalid"
+    assert "done" not in json.dumps(refused.answer.body)  # the value is never echoed
+
+
+def test_a_batch_answers_each_entry_and_refuses_only_the_bad(
+    sources: SourceRegistry, codec: Codec
+) -> None:
+    good = {**OBSERVATION, "id": "hr1", "subject": {"reference": "Patient/p1"}}
+    body = _bundle("batch", _entry(good), _entry({**good, "id": "hr2", "status": "done"}))
+    kept = _send(sources, codec, body)
+    assert isinstance(kept, Kept)
+    assert kept.answer.status == 200
+    assert kept.answer.body is not None
+    responses = [e["response"] for e in kept.answer.body["entry"]]
+    assert responses[0] == {"status": "201 Created", "location": "Observation/hr1"}
+    assert responses[1]["status"] == "422 Unprocessable Entity"
+    assert responses[1]["outcome"]["resourceType"] == "OperationOutcome"
+    [refusal] = kept.refusals
+    assert refusal.item == "/entry/1/resource"
+    assert json.loads(refusal.original)["id"] == "hr2"
+    everything_bad = _bundle("batch", _entry({**good, "status": "done"}))
+    refused = _send(sources, codec, everything_bad)
+    assert isinstance(refused, Refused)
+    assert (refused.answer.status, refused.dead_letter, len(refused.refusals)) == (200, False, 1)
+
+
+def test_a_single_resource_is_created_with_a_location(
+    sources: SourceRegistry, codec: Codec
+) -> None:
+    kept = _send(sources, codec, json.dumps(PATIENT).encode())
+    assert isinstance(kept, Kept)
+    assert (kept.answer.status, kept.answer.headers["Location"]) == (201, "Patient/p1")
+    unnamed = _send(sources, codec, json.dumps(NEW_PATIENT).encode())
+    assert isinstance(unnamed, Kept)
+    assert unnamed.answer.headers["Location"].startswith("Patient/")  # an id assigned
+    collection = _send(sources, codec, (EXAMPLES / "Bundle-lipids.json").read_bytes())
+    assert isinstance(collection, Kept)
+    assert collection.answer.headers["Location"] == "Bundle/lipids"
+    assert collection.record["sender_message_id"] == "lipids"
+
+
+def test_errors_of_the_fhir_door_are_operation_outcomes(
+    sources: SourceRegistry, codec: Codec
+) -> None:
+    malformed = _send(sources, codec, b"{not json")
+    assert isinstance(malformed, Refused)
+    assert (malformed.answer.status, malformed.dead_letter) == (400, True)
+    assert malformed.answer.body is not None
+    assert malformed.answer.body["resourceType"] == "OperationOutcome"
+    unknown = receive_http(
+        "NOPE", ("fhir",), "application/fhir+json", b"{}", sources, codec.keyring, 100
+    )
+    assert isinstance(unknown, Refused)
+    assert (unknown.answer.status, unknown.dead_letter) == (404, False)
+    assert unknown.answer.body is not None
+    assert unknown.answer.body["issue"][0]["code"] == "not-found"
+
+
+def test_the_other_doors_still_answer_202_and_problem_documents(
+    sources: SourceRegistry, codec: Codec
+) -> None:
+    record = {"jgdm": "HZC01", "lx": "dj", "jmbh": "JM1", "xm": "李佳"}
+    kept = receive_http(
+        "HZC01",
+        ("clinic-json", "clinic-csv"),
+        "application/json",
+        json.dumps(record, ensure_ascii=False).encode(),
+        sources,
+        codec.keyring,
+        1 << 20,
+    )
+    assert isinstance(kept, Kept)
+    assert kept.answer.status == 202
+    assert kept.key == codec.keyring.pseudonym("HZC01", "JM1")
+    refused = receive_http(
+        "HZC01", ("clinic-json",), "text/plain", b"x", sources, codec.keyring, 1 << 20
+    )
+    assert isinstance(refused, Refused)
+    assert refused.answer.media_type == "application/problem+json"
+    assert refused.answer.body is not None
+    assert refused.answer.body["reason_code"] == "http.media_type"

@@ -1,59 +1,36 @@
 """The HTTP intake (FastAPI): FHIR R4 resources and Bundles, clinic JSON and CSV, wearable
-reading batches. Each body is checked, then written to Kafka (acks=all) before the answer:
-202 when kept on the raw topic; 400 (malformed) or 422 (wrong shape) with an RFC 7807
-problem document listing every bad field, the body kept as a dead letter; 503 with
-Retry-After when Kafka did not confirm the write. The sending source is the path segment,
-or the X-HS-Source header for /fhir."""
+reading batches. What is kept and what is answered is decided by `httpintake.receive_http`
+(pure); this module reads the request, writes to Kafka (acks=all) before answering and
+answers: 503 with Retry-After when Kafka did not confirm the write. The sending source is
+the path segment, or the X-HS-Source header for /fhir."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import FastAPI, Header, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, Counter
 
-from hs_common.deadletter import Origin
-from hs_common.envelope import new_envelope
+from hs_common.deadletter import DeadLetter, Origin
 from hs_common.errors import NotStoredError
-from hs_ingestion.payloads import (
-    Checked,
-    FieldProblem,
-    check_clinic_json,
-    check_csv,
-    check_device_batch,
-    check_fhir,
+from hs_ingestion.httpintake import (
+    FORMATS,
+    STAGE,
+    Answer,
+    ItemRefusal,
+    Kept,
+    fhir_error,
+    not_stored,
+    problem,
+    receive_http,
 )
-from hs_ingestion.sources import Source, SourceRegistry
+from hs_ingestion.sources import SourceRegistry
 from hs_ingestion.store import Store
 
+__all__ = ["FORMATS", "Intake", "create_app"]
 log = logging.getLogger(__name__)
-STAGE = "ingestion.http"
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem(
-    status: int,
-    title: str,
-    detail: str,
-    reason_code: str,
-    errors: Sequence[FieldProblem] = (),
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": f"urn:hs:problem:{reason_code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "reason_code": reason_code,
-    }
-    if errors:
-        body["errors"] = [{"field": e.field, "problem": e.problem} for e in errors]
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 class Intake:
@@ -77,7 +54,13 @@ class Intake:
         """An HTTP request: size checked before the body is read, then `receive_body`."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            response: Response = _too_large(self.max_body_bytes)
+            detail = f"at most {self.max_body_bytes} bytes"
+            too_large = (
+                fhir_error(413, "too-long", detail, "http.too_large")
+                if formats == ("fhir",)
+                else problem(413, "Body too large", detail, "http.too_large")
+            )
+            response = _response(too_large)
         else:
             peer = f"{request.client.host}:{request.client.port}" if request.client else None
             response = await self.receive_body(
@@ -99,134 +82,74 @@ class Intake:
         body: bytes,
         peer: str | None,
         request_id: str | None,
-    ) -> JSONResponse:
-        """The door for every non-MLLP body (HTTP, batch import): check, store, answer."""
+    ) -> Response:
+        """The door for every non-MLLP body (HTTP, batch import): decide, store, answer."""
+        decision = receive_http(
+            source_code,
+            formats,
+            content_type,
+            body,
+            self.sources,
+            self.store.codec.keyring,
+            self.max_body_bytes,
+            request_id,
+        )
         source = self.sources.get(source_code)
-        if source is None or source.format not in formats:
-            return problem(
-                404,
-                "Unknown source",
-                "no registered source of this kind has this code",
-                "http.unknown_source",
-            )
-        accepted_types, make_check, patient_field = FORMATS[source.format]
-        media_type, _, parameters = content_type.partition(";")
-        media_type = media_type.strip().lower()
-        if media_type not in accepted_types:
-            return problem(
-                415,
-                "Unsupported media type",
-                f"send one of {list(accepted_types)}",
-                "http.media_type",
-            )
-        if len(body) > self.max_body_bytes:
-            return _too_large(self.max_body_bytes)
-        charset = source.charset or _charset(parameters)
-        checked = make_check(source)(body, charset)
-        received_at = datetime.now(UTC)
-        if checked.problems:
-            try:
-                await self._dead_letter(body, source, media_type, checked, peer, request_id)
-            except NotStoredError:
-                return self._not_stored()
-            status = 400 if checked.document is None else 422
-            return problem(
-                status,
-                "Invalid input",
-                "the body was kept as a dead letter; fix and resend",
-                checked.reason_code,
-                checked.problems,
-            )
-        record: dict[str, Any] = {
-            "envelope": new_envelope(source.code, source.code, received_at, received_at),
-            "payload": body,
-            "content_type": media_type,
-            "charset": charset,
-            "transport": "HTTP",
-            "sender_message_id": request_id,
-            "content_sha256": hashlib.sha256(body).digest(),
-        }
-        patient = _patient_reference(checked.document, patient_field)
-        key = self.store.codec.keyring.pseudonym(source.code, patient or source.code)
+        fhir_door = formats == ("fhir",) or (source is not None and source.format == "fhir")
+        origin = Origin(
+            "HTTP",
+            peer=peer,
+            sender_message_id=request_id,
+            content_type=content_type.partition(";")[0].strip().lower() or None,
+        )
+        institution = source.code if source is not None else "unknown"
         try:
-            await self.store.keep(record, key)
+            for refusal in decision.refusals:
+                await self._item_letter(refusal, origin, institution)
+            if isinstance(decision, Kept):
+                await self.store.keep(decision.record, decision.key)
+            elif decision.dead_letter:
+                await self.store.refuse(
+                    STAGE,
+                    decision.reason_code,
+                    decision.reason,
+                    body,
+                    origin,
+                    decision.institution,
+                )
         except NotStoredError:
-            return self._not_stored()
-        envelope = record["envelope"]
-        return JSONResponse(
-            {
-                "status": "stored",
-                "event_id": envelope["event_id"],
-                "trace_id": envelope["trace_id"],
-            },
-            status_code=202,
+            return _response(not_stored(fhir_door))
+        return _response(decision.answer)
+
+    async def _item_letter(self, refusal: ItemRefusal, origin: Origin, institution: str) -> None:
+        """One entry of a batch that could not be kept, as its own dead letter."""
+        letter = DeadLetter(
+            STAGE,
+            refusal.reason_code,
+            refusal.reason,
+            refusal.original,
+            origin,
+            institution,
+            institution,
+            item=refusal.item,
+        )
+        await self.store.producer.write(
+            self.store.dead_letter_topic, letter.encode(self.store.codec), letter.key
         )
 
-    def _not_stored(self) -> JSONResponse:
-        return problem(
-            503,
-            "Not stored",
-            "the platform could not store the body; resend later",
-            "not_stored",
-            headers={"Retry-After": "5"},
-        )
 
-    async def _dead_letter(
-        self,
-        body: bytes,
-        source: Source,
-        content_type: str,
-        checked: Checked,
-        peer: str | None,
-        request_id: str | None,
-    ) -> None:
-        reason = "; ".join(f"{p.field or 'body'}: {p.problem}" for p in checked.problems[:20])
-        origin = Origin("HTTP", peer=peer, sender_message_id=request_id, content_type=content_type)
-        await self.store.refuse(STAGE, checked.reason_code, reason, body, origin, source.code)
-
-
-def _too_large(limit: int) -> JSONResponse:
-    return problem(413, "Body too large", f"at most {limit} bytes", "http.too_large")
-
-
-# source format -> (accepted media types, the check for a source, the field naming the patient)
-FORMATS: dict[
-    str, tuple[tuple[str, ...], Callable[[Source], Callable[[bytes, str], Checked]], str]
-] = {
-    "fhir": (("application/fhir+json", "application/json"), lambda _: check_fhir, "id"),
-    "clinic-json": (("application/json",), lambda _: check_clinic_json, "jmbh"),
-    "clinic-csv": (
-        ("text/csv",),
-        lambda source: lambda body, charset: check_csv(body, source.required_columns, charset),
-        "",
-    ),
-    "device-batch": (("application/json",), lambda _: check_device_batch, "patient_ref"),
-}
-
-
-def _charset(parameters: str) -> str:
-    for parameter in parameters.split(";"):
-        name, _, value = parameter.strip().partition("=")
-        if name.lower() == "charset" and value:
-            return value.strip('"').lower()
-    return "utf-8"
-
-
-def _patient_reference(document: Any, field: str) -> str | None:
-    if isinstance(document, dict):
-        value = document.get(field)
-        if isinstance(value, str):
-            return value
-        entries = document.get("entry")
-        if isinstance(entries, list):
-            for entry in entries:
-                resource = entry.get("resource", {}) if isinstance(entry, dict) else {}
-                if resource.get("resourceType") == "Patient":
-                    return str(resource.get("id"))
-                subject = resource.get("subject", {})
-                if isinstance(subject, dict) and isinstance(subject.get("reference"), str):
-                    return str(subject["reference"]).removeprefix("Patient/")
-    return None
+def _response(answer: Answer) -> Response:
+    content = (
+        b""
+        if answer.body is None
+        else json.dumps(answer.body, ensure_ascii=False, separators=(",", ":")).encode()
+    )
+    return Response(
+        content,
+        status_code=answer.status,
+        media_type=answer.media_type,
+        headers=dict(answer.headers),
+    )
 
 
 def create_app(intake: Intake) -> FastAPI:
@@ -234,10 +157,17 @@ def create_app(intake: Intake) -> FastAPI:
         title="HealthStream ingestion",
         version="0.1.0",
         description="The single door into HealthStream for HTTP senders. Every accepted body is "
-        "stored (Kafka, acks=all) before the 202; every refused one is kept as a dead letter.",
+        "stored (Kafka, acks=all) before it is answered; every refused one is kept as a dead "
+        "letter. The FHIR door answers as a FHIR R4 server: 201 Created with Location for a "
+        "resource, a transaction-response or batch-response Bundle, OperationOutcome errors.",
     )
 
-    @app.post("/fhir", status_code=202, summary="A FHIR R4 resource or transaction Bundle")
+    @app.post(
+        "/fhir",
+        status_code=201,
+        summary="A FHIR R4 resource, or a Bundle (transaction, batch, collection, message, "
+        "document)",
+    )
     async def fhir(
         request: Request, x_hs_source: str = Header(..., description="The sending source's code")
     ) -> Response:

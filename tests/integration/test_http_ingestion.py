@@ -18,6 +18,7 @@ from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import LoopThread, TopicFactory, free_port, read_all
 from hs_ingestion.httpapi import Intake, create_app
+from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 from hs_ingestion.store import Store
 
@@ -29,7 +30,11 @@ PATIENT = {
     "name": [{"text": "刘薇"}],
     "birthDate": "2015-07-20",
 }
-BUNDLE = {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": PATIENT}]}
+BUNDLE = {
+    "resourceType": "Bundle",
+    "type": "transaction",
+    "entry": [{"resource": PATIENT, "request": {"method": "PUT", "url": "Patient/p1"}}],
+}
 CLINIC = {"jgdm": "HZC01", "lx": "dj", "jmbh": "JM1", "xm": "李佳", "csrq": "1985-08-21"}
 CSV = "record_type,patient_no,name,event_time\r\npatient,42,李小玲,2026-01-01 00:15:58\r\n"
 READINGS: dict[str, Any] = {
@@ -86,54 +91,155 @@ def intake(
     served.stop()
 
 
-def test_a_fhir_bundle_is_stored_before_202(
+FHIR_HEADERS = {"content-type": "application/fhir+json", "x-hs-source": "F01"}
+HEART_RATE = {
+    "resourceType": "Observation",
+    "id": "hr1",
+    "status": "final",
+    "category": [
+        {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "vital-signs",
+                }
+            ]
+        }
+    ],
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+    "subject": {"reference": "Patient/p1"},
+    "effectiveDateTime": "2026-01-01T08:00:00+08:00",
+    "valueQuantity": {
+        "value": 72,
+        "unit": "/min",
+        "system": "http://unitsofmeasure.org",
+        "code": "/min",
+    },
+}
+
+
+def _post(entry: dict[str, Any]) -> dict[str, Any]:
+    return {"resource": entry, "request": {"method": "POST", "url": entry["resourceType"]}}
+
+
+def test_a_fhir_transaction_is_stored_before_its_transaction_response(
     intake: Running, kafka_bootstrap: str, codec: Codec
 ) -> None:
     body = json.dumps(BUNDLE, ensure_ascii=False).encode()
-    response = httpx.post(
-        f"{intake.url}/fhir",
-        content=body,
-        headers={"content-type": "application/fhir+json", "x-hs-source": "F01"},
-    )
-    assert response.status_code == 202
+    response = httpx.post(f"{intake.url}/fhir", content=body, headers=FHIR_HEADERS)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    answer = response.json()
+    assert answer["type"] == "transaction-response"
+    assert answer["entry"] == [{"response": {"status": "201 Created", "location": "Patient/p1"}}]
     [(key, value)] = read_all(kafka_bootstrap, intake.raw, expected=1)
     record = codec.decode(value).record
     assert record["payload"] == body
     assert (record["transport"], record["content_type"]) == ("HTTP", "application/fhir+json")
-    assert str(record["envelope"]["event_id"]) == response.json()["event_id"]
     assert key == codec.keyring.pseudonym("F01", "p1").encode()
 
 
-def test_every_bad_field_is_listed_and_the_body_kept(
+def test_a_transaction_with_one_bad_entry_is_refused_whole(
     intake: Running, kafka_bootstrap: str, codec: Codec
 ) -> None:
     bad = {
         **BUNDLE,
         "entry": [
-            {"resource": {**PATIENT, "birthDate": "1987-13-01"}},
-            {"resource": {"resourceType": "Observation", "id": "o1"}},
+            _post(PATIENT),
+            _post({**HEART_RATE, "status": "done"}),
+            _post({"resourceType": "Observation", "id": "o1"}),
         ],
     }
-    body = json.dumps(bad).encode()
-    response = httpx.post(
-        f"{intake.url}/fhir",
-        content=body,
-        headers={"content-type": "application/fhir+json", "x-hs-source": "F01"},
-    )
+    body = json.dumps(bad, ensure_ascii=False).encode()
+    response = httpx.post(f"{intake.url}/fhir", content=body, headers=FHIR_HEADERS)
     assert response.status_code == 422
-    assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert problem["reason_code"] == "fhir.invalid"
-    assert {e["field"] for e in problem["errors"]} == {
-        "/entry/0/resource/birthDate",
-        "/entry/1/resource/status",
-        "/entry/1/resource/code",
-        "/entry/1/resource/subject",
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert {e for issue in outcome["issue"] for e in issue["expression"]} == {
+        "Bundle.entry[1].resource.status",
+        "Bundle.entry[2].resource.status",
+        "Bundle.entry[2].resource.code",
+        "Bundle.entry[2].resource.subject",
     }
-    assert "1987-13-01" not in response.text
+    assert '"done"' not in response.text
     [(_, value)] = read_all(kafka_bootstrap, intake.dead, expected=1)
-    assert codec.decode(value).record["original"] == body
+    letter = codec.decode(value).record
+    assert (letter["original"], letter["reason_code"]) == (body, "fhir.invalid")
     assert read_all(kafka_bootstrap, intake.raw, idle=1) == []
+
+
+def test_a_batch_answers_each_entry_and_its_good_entries_become_events(
+    intake: Running, kafka_bootstrap: str, codec: Codec
+) -> None:
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            _post(PATIENT),
+            _post({**HEART_RATE, "id": "hr2", "status": "done"}),
+            _post(HEART_RATE),
+        ],
+    }
+    body = json.dumps(batch, ensure_ascii=False).encode()
+    response = httpx.post(f"{intake.url}/fhir", content=body, headers=FHIR_HEADERS)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["type"] == "batch-response"
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert statuses == ["201 Created", "422 Unprocessable Entity", "201 Created"]
+    assert answer["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
+    [(_, letter_value)] = read_all(kafka_bootstrap, intake.dead, expected=1)
+    letter = codec.decode(letter_value).record
+    assert letter["item"] == "/entry/1/resource"
+    assert json.loads(letter["original"])["id"] == "hr2"
+    [(_, raw_value)] = read_all(kafka_bootstrap, intake.raw, expected=1)
+    raw = codec.decode(raw_value).record
+    assert raw["payload"] == body
+    source = SourceRegistry.load(default_sources_dir()).get("F01")
+    assert source is not None
+    mapped = normalize_raw(raw, source)
+    assert sorted(e.schema for e in mapped.events) == [
+        "hs.clinical.Observation",
+        "hs.identity.PatientIdentity",
+    ]
+    [observation] = [e.record for e in mapped.events if e.schema == "hs.clinical.Observation"]
+    assert (observation["observation_id"], observation["result"]["value_quantity"]) == (
+        "hr1",
+        72.0,
+    )
+    assert [f.item for f in mapped.failures] == ["/entry/1/resource"]
+    for event in mapped.events:
+        codec.encode(event.schema, event.record)
+
+
+def test_a_collection_bundle_is_accepted(
+    intake: Running, kafka_bootstrap: str, codec: Codec
+) -> None:
+    collection = {
+        "resourceType": "Bundle",
+        "id": "c-1",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": "http://example.org/fhir/Patient/p1", "resource": PATIENT},
+            {"fullUrl": "http://example.org/fhir/Observation/hr1", "resource": HEART_RATE},
+        ],
+    }
+    body = json.dumps(collection, ensure_ascii=False).encode()
+    response = httpx.post(f"{intake.url}/fhir", content=body, headers=FHIR_HEADERS)
+    assert response.status_code == 201, response.text
+    assert response.headers["location"] == "Bundle/c-1"
+    [(_, value)] = read_all(kafka_bootstrap, intake.raw, expected=1)
+    assert codec.decode(value).record["sender_message_id"] == "c-1"
+
+
+def test_a_single_resource_is_created(intake: Running, kafka_bootstrap: str) -> None:
+    body = json.dumps(HEART_RATE).encode()
+    response = httpx.post(f"{intake.url}/fhir", content=body, headers=FHIR_HEADERS)
+    assert response.status_code == 201
+    assert response.headers["location"] == "Observation/hr1"
+    assert response.json()["resourceType"] == "OperationOutcome"
+    assert len(read_all(kafka_bootstrap, intake.raw, expected=1)) == 1
 
 
 @pytest.mark.parametrize(

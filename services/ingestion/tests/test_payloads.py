@@ -315,10 +315,13 @@ def test_a_single_resource_is_created_with_a_location(
     unnamed = _send(sources, codec, json.dumps(NEW_PATIENT).encode())
     assert isinstance(unnamed, Kept)
     assert unnamed.answer.headers["Location"].startswith("Patient/")  # an id assigned
-    collection = _send(sources, codec, (EXAMPLES / "Bundle-lipids.json").read_bytes())
-    assert isinstance(collection, Kept)
-    assert collection.answer.headers["Location"] == "Bundle/lipids"
-    assert collection.record["sender_message_id"] == "lipids"
+    message = (EXAMPLES / "Bundle-10bb101f-a121-4264-a920-67be9cb82c74.json").read_bytes()
+    kept_message = _send(sources, codec, message)
+    assert isinstance(kept_message, Kept)
+    assert kept_message.answer.headers["Location"] == (
+        "Bundle/10bb101f-a121-4264-a920-67be9cb82c74"
+    )
+    assert kept_message.record["sender_message_id"] == "10bb101f-a121-4264-a920-67be9cb82c74"
 
 
 def test_errors_of_the_fhir_door_are_operation_outcomes(

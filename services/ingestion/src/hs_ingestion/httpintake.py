@@ -25,6 +25,7 @@ from hs_common.envelope import new_envelope
 from hs_ingestion.fhir import logical_id, message_patient
 from hs_ingestion.payloads import (
     Checked,
+    Entry,
     EntryCheck,
     FieldProblem,
     check_clinic_json,
@@ -297,8 +298,7 @@ def _fhir(
                 refusals,
             )
         return Kept(record, key, answer, refusals)
-    [first] = checked.entries[:1] or [None]
-    assigned = logical_id(first.entry, event_id) if first is not None else event_id
+    assigned = logical_id(Entry(None, "", {}, document), event_id)
     location = f"{root}/{assigned}"
     information = outcome(
         [Issue("information", "informational", f"stored as {location} (event {event_id})")]

@@ -325,7 +325,7 @@ def identity_events(folder: Path) -> Iterator[dict[str, Any]]:
         for institution, raw in raws:
             source = sources.get(institution)
             assert source is not None
-            for event in normalize_raw(raw, source):
+            for event in normalize_raw(raw, source).events:
                 if event.schema == "hs.identity.PatientIdentity":
                     yield event.record
 

@@ -36,7 +36,7 @@ def test_generated_hypoglycaemia_episodes_are_detected_and_nothing_else(tmp_path
         if not str(batch["device_id"]).startswith("CGM"):
             continue
         envelope = new_envelope("W01", "cloud", datetime.now(CHINA))
-        for event in normalize_device_batch(line, envelope):
+        for event in normalize_device_batch(line, envelope).events:
             record = event.record
             reading = Reading(
                 record["binding"]["device_id"], Metric.GLUCOSE,
@@ -98,7 +98,7 @@ def test_charted_vital_signs_cross_news2_thresholds_when_the_truth_says(tmp_path
                 continue
             source = sources.get(kept.record["envelope"]["source"]["institution"])
             assert source is not None
-            for event in normalize_raw(kept.record, source):
+            for event in normalize_raw(kept.record, source).events:
                 reading = (
                     observation_reading(event.record)
                     if event.schema.endswith("Observation")

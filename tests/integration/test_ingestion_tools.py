@@ -79,11 +79,12 @@ def test_import_answers_every_file_item_and_keeps_it(
     assert len(read_all(kafka_bootstrap, dead, expected=refused, timeout=60)) == refused
 
 
-UNMAPPED = (
+ORU = (
     "MSH|^~\\&|LIS|BJ03|HEALTHSTREAM|HS|20260101080000||ORU^R01^ORU_R01|FIX1|P|2.3.1\r"
     "PID|1||BJ-7^^^BJ03^MR||WANG^WEI||19800101|M\r"
     "OBR|1|O1|O1-F|LAB^LAB^L|||20260101073000\r"
-    "OBX|1|NM|NEWGLU^GLUCOSE^L||5.5|mmol/L|3.9-6.1||||F|||20260101073000\r"
+    "OBX|1|NM|GLU-S^GLUCOSE^L||5.5|mmol/L|3.9-6.1||||F|||20260101073000\r"
+    "OBX|2|NM|K-S^POTASSIUM^L||{potassium}|mmol/L|3.5-5.3||||F|||20260101073000\r"
 )
 
 
@@ -107,6 +108,7 @@ def _normalizer(
                 ),
                 observations,
             ),
+            dead_letter_topic=dead,
         ),
         codec=codec,
         dead_letter_topic=dead,
@@ -114,38 +116,64 @@ def _normalizer(
     )
 
 
-def test_dead_letters_replayed_after_a_mapping_fix_become_events(
-    settings: IngestionSettings, codec: Codec, new_topic: TopicFactory, kafka_bootstrap: str
-) -> None:
-    raw, observations, dead = new_topic("raw", 1), new_topic("obs", 1), new_topic("dead", 1)
-    kept = receive_hl7(UNMAPPED.encode(), SourceRegistry.load(settings.sources_dir), codec.keyring)
+def _store_raw(settings: IngestionSettings, codec: Codec, raw: str, dead: str, text: str) -> None:
+    kept = receive_hl7(text.encode(), SourceRegistry.load(settings.sources_dir), codec.keyring)
     assert isinstance(kept, Kept)
 
-    async def store_raw() -> None:
+    async def store() -> None:
         door = Door(settings, codec, raw, dead)
         await door.store.keep(kept.record, kept.key)
         door.producer.close()
 
-    asyncio.run(store_raw())
-    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-before-fix")):
-        [(_, letter)] = read_all(kafka_bootstrap, dead, expected=1, timeout=60)
-    assert codec.decode(letter).record["reason_code"] == "code.unknown"
+    asyncio.run(store())
 
-    mapping = settings.sources_dir / "BJ03.toml"
-    mapping.write_text(
-        mapping.read_text() + '"NEWGLU" = "glucose"\n'
-    )  # the fix: a new line in the source file
 
+def _replay(settings: IngestionSettings, codec: Codec, raw: str, dead: str) -> dict[str, int]:
     async def replay() -> dict[str, int]:
         door = Door(settings, codec, raw, dead)
         try:
-            return dict(await replay_dead_letters(door, settings, "code.unknown", None))
+            return dict(await replay_dead_letters(door, settings, None, "ingestion.normalize"))
         finally:
             door.producer.close()
 
-    assert asyncio.run(replay()) == {"raw message re-queued for normalization": 1}
+    return asyncio.run(replay())
+
+
+def test_a_message_dead_lettered_whole_is_replayed_after_the_fix(
+    settings: IngestionSettings, codec: Codec, new_topic: TopicFactory, kafka_bootstrap: str
+) -> None:
+    raw, observations, dead = new_topic("raw", 1), new_topic("obs", 1), new_topic("dead", 1)
+    _store_raw(settings, codec, raw, dead, ORU.format(potassium="4.1"))
+    source_file = settings.sources_dir / "BJ03.toml"
+    kept_aside = source_file.read_text()
+    source_file.unlink()  # the normalizer was deployed without the sender's file
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-before-fix")):
+        [(_, letter)] = read_all(kafka_bootstrap, dead, expected=1, timeout=60)
+    assert codec.decode(letter).record["reason_code"] == "normalize.unknown_source"
+
+    source_file.write_text(kept_aside)  # the fix
+    assert _replay(settings, codec, raw, dead) == {"raw message re-queued for normalization": 1}
     with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-after-fix")):
-        [(_, value)] = read_all(kafka_bootstrap, observations, expected=1, timeout=60)
-    record = codec.decode(value).record
-    assert record["result"]["code"]["code"] == "14749-6"
-    assert record["result"]["value_quantity"] == 5.5
+        results = read_all(kafka_bootstrap, observations, expected=3, timeout=60, idle=5)
+    records = [codec.decode(value).record for _, value in results]
+    glucose = [r for r in records if r.get("result", {}).get("code", {}).get("code") == "14749-6"]
+    assert [r["result"]["value_quantity"] for r in glucose] == [5.5]
+
+
+def test_an_item_dead_letter_replays_that_item_only(
+    settings: IngestionSettings, codec: Codec, new_topic: TopicFactory, kafka_bootstrap: str
+) -> None:
+    raw, observations, dead = new_topic("raw", 1), new_topic("obs", 1), new_topic("dead", 1)
+    _store_raw(settings, codec, raw, dead, ORU.format(potassium="?7"))
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-first")):
+        [(_, letter)] = read_all(kafka_bootstrap, dead, expected=1, timeout=60)
+        first = read_all(kafka_bootstrap, observations, expected=2, timeout=60, idle=3)
+    assert codec.decode(letter).record["item"] == "OBX 2"
+    assert len(first) == 2  # the identity and the glucose
+
+    assert _replay(settings, codec, raw, dead) == {"item re-queued for normalization": 1}
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-replay")):
+        letters = read_all(kafka_bootstrap, dead, expected=2, timeout=60, idle=3)
+    again = codec.decode(letters[-1][1]).record
+    assert (again["item"], again["reason_code"]) == ("OBX 2", "hl7.invalid_value")
+    assert len(read_all(kafka_bootstrap, observations, idle=3)) == 2  # nothing else re-emitted

@@ -53,7 +53,12 @@ def normalizer(
         stage="ingestion.normalize",
         group_id=f"normalize-{runtime_settings.instance_id}",
         input_topics=[topics_for_test["raw"]],
-        transform=Normalizer(codec, SourceRegistry.load(default_sources_dir()), topic_of),
+        transform=Normalizer(
+            codec,
+            SourceRegistry.load(default_sources_dir()),
+            topic_of,
+            dead_letter_topic=topics_for_test["dead"],
+        ),
         codec=codec,
         dead_letter_topic=topics_for_test["dead"],
         poll_timeout=0.2,
@@ -87,27 +92,40 @@ def test_raw_messages_become_keyed_observations_once_and_bad_ones_dead_letters(
     producer.produce(
         topics_for_test["raw"], value=duplicate, key=key
     )  # stored twice, e.g. a resend
-    key, unknown = _raw(codec, "BAD1", 9, ORU.replace("GLU-S^", "ZZZ999^"))
-    producer.produce(topics_for_test["raw"], value=unknown, key=key)
+    key, one_bad = _raw(codec, "BAD1", 9, ORU.replace("||126.1|", "||?7|"))
+    producer.produce(topics_for_test["raw"], value=one_bad, key=key)
+    key, unmapped = _raw(codec, "NEW1", 9, ORU.replace("GLU-S^", "ZZZ999^"))
+    producer.produce(topics_for_test["raw"], value=unmapped, key=key)
     assert producer.flush(10) == 0
 
     observations = read_all(
-        kafka_bootstrap, topics_for_test["observation"], expected=40, timeout=60, idle=10
+        kafka_bootstrap, topics_for_test["observation"], expected=43, timeout=60, idle=10
     )
-    assert len(observations) == 40
+    assert len(observations) == 43  # 20 x 2, BAD1's good result, NEW1's two
     ids = Counter(codec.decode(value).record["observation_id"] for _, value in observations)
     assert all(count == 1 for count in ids.values())
     by_patient: dict[bytes, set[str]] = {}
     for key_bytes, value in observations:
         record = codec.decode(value).record
+        if record["result"]["code_origin"] == "UNMAPPED":
+            assert record["observation_id"] == "ONEW1-F-1"
+            assert (record["result"]["local_code"]["code"], record["result"]["unit"]) == (
+                "ZZZ999",
+                "mg/dL",
+            )
+            continue
         assert record["result"]["unit"] in ("mmol/L", "umol/L")
         by_patient.setdefault(key_bytes or b"", set()).add(record["subject"]["local_patient_id"])
     assert all(len(patients) == 1 for patients in by_patient.values())  # one patient per key
 
     [(_, letter)] = read_all(kafka_bootstrap, topics_for_test["dead"], expected=1, timeout=30)
     dead = codec.decode(letter).record
-    assert (dead["reason_code"], dead["stage"]) == ("code.unknown", "ingestion.normalize")
-    assert "OBX-3 (set 1)" in dead["reason"]
+    assert (dead["reason_code"], dead["stage"], dead["item"]) == (
+        "hl7.invalid_value",
+        "ingestion.normalize",
+        "OBX 1",
+    )
+    assert "OBX-5 (set 1)" in dead["reason"]
     assert codec.decode(dead["original"]).record["sender_message_id"] == "BAD1"
 
 
@@ -117,12 +135,15 @@ def test_a_message_stored_again_after_a_restart_is_not_normalized_again(
     topics_for_test: dict[str, str],
     kafka_bootstrap: str,
 ) -> None:
-    topic_of = {"hs.clinical.Observation": topics_for_test["observation"]}
+    topic_of = {
+        "hs.clinical.Observation": topics_for_test["observation"],
+        "hs.identity.PatientIdentity": topics_for_test["identity"],
+    }
     group = f"normalize-restart-{runtime_settings.instance_id}"
     sources = SourceRegistry.load(default_sources_dir())
 
     def run_normalizer(expected_observations: int) -> None:
-        normalizer = Normalizer(codec, sources, topic_of)
+        normalizer = Normalizer(codec, sources, topic_of, dead_letter_topic=topics_for_test["dead"])
         normalizer.recent.remember(
             read_recent(
                 runtime_settings, codec.catalogue, 1000, topics_for_test["raw"], group_id=group

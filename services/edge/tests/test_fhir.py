@@ -19,6 +19,7 @@ from hs_common.testing import golden_example
 from hs_edge import fhir
 from hs_edge.auth import Caller, Role
 from hs_edge.operations import visible_golden
+from hs_terminology.vocab import RESIDENT_ID_SYSTEM
 
 CATALOGUE = SchemaCatalogue.load(default_schema_root())
 CODEC = Codec(CATALOGUE, Keyring.generate())
@@ -108,7 +109,7 @@ def test_a_golden_record_is_a_valid_patient() -> None:
     assert resource["active"] is True
     assert resource["identifier"][0] == {
         "use": "official",
-        "system": fhir.RESIDENT_ID_SYSTEM,
+        "system": RESIDENT_ID_SYSTEM,
         "value": "330102198703150023",
     }
     assert [i["value"] for i in resource["identifier"][1:]] == record["record_keys"]
@@ -141,7 +142,7 @@ def test_masked_identifiers_pass_through_and_are_labelled() -> None:
     resource = fhir.patient(record | {"golden": visible_golden(clinician, record)}, [], "masked")
     validated(resource)
     assert resource["identifier"] == [
-        {"use": "official", "system": fhir.RESIDENT_ID_SYSTEM, "value": "330102********0023"}
+        {"use": "official", "system": RESIDENT_ID_SYSTEM, "value": "330102********0023"}
     ]
     assert resource["telecom"][0]["value"] == "+86*******5678"
     assert resource["meta"]["security"][0]["code"] == "MASKED"

@@ -151,8 +151,9 @@ def test_character_set_comes_from_msh18_unless_the_source_overrides_it() -> None
     assert decode(utf8)[0].endswith("王^小明")
     gb = "MSH|^~\\&|A|B|C|D|||ADT^A04|1|P|2.4\rPID|1||||王^小明".encode("gb18030")
     with pytest.raises(Hl7Error, match="MSH-18: bytes are not valid ascii") as raised:
-        decode(gb)
+        decode(gb, undeclared="ascii")  # the standard's default for an empty MSH-18
     assert raised.value.reason_code == "hl7.charset"
+    assert decode(gb) == (gb.decode("gb18030"), "gb18030")  # what Chinese senders mean by it
     assert decode(gb, override="gb18030")[0].endswith("王^小明")
 
 

@@ -71,13 +71,16 @@ def test_every_hl7_message_becomes_events_or_the_expected_refusal(
             source = sources.get(kept.record["envelope"]["source"]["institution"])
             assert source is not None
             try:
-                events = normalize_raw(kept.record, source)
+                mapped = normalize_raw(kept.record, source)
             except RejectedInput as error:
                 assert expected == error.reason_code, (name, index, str(error))
                 refused[error.reason_code] += 1
                 continue
-            assert expected is None, (name, index, expected)
-            for event in events:
+            failures = [f.reason_code for f in mapped.failures]
+            assert failures == ([expected] if expected else []), (name, index, failures)
+            refused.update(failures)
+            assert mapped.events  # one bad item never loses the rest of the message
+            for event in mapped.events:
                 codec.encode(event.schema, event.record)  # the contract accepts it
                 produced[event.schema] += 1
     assert produced["hs.identity.PatientIdentity"] > 500
@@ -104,7 +107,8 @@ def test_mg_per_dl_glucose_is_converted_with_its_range(
     )
     kept = receive_hl7(payload, sources, codec.keyring)
     assert isinstance(kept, Kept)
-    [event] = normalize_raw(kept.record, sources.get("BJ03"))  # type: ignore[arg-type]
+    [identity, event] = normalize_raw(kept.record, sources.get("BJ03")).events  # type: ignore[arg-type]
+    assert identity.schema == "hs.identity.PatientIdentity"
     result = event.record["result"]
     assert result["code"]["code"] == "14749-6"
     assert result["value_quantity"] == pytest.approx(7.0, abs=0.01)
@@ -127,7 +131,7 @@ def test_a_merge_carries_the_prior_identifier(sources: SourceRegistry, codec: Co
     ).encode()
     kept = receive_hl7(payload, sources, codec.keyring)
     assert isinstance(kept, Kept)
-    [event] = normalize_raw(kept.record, sources.get("HZ01"))  # type: ignore[arg-type]
+    [event] = normalize_raw(kept.record, sources.get("HZ01")).events  # type: ignore[arg-type]
     assert event.record["kind"] == "MERGE"
     assert event.record["prior"]["local_patient_id"] == "HZ9"
     assert event.record["person"]["names"][0] == {
@@ -151,7 +155,7 @@ def test_wearable_batches_become_readings(data: Path, codec: Codec) -> None:
     for line in lines:
         if b'"high"' in line:
             continue
-        for event in normalize_device_batch(line, envelope):
+        for event in normalize_device_batch(line, envelope).events:
             readings += 1
             assert event.record["measurement"]["metric"] in {
                 "GLUCOSE",
@@ -193,7 +197,7 @@ def test_clinic_json_csv_and_fhir_map_through_their_source_files(
     for _, code, payload in plays:
         source = sources.get(code)
         assert source is not None
-        for event in normalize_raw(_raw_record(payload, code), source):
+        for event in normalize_raw(_raw_record(payload, code), source).events:
             codec.encode(event.schema, event.record)
             produced[(code, event.schema)] += 1
     for code in ("HZC01", "SHC02", "F01"):
@@ -218,7 +222,7 @@ def test_clinic_glucose_in_mg_per_dl_is_converted(sources: SourceRegistry) -> No
     assert source is not None
     [event] = normalize_raw(
         _raw_record(json.dumps(document, ensure_ascii=False).encode(), "HZC01"), source
-    )
+    ).events
     result = event.record["result"]
     assert (result["unit"], result["unit_status"], result["interpretation"]) == (
         "mmol/L",
@@ -229,16 +233,24 @@ def test_clinic_glucose_in_mg_per_dl_is_converted(sources: SourceRegistry) -> No
     assert event.patient == "JM1"
 
 
-def test_a_clinic_code_without_mapping_is_refused(sources: SourceRegistry) -> None:
+def test_a_clinic_code_without_mapping_arrives_unmapped(sources: SourceRegistry) -> None:
     document = {
         "lx": "jy",
         "jmbh": "JM1",
         "jcsj": "2026-01-02T08:00:00+08:00",
-        "xm": [{"xmdm": "zzz", "jg": 1, "dw": "x"}],
+        "xm": [{"xmdm": "zzz", "jg": 1, "dw": "U/L"}, {"xmdm": "xt", "jg": "?", "dw": "mmol/L"}],
     }
-    with pytest.raises(RejectedInput, match="item 1/xmdm: local code has no mapping") as raised:
-        normalize_raw(_raw_record(json.dumps(document).encode(), "HZC01"), sources.get("HZC01"))  # type: ignore[arg-type]
-    assert raised.value.reason_code == "code.unknown"
+    mapped = normalize_raw(
+        _raw_record(json.dumps(document).encode(), "HZC01"), sources.get("HZC01")
+    )  # type: ignore[arg-type]
+    unmapped, text = (e.record["result"] for e in mapped.events)
+    assert (unmapped["code"], unmapped["code_origin"], unmapped["value_quantity"]) == (
+        None,
+        "UNMAPPED",
+        1.0,
+    )
+    assert (text["value_quantity"], text["value_text"]) == (None, "?")
+    assert mapped.failures == []
 
 
 def test_times_without_an_offset_are_read_in_the_source_s_own_offset(
@@ -250,7 +262,8 @@ def test_times_without_an_offset_are_read_in_the_source_s_own_offset(
         b"record_type,patient_no,event_time,item_code,result,unit\r\n"
         b"lab,42,2026-01-02 08:00:00,FBG,5.5,mmol/L\r\n"
     )
-    for offset, hour in ((8, 0), (0, 8)):
-        source = replace(shc02, utc_offset_hours=offset)
-        [event] = normalize_raw(_raw_record(csv_batch, "SHC02"), source)
-        assert event.record["effective_at"] == datetime(2026, 1, 2, hour, tzinfo=UTC)
+    for zone, hour in (("Asia/Shanghai", 0), ("UTC", 8), ("+05:30", 2)):
+        source = replace(shc02, time_zone=zone)
+        [event] = normalize_raw(_raw_record(csv_batch, "SHC02"), source).events
+        minute = 30 if zone == "+05:30" else 0
+        assert event.record["effective_at"] == datetime(2026, 1, 2, hour, minute, tzinfo=UTC)

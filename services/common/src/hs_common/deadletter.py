@@ -34,6 +34,7 @@ class DeadLetter:
     system: str = UNKNOWN_SOURCE
     trace_id: str | None = None
     attempt: int = 0
+    item: str | None = None  # the failed item's position, when the rest of the message went on
 
     def encode(self, codec: Codec) -> bytes:
         now = datetime.now(UTC)
@@ -45,6 +46,7 @@ class DeadLetter:
             "original": self.original,
             "origin": self.origin.__dict__,
             "attempt": self.attempt,
+            "item": self.item,
         }
         return codec.encode(topics.DEAD_LETTER.value_schema, record)
 

@@ -18,13 +18,16 @@ from datetime import date, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
+from hs_terminology.vocab import (
+    CODE_OF_INTERPRETATION,
+    FHIR_STATUS_OF_RESULT,
+    RESIDENT_ID_SYSTEM,
+)
+
 Resource = dict[str, Any]
 Visibility = Literal["full", "masked"]
 Severity = Literal["fatal", "error", "warning", "information"]
 
-# WS/T 500 CDA documents name the resident ID card number 2.16.156.10011.1.3 (1.2 is the
-# health-record number).
-RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 RECORD_KEY_SYSTEM = "https://healthstream.dev/fhir/sid/record-key"
 INSTITUTION_SYSTEM = "https://healthstream.dev/fhir/sid/institution"
 ORIGINAL_RESULT_EXTENSION = "https://healthstream.dev/fhir/StructureDefinition/original-result"
@@ -46,25 +49,10 @@ GENDER = {
     "M": "male", "F": "female",
     "MALE": "male", "FEMALE": "female", "UNSPECIFIED": "other", "UNKNOWN": "unknown",
 }  # fmt: skip
-# HL7 v2 table 0085 to ObservationStatus, as the HL7 v2-to-FHIR concept map does it.
-STATUS = {
-    "FINAL": "final", "PRELIMINARY": "preliminary", "CORRECTED": "corrected",
-    "DELETED": "entered-in-error", "WITHDRAWN": "entered-in-error",
-    "CANNOT_OBTAIN": "cancelled", "NOT_VERIFIED": "preliminary", "PENDING": "registered",
-    "UNKNOWN": "unknown",
-}  # fmt: skip
 CATEGORY = {
     "LABORATORY": ("laboratory", "Laboratory"),
     "VITAL_SIGNS": ("vital-signs", "Vital Signs"),
 }
-INTERPRETATIONS = {
-    "NORMAL": ("N", "Normal"), "LOW": ("L", "Low"), "HIGH": ("H", "High"),
-    "CRITICAL_LOW": ("LL", "Critical low"), "CRITICAL_HIGH": ("HH", "Critical high"),
-    "ABNORMAL": ("A", "Abnormal"), "CRITICAL_ABNORMAL": ("AA", "Critical abnormal"),
-    "BELOW_SCALE": ("<", "Off scale low"), "ABOVE_SCALE": (">", "Off scale high"),
-    "POSITIVE": ("POS", "Positive"), "NEGATIVE": ("NEG", "Negative"),
-    "DETECTED": ("DET", "Detected"), "NOT_DETECTED": ("ND", "Not detected"),
-}  # fmt: skip
 ISSUE_TYPES = frozenset({
     "invalid", "structure", "required", "value", "invariant", "security", "login", "unknown",
     "expired", "forbidden", "suppressed", "processing", "not-supported", "duplicate",
@@ -193,7 +181,7 @@ def observation(obs: Mapping[str, Any], patient_id: str) -> Resource:
     if original:
         resource["extension"] = [original]
     resource["identifier"] = _source_identifier(institution, "observation", obs["observation_id"])
-    resource["status"] = STATUS.get(obs["status"], "unknown")
+    resource["status"] = FHIR_STATUS_OF_RESULT.get(obs["status"], "unknown")
     if obs["category"] in CATEGORY:
         code, display = CATEGORY[obs["category"]]
         resource["category"] = [
@@ -301,7 +289,7 @@ def _value(result: Mapping[str, Any]) -> Resource:
 
 
 def _interpretation(result: Mapping[str, Any]) -> Resource | None:
-    found = INTERPRETATIONS.get(result.get("interpretation") or "NONE")
+    found = CODE_OF_INTERPRETATION.get(result.get("interpretation") or "NONE")
     if found:
         return {"coding": [{"system": INTERPRETATION, "code": found[0], "display": found[1]}]}
     if result.get("interpretation") == "OTHER" and result.get("original_flag"):

@@ -3,7 +3,9 @@
 Original mode (MSH-15 and MSH-16 empty): AA accepted, AE error (resending may succeed,
 e.g. the message could not be stored), AR rejected (do not resend unchanged).
 Enhanced mode (MSH-15 set): commit acknowledgements CA / CE / CR, sent once the message is
-stored (or could not be); no application acknowledgement is sent by ingestion.
+stored (or could not be) when MSH-15 asks for one (AL, ER, SU; never for NE); no
+application acknowledgement is sent by ingestion. A batch (FHS/BHS) is answered with a batch
+of the acknowledgements due.
 """
 
 from __future__ import annotations
@@ -38,7 +40,19 @@ ERROR_CODES = {
     "not_stored": ("207", "Application internal error"),
 }
 
+# MSH-15 (HL7 table 0155): when an accept (commit) acknowledgement is due, by outcome.
+ACCEPT_ACK_DUE = {"AL": True, "NE": False, "ER": False, "SU": True}
+
 _control_ids = itertools.count(1)
+
+
+def acknowledgement_due(received: Message | None, outcome: Outcome) -> bool:
+    """Original mode (MSH-15 empty) always answers; enhanced mode answers as MSH-15 asks:
+    AL always, NE never, ER only on an error, SU only on success."""
+    mode = received.msh.value(15).upper() if received else ""
+    if mode not in ACCEPT_ACK_DUE:
+        return True
+    return ACCEPT_ACK_DUE[mode] if outcome is Outcome.ACCEPTED else mode in ("AL", "ER")
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,14 @@ def acknowledgement(
     if problem is not None:
         segments.append(_err(problem, d))
     return ("\r".join(segments) + "\r").encode("utf-8")
+
+
+def batch_acknowledgement(acknowledgements: list[bytes], now: datetime | None = None) -> bytes:
+    """BHS, the acknowledgements, BTS with their count (HL7 v2 §2.10.3)."""
+    stamp = f"{(now or datetime.now(UTC)):%Y%m%d%H%M%S}"
+    header = f"BHS|^~\\&|HEALTHSTREAM|HS|||{stamp}\r".encode()
+    trailer = f"BTS|{len(acknowledgements)}\r".encode()
+    return header + b"".join(acknowledgements) + trailer
 
 
 def _err(problem: Problem, d: Delimiters) -> str:

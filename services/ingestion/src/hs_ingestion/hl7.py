@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from hs_common.errors import RejectedInput
 
@@ -76,6 +76,13 @@ class Segment:
             [component.split(d.subcomponent) for component in repetition.split(d.component)]
             for repetition in raw.split(d.repetition)
         ]
+
+    def text(self, position: int, repetition: int = 0) -> str:
+        """One repetition of a field unescaped, its components still joined by '^'."""
+        repetitions = self.repetitions(position)
+        raw = repetitions[repetition] if repetition < len(repetitions) else ""
+        d = self._delimiters
+        return unescape(raw, d) if d.escape in raw else raw
 
     def value(
         self, position: int, component: int = 1, repetition: int = 0, subcomponent: int = 1
@@ -218,19 +225,15 @@ def escape_text(text: str, delimiters: Delimiters = Delimiters()) -> str:
     return out.replace("\r", " ").replace("\n", f"{d.escape}.br{d.escape}")
 
 
-# MSH-18 values (HL7 table 0211) and the Python codecs that read them.
+# MSH-18 values (HL7 table 0211), and the spellings senders use, to the Python codecs that
+# read them. GB 18030 reads GBK and GB 2312 bytes as well (it is their superset).
 CHARSETS = {
-    "": "ascii",
-    "ASCII": "ascii",
-    "8859/1": "latin-1",
-    "8859/15": "iso8859-15",
-    "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8",
-    "UTF-8": "utf-8",
-    "GB 18030-2000": "gb18030",
-    "GB18030": "gb18030",
-    "GB 18030": "gb18030",
-}
+    "ASCII": "ascii", "8859/1": "latin-1", "8859/15": "iso8859-15", "ISO-8859-1": "latin-1",
+    "UNICODE UTF-8": "utf-8", "UNICODE": "utf-8", "UTF-8": "utf-8", "UTF8": "utf-8",
+    "GB 18030-2000": "gb18030", "GB18030": "gb18030", "GB 18030": "gb18030", "GBK": "gb18030",
+    "GB2312": "gb18030", "GB 2312": "gb18030", "CHINESE": "gb18030", "CP936": "gb18030",
+}  # fmt: skip
+UNDECLARED = {"ascii": ("ascii",), "utf-8-or-gb18030": ("utf-8", "gb18030")}
 
 
 def declared_charset(data: bytes) -> str:
@@ -244,38 +247,55 @@ def declared_charset(data: bytes) -> str:
     if not msh.startswith(b"MSH") or len(msh) < 4:
         return ""
     fields = msh.split(msh[3:4])
-    return fields[17].decode("ascii", errors="replace").strip().upper() if len(fields) > 17 else ""
+    if len(fields) <= 17:
+        return ""
+    first = fields[17].split(msh[4:5] or b"^")[0].split(msh[5:6] or b"~")[0]
+    return first.decode("ascii", errors="replace").strip().upper()
 
 
-def decode(data: bytes, override: str | None = None) -> tuple[str, str]:
+def decode(
+    data: bytes, override: str | None = None, undeclared: str = "utf-8-or-gb18030"
+) -> tuple[str, str]:
     """(text, python codec used): the per-source override wins over MSH-18 (for senders that
-    declare one character set and send another, or none)."""
+    declare one character set and send another); with MSH-18 empty the source's policy says
+    which character sets to try, in order."""
     declared = declared_charset(data)
-    codec = override or CHARSETS.get(declared)
-    if codec is None:
-        raise Hl7Error("MSH-18", "character set is not supported", "hl7.charset")
-    try:
-        return data.decode(codec), codec
-    except UnicodeDecodeError:
-        raise Hl7Error(
-            "MSH-18",
-            f"bytes are not valid {codec} (declared or configured for this sender)",
-            "hl7.charset",
-        ) from None
+    if override:
+        candidates: tuple[str, ...] = (override,)
+    elif declared:
+        codec = CHARSETS.get(declared)
+        if codec is None:
+            raise Hl7Error("MSH-18", "character set is not supported", "hl7.charset")
+        candidates = (codec,)
+    else:
+        candidates = UNDECLARED.get(undeclared, ("ascii",))
+    for codec in candidates:
+        try:
+            return data.decode(codec), codec
+        except UnicodeDecodeError:
+            continue
+    raise Hl7Error(
+        "MSH-18",
+        f"bytes are not valid {' or '.join(candidates)} (declared, configured or tried)",
+        "hl7.charset",
+    )
 
 
-def parse_timestamp(value: str, where: str, default_offset_hours: int = 8) -> datetime:
+def parse_timestamp(
+    value: str, where: str, zone: tzinfo = timezone(timedelta(hours=8))
+) -> datetime:
     """HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]) as an aware datetime. Without an
-    offset, the sender's local time (China: UTC+8) is assumed."""
+    offset, the time is the sender's local time in its zone (daylight saving included)."""
     text = value.strip()
-    offset = timedelta(hours=default_offset_hours)
+    explicit: tzinfo | None = None
     for sign in ("+", "-"):
         if sign in text[4:]:
-            text, zone = text[: text.index(sign, 4)], text[text.index(sign, 4) + 1 :]
-            if len(zone) != 4 or not zone.isdigit():
+            text, offset = text[: text.index(sign, 4)], text[text.index(sign, 4) + 1 :]
+            if len(offset) != 4 or not offset.isdigit():
                 raise Hl7Error(where, "time zone offset must be +/-HHMM", "hl7.invalid_date")
-            offset = timedelta(hours=int(zone[:2]), minutes=int(zone[2:])) * (
-                1 if sign == "+" else -1
+            explicit = timezone(
+                timedelta(hours=int(offset[:2]), minutes=int(offset[2:]))
+                * (1 if sign == "+" else -1)
             )
     digits, _, fraction = text.partition(".")
     if not digits.isdigit() or len(digits) not in (4, 6, 8, 10, 12, 14):
@@ -287,8 +307,30 @@ def parse_timestamp(value: str, where: str, default_offset_hours: int = 8) -> da
     )
     try:
         micro = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
-        return datetime(year, month, day, hour, minute, second, micro, tzinfo=timezone(offset))
+        return datetime(year, month, day, hour, minute, second, micro, tzinfo=explicit or zone)
     except ValueError:
         raise Hl7Error(
             where, "date/time out of range (month, day, hour, minute or second)", "hl7.invalid_date"
         ) from None
+
+
+BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
+
+
+def is_batch(data: bytes) -> bool:
+    return data.lstrip()[:3] in (b"FHS", b"BHS")
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """The messages in HL7 bytes: a file or batch (FHS/BHS ... BTS/FTS, whose header and
+    trailer segments are dropped) or messages one after another, each starting at an MSH
+    segment. Each message keeps its bytes as sent, segment terminators included."""
+    messages: list[bytes] = []
+    for line in re.split(rb"(?<=\r)(?!\n)|(?<=\n)", data):
+        if line.lstrip()[:3] in BATCH_SEGMENTS:
+            continue
+        if line.startswith(b"MSH") or not messages:
+            messages.append(line)
+        else:
+            messages[-1] += line
+    return [m for m in messages if m.strip()]

@@ -13,10 +13,14 @@ from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
 from hs_ingestion.ack import Outcome, Problem
 from hs_ingestion.hl7 import Hl7Error, Message, decode, parse, parse_timestamp
-from hs_ingestion.sources import SourceRegistry
+from hs_ingestion.hl7map import MERGES, REGISTER, UPDATE, local_patient_id
+from hs_ingestion.sources import Source, SourceRegistry
 
 HL7_CONTENT_TYPE = "application/hl7-v2"
-SUPPORTED = {("ADT", "A01"), ("ADT", "A04"), ("ADT", "A08"), ("ADT", "A40"), ("ORU", "R01")}
+SUPPORTED = {
+    *(("ADT", trigger) for trigger in REGISTER | UPDATE | MERGES),
+    ("ORU", "R01"), ("ORU", "R30"), ("VXU", "V04"),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,31 +45,42 @@ class Refused:
 
 
 def receive_hl7(
-    payload: bytes, sources: SourceRegistry, keyring: Keyring, received_at: datetime | None = None
+    payload: bytes,
+    sources: SourceRegistry,
+    keyring: Keyring,
+    received_at: datetime | None = None,
+    port: int | None = None,
 ) -> Kept | Refused:
+    """Keep or refuse one HL7 message received on `port`."""
     received_at = received_at or datetime.now(UTC)
-    institution = _sending_facility(payload)
-    source = sources.get(institution)
+    application, facility = _sender(payload)
+    source = sources.sender(application, facility, port)
     if not payload.lstrip().startswith(b"MSH"):
         problem = Problem("hl7.msh_missing", "segment 1", "message does not start with MSH")
         return Refused(None, Outcome.REJECTED, problem, "unknown", None)
     try:
-        text, codec = decode(payload, override=source.charset if source else None)
+        text, codec = (
+            decode(payload, source.charset, source.undeclared_charset)
+            if source
+            else decode(payload)
+        )
         message = parse(text)
     except Hl7Error as error:
         return Refused(
             None,
             Outcome.REJECTED,
             Problem(error.reason_code, error.where, error.problem),
-            institution or "unknown",
+            source.code if source else facility or "unknown",
             None,
         )
     control_id = message.control_id
     if source is None:
         problem = Problem(
-            "hl7.unknown_sender", "MSH-4", "sending facility is not a registered source"
+            "hl7.unknown_sender",
+            "MSH-4",
+            "sending application and facility (MSH-3, MSH-4) are no registered source",
         )
-        return Refused(message, Outcome.REJECTED, problem, institution or "unknown", control_id)
+        return Refused(message, Outcome.REJECTED, problem, facility or "unknown", control_id)
     if not control_id:
         return Refused(
             message,
@@ -79,12 +94,13 @@ def receive_hl7(
         problem = Problem(
             "hl7.unsupported_message_type",
             "MSH-9",
-            "message type is not one ingestion accepts (ADT^A01/A04/A08/A40, ORU^R01)",
+            "message type is not one ingestion accepts (ADT A01-A08, A11-A13, A28, A31, "
+            "A34, A39, A40, A47; ORU R01, R30; VXU V04)",
         )
         return Refused(message, Outcome.REJECTED, problem, source.code, control_id)
     try:
         occurred_at = (
-            parse_timestamp(message.msh.value(7), "MSH-7", source.utc_offset_hours)
+            parse_timestamp(message.msh.value(7), "MSH-7", source.zone)
             if message.msh.value(7)
             else received_at
         )
@@ -106,24 +122,34 @@ def receive_hl7(
         "transport": "MLLP",
         "sender_message_id": control_id,
         "content_sha256": digest,
+        "only_items": [],
     }
-    pid = message.segment("PID")
-    patient = pid.value(3) if pid is not None else ""
-    key = (
-        keyring.pseudonym(source.code, patient)
-        if patient
-        else keyring.pseudonym(source.code, system)
+    return Kept(
+        message, record, _key(message, source, keyring, system), (source.code, control_id, digest)
     )
-    return Kept(message, record, key, (source.code, control_id, digest))
 
 
-def _sending_facility(payload: bytes) -> str:
-    """MSH-4.1, read before decoding (MSH is ASCII in every supported character set)."""
+def _key(message: Message, source: Source, keyring: Keyring, system: str) -> str:
+    """The raw message's key: the patient's, as its events will have (order per patient)."""
+    pid = message.segment("PID")
+    try:
+        patient = local_patient_id(pid, source) if pid is not None else system
+    except Hl7Error:
+        patient = system
+    return keyring.pseudonym(source.code, patient)
+
+
+def _sender(payload: bytes) -> tuple[str, str]:
+    """(MSH-3.1, MSH-4.1), read before decoding (MSH is ASCII in every character set)."""
     if not payload.startswith(b"MSH") or len(payload) < 4:
-        return ""
+        return "", ""
     first = payload.split(b"\r", 1)[0].split(b"\n", 1)[0]
     fields = first.split(payload[3:4])
-    if len(fields) < 4:
-        return ""
-    component = fields[3].split(b"^", 1)[0]
-    return component.decode("ascii", errors="replace").strip()
+    component = payload[4:5] or b"^"
+
+    def first_component(position: int) -> str:
+        if len(fields) <= position:
+            return ""
+        return fields[position].split(component, 1)[0].decode("ascii", errors="replace").strip()
+
+    return first_component(2), first_component(3)

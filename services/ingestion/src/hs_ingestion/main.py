@@ -51,7 +51,9 @@ async def run(settings: IngestionSettings) -> None:
     mllp = MllpServer(sources, store, registry, limits)
     mllp.recent.remember(read_recent(settings, runtime.codec.catalogue, limits.recent_messages))
     runtime.ready()
-    listener = await mllp.serve(settings.mllp_host, settings.mllp_port)
+    listeners = [await mllp.serve(settings.mllp_host, settings.mllp_port)]
+    for port in sources.listener_ports():  # senders known by the port they send to
+        listeners.append(await mllp.serve(settings.mllp_host, port))
     intake = Intake(sources, store, registry, settings.max_message_bytes)
     config = uvicorn.Config(
         create_app(intake),
@@ -62,7 +64,8 @@ async def run(settings: IngestionSettings) -> None:
     )
     log.info("ingestion ready", extra={"port": settings.mllp_port, "count": len(sources)})
     await uvicorn.Server(config).serve()  # returns on SIGTERM/SIGINT, after in-flight requests
-    listener.close()
+    for listener in listeners:
+        listener.close()
     await mllp.drain()
     producer.close()
     log.info("ingestion stopped")

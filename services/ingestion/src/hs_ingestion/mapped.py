@@ -7,69 +7,80 @@ from __future__ import annotations
 import csv
 import io
 import json
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from hs_common.envelope import derived_envelope
 from hs_common.errors import RejectedInput
-from hs_ingestion.canonical import ICD10, Event, coding, observation_result, script_of, to_utc
+from hs_ingestion.canonical import (
+    ICD10,
+    Event,
+    ItemFailure,
+    Mapped,
+    coding,
+    each_item,
+    observation_result,
+    script_of,
+    to_utc,
+)
 from hs_ingestion.sources import Source
-from hs_ingestion.units import ANALYTES
+from hs_ingestion.terms import resolve
+from hs_ingestion.values import textual
 
 
-def normalize_clinic_json(payload: bytes, envelope: dict[str, Any], source: Source) -> list[Event]:
+def normalize_clinic_json(payload: bytes, envelope: dict[str, Any], source: Source) -> Mapped:
     return _records([json.loads(payload)], envelope, source)
 
 
 def normalize_clinic_csv(
     payload: bytes, charset: str, envelope: dict[str, Any], source: Source
-) -> list[Event]:
+) -> Mapped:
     rows = list(csv.DictReader(io.StringIO(payload.decode(charset))))
     return _records(rows, envelope, source)
 
 
-def _records(
-    records: list[dict[str, Any]], envelope: dict[str, Any], source: Source
-) -> list[Event]:
+def _records(records: list[dict[str, Any]], envelope: dict[str, Any], source: Source) -> Mapped:
+    """Each record on its own, and inside a results record each item on its own."""
     mapping = source.mapping
     if not mapping:
         raise RejectedInput("source file has no [mapping] for its records", "normalize.not_mapped")
-    events: list[Event] = []
+    mapped = Mapped()
     for number, record in enumerate(records, start=1):
         where = f"record {number}"
         kind = mapping["kinds"].get(str(record.get(mapping["kind_field"], "")))
-        if kind is None:
-            raise RejectedInput(
-                f"{where}/{mapping['kind_field']}: record kind is not one the mapping names",
-                "clinic.invalid_field",
-            )
         patient = str(record.get(mapping["patient_id"]) or "")
-        if not patient:
-            raise RejectedInput(
-                f"{where}/{mapping['patient_id']}: patient number is empty", "clinic.invalid_field"
+        if kind is None or not patient:
+            field, problem = (
+                (mapping["kind_field"], "record kind is not one the mapping names")
+                if kind is None
+                else (mapping["patient_id"], "patient number is empty")
             )
-        if kind == "registration":
-            events.append(
-                Event(
-                    "hs.identity.PatientIdentity",
-                    _identity(record, where, envelope, patient, source),
-                    patient,
-                )
+            mapped.failures.append(
+                ItemFailure(where, "clinic.invalid_field", f"{where}/{field}: {problem}")
             )
         elif kind == "results":
-            events += [
-                Event("hs.clinical.Observation", o, patient)
-                for o in _results(record, where, envelope, patient, source)
-            ]
+            mapped.add(_results(record, where, envelope, patient, source))
         else:
-            events.append(
-                Event(
-                    "hs.clinical.Condition",
-                    _diagnosis(record, where, envelope, patient, source),
-                    patient,
-                )
-            )
-    return events
+            mapped.add(each_item([(where, record)], _RecordEvent(kind, patient, envelope, source)))
+    return mapped
+
+
+@dataclass(frozen=True)
+class _RecordEvent:
+    """A registration or diagnosis record as its one event."""
+
+    kind: str
+    patient: str
+    envelope: dict[str, Any]
+    source: Source
+
+    def __call__(self, where: str, record: dict[str, Any]) -> list[Event]:
+        if self.kind == "registration":
+            identity = _identity(record, where, self.envelope, self.patient, self.source)
+            return [Event("hs.identity.PatientIdentity", identity, self.patient)]
+        diagnosis = _diagnosis(record, where, self.envelope, self.patient, self.source)
+        return [Event("hs.clinical.Condition", diagnosis, self.patient)]
 
 
 def _text(record: dict[str, Any], field: str) -> str | None:
@@ -98,7 +109,7 @@ def _time(record: dict[str, Any], field: str, where: str, source: Source) -> dat
         raise RejectedInput(
             f"{where}/{field}: not a date/time in the source's format", "clinic.invalid_field"
         ) from None
-    return to_utc(parsed, source.utc_offset_hours)
+    return to_utc(parsed, source.zone)
 
 
 def _identity(
@@ -159,57 +170,54 @@ def _identity(
 
 def _results(
     record: dict[str, Any], where: str, envelope: dict[str, Any], patient: str, source: Source
-) -> list[dict[str, Any]]:
+) -> Mapped:
     fields = source.mapping["results"]
     items = record.get(fields["items"]) if fields["items"] else [record]
     if not isinstance(items, list) or not items:
-        raise RejectedInput(
-            f"{where}/{fields['items']}: result items missing", "clinic.invalid_field"
-        )
-    effective = _time(record, fields["time"], where, source) or envelope["occurred_at"]
+        problem = f"{where}/{fields['items']}: result items missing"
+        return Mapped(failures=[ItemFailure(where, "clinic.invalid_field", problem)])
+    try:
+        effective = _time(record, fields["time"], where, source) or envelope["occurred_at"]
+    except RejectedInput as error:
+        return Mapped(failures=[ItemFailure(where, error.reason_code, str(error))])
     order = _text(record, fields["order"]) or f"{patient}-{effective:%Y%m%d%H%M%S}"
-    observations = []
-    for index, item in enumerate(items, start=1):
-        local = _text(item, fields["code"]) or ""
-        analyte_key = source.codes.get(local)
-        if analyte_key is None:
+
+    def result(position: str, item: Any) -> list[Event]:
+        index = position.rsplit(" ", 1)[-1]
+        if not isinstance(item, dict):
             raise RejectedInput(
-                f"{where} item {index}/{fields['code']}: local code has no mapping for this source",
-                "code.unknown",
+                f"{position}: a result item must be an object", "clinic.invalid_field"
             )
+        local = _text(item, fields["code"]) or ""
+        display = _text(item, fields["display"])
         value_text = _text(item, fields["value"]) or ""
-        try:
-            value = float(value_text)
-        except ValueError:
-            raise RejectedInput(
-                f"{where} item {index}/{fields['value']}: result is not a number",
-                "clinic.invalid_field",
-            ) from None
-        analyte = ANALYTES[analyte_key]
-        local_code = coding(
-            f"urn:hs:local:{source.code}:obs", local, _text(item, fields["display"])
-        )
-        observations.append(
-            {
-                "envelope": derived_envelope(envelope, effective),
-                "subject": {"local_patient_id": patient, "encounter_id": None},
-                "observation_id": f"{order}-{index}",
-                "category": "VITAL_SIGNS" if analyte.vital_sign else "LABORATORY",
-                "status": "FINAL",
-                "effective_at": effective,
-                "issued_at": None,
-                "result": observation_result(
-                    analyte,
-                    local_code,
-                    value_text,
-                    value,
-                    _text(item, fields["unit"]),
-                    _text(item, fields["range"]),
-                    None,
-                ),
-            }
-        )
-    return observations
+        value = textual(value_text)
+        term = resolve(dict(source.codes), [(local, "", display)])
+        observation = {
+            "envelope": derived_envelope(envelope, effective),
+            "subject": {"local_patient_id": patient, "encounter_id": None},
+            "observation_id": f"{order}-{index}",
+            "category": "VITAL_SIGNS"
+            if term.vital_sign
+            else "LABORATORY"
+            if term.code
+            else "OTHER",
+            "status": "FINAL",
+            "effective_at": effective,
+            "issued_at": None,
+            "part_of": None,
+            "result": observation_result(
+                term,
+                coding(f"urn:hs:local:{source.code}:obs", local, display),
+                value,
+                _text(item, fields["unit"]),
+                _text(item, fields["range"]),
+                None,
+            ),
+        }
+        return [Event("hs.clinical.Observation", observation, patient)]
+
+    return each_item([(f"{where} item {i}", item) for i, item in enumerate(items, start=1)], result)
 
 
 def _diagnosis(

@@ -21,8 +21,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from hs_common.deadletter import Origin
 from hs_common.errors import NotStoredError
-from hs_ingestion.ack import Outcome, Problem, acknowledgement
-from hs_ingestion.hl7 import Message
+from hs_ingestion.ack import (
+    Outcome,
+    Problem,
+    acknowledgement,
+    acknowledgement_due,
+    batch_acknowledgement,
+)
+from hs_ingestion.hl7 import Message, is_batch, split_messages
 from hs_ingestion.intake import HL7_CONTENT_TYPE, Kept, receive_hl7
 from hs_ingestion.recent import RecentMessages
 from hs_ingestion.sources import SourceRegistry
@@ -139,13 +145,14 @@ class MllpServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
+        port = int(writer.get_extra_info("sockname")[1])
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
         try:
             async for chunk in read_chunks(reader, self.limits):
                 started = time.perf_counter()
-                answer = await self.answer(chunk, peer)
+                answer = await self.answer(chunk, peer, port)
                 if answer is not None:
                     writer.write(START + answer + END)
                     await writer.drain()
@@ -164,8 +171,10 @@ class MllpServer:
         if self._connections:
             await asyncio.wait(self._connections, timeout=10)
 
-    async def answer(self, chunk: Chunk, peer: str) -> bytes | None:
-        """Store, then answer one frame (None for broken framing: there is nothing to answer)."""
+    async def answer(self, chunk: Chunk, peer: str, port: int | None = None) -> bytes | None:
+        """Store, then answer one frame: None when no answer is due (broken framing, or an
+        enhanced-mode message whose MSH-15 asks for none). A batch (FHS/BHS) is split into
+        its messages, each kept or refused on its own, and answered with a batch."""
         if not chunk.framed:
             self.metrics.framing.inc()
             problem = Problem(
@@ -176,23 +185,33 @@ class MllpServer:
             except NotStoredError:
                 log.exception("dead letter not stored", extra={"peer": peer})
             return None
-        result = receive_hl7(chunk.payload, self.sources, self.store.codec.keyring)
+        if is_batch(chunk.payload):
+            answers = [await self._message(m, peer, port) for m in split_messages(chunk.payload)]
+            return batch_acknowledgement([a for a in answers if a is not None])
+        return await self._message(chunk.payload, peer, port)
+
+    async def _message(self, payload: bytes, peer: str, port: int | None) -> bytes | None:
+        result = receive_hl7(payload, self.sources, self.store.codec.keyring, port=port)
         if isinstance(result, Kept):
             return await self._keep(result)
         try:
             await self._refuse(
-                chunk.payload, result.problem, result.institution, result.sender_message_id, peer
+                payload, result.problem, result.institution, result.sender_message_id, peer
             )
         except NotStoredError:
             return self._not_stored(result.message)
         self.metrics.answers.labels(result.outcome.value).inc()
         log.info("message refused", extra={"peer": peer, "reason_code": result.problem.reason_code})
+        if not acknowledgement_due(result.message, result.outcome):
+            return None
         return acknowledgement(result.message, result.outcome, result.problem)
 
-    async def _keep(self, kept: Kept) -> bytes:
+    async def _keep(self, kept: Kept) -> bytes | None:
         if kept.dedup_key in self.recent:
             self.metrics.repeats.inc()
             self.recent.first_seen(kept.dedup_key)
+            if not acknowledgement_due(kept.message, Outcome.ACCEPTED):
+                return None
             return acknowledgement(kept.message, Outcome.ACCEPTED)
         try:
             await self.store.keep(kept.record, kept.key)
@@ -200,6 +219,8 @@ class MllpServer:
             return self._not_stored(kept.message)
         self.recent.first_seen(kept.dedup_key)
         self.metrics.answers.labels(Outcome.ACCEPTED.value).inc()
+        if not acknowledgement_due(kept.message, Outcome.ACCEPTED):
+            return None
         return acknowledgement(kept.message, Outcome.ACCEPTED)
 
     def _not_stored(self, message: Message | None) -> bytes:

@@ -1,8 +1,8 @@
 """Raw messages to canonical events, by the format the source's file names. Pure.
 
-Each event comes with the local patient id its Kafka key is made from, so one patient's
-events stay in order. Anything that cannot be mapped raises RejectedInput with a reason code
-and the position, and the whole message goes to the dead-letter topic (no partial results).
+Each item of a message (an OBX, a Bundle entry, a reading, a clinic record) is mapped on its
+own: the result is the events of the items that could be mapped and a failure for each one
+that could not. RejectedInput means the message as a whole could not be read.
 """
 
 from __future__ import annotations
@@ -11,14 +11,27 @@ from typing import Any
 
 from hs_common.errors import RejectedInput
 from hs_ingestion import fhir, mapped
-from hs_ingestion.canonical import Event
+from hs_ingestion.canonical import Mapped
 from hs_ingestion.devices import normalize_device_batch
 from hs_ingestion.hl7 import parse
 from hs_ingestion.hl7map import normalize_hl7
 from hs_ingestion.sources import Source
 
+EVERY_ITEM = "*"
 
-def normalize_raw(raw: dict[str, Any], source: Source) -> list[Event]:
+
+def normalize_raw(raw: dict[str, Any], source: Source) -> Mapped:
+    result = _by_format(raw, source)
+    wanted = set(raw.get("only_items") or ())
+    if not wanted or EVERY_ITEM in wanted:
+        return result
+    return Mapped(
+        [e for e in result.events if e.item in wanted],
+        [f for f in result.failures if f.item in wanted],
+    )
+
+
+def _by_format(raw: dict[str, Any], source: Source) -> Mapped:
     payload = bytes(raw["payload"])
     envelope = raw["envelope"]
     if source.format == "hl7v2":

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from hs_common import topics
 from hs_common.codec import Codec
+from hs_common.deadletter import DeadLetter, Origin
 from hs_common.errors import RejectedInput
 from hs_common.lifecycle import stop_on_signals
 from hs_common.processor import ExactlyOnceProcessor, Output
@@ -46,10 +47,12 @@ class Normalizer:
         sources: SourceRegistry,
         topic_of: dict[str, str] | None = None,
         remember: int = REMEMBER,
+        dead_letter_topic: str = topics.DEAD_LETTER.name,
     ) -> None:
         self.codec = codec
         self.sources = sources
         self.topic_of = topic_of or TOPIC_OF
+        self.dead_letter_topic = dead_letter_topic
         # A message read again at the position where it was first seen (a batch replayed after
         # an aborted transaction) is not a repeat.
         self.recent = RecentMessages(remember)
@@ -60,19 +63,32 @@ class Normalizer:
         source = self.sources.get(institution)
         if source is None:
             raise RejectedInput("source is not registered", "normalize.unknown_source")
-        if raw["sender_message_id"]:
+        if raw["sender_message_id"] and not raw["only_items"]:
             repeat = (institution, raw["sender_message_id"], bytes(raw["content_sha256"]))
             position = (int(message.partition() or 0), int(message.offset() or 0))
             if self.recent.first_seen(repeat, position) != position:
                 return  # the same message stored twice (a resend after a lost acknowledgement)
-        keys: dict[str, str] = {}  # a message's events are mostly about one patient
-        for event in normalize_raw(raw, source):
-            key = keys.get(event.patient) or keys.setdefault(
-                event.patient, self.codec.keyring.pseudonym(institution, event.patient)
-            )
+        mapped = normalize_raw(raw, source)
+        keys: dict[tuple[str, str], str] = {}  # a message's events are mostly about one patient
+        for event in mapped.events:
+            owner = (event.institution or institution, event.patient)
+            key = keys.get(owner) or keys.setdefault(owner, self.codec.keyring.pseudonym(*owner))
             yield Output(
                 self.topic_of[event.schema], self.codec.encode(event.schema, event.record), key
             )
+        for failure in mapped.failures:
+            letter = DeadLetter(
+                STAGE,
+                failure.reason_code,
+                failure.reason,
+                message.value() or b"",
+                Origin("KAFKA", message.topic(), message.partition(), message.offset()),
+                institution,
+                raw["envelope"]["source"]["system"],
+                raw["envelope"]["trace_id"],
+                item=failure.item,
+            )
+            yield Output(self.dead_letter_topic, letter.encode(self.codec), letter.key)
 
 
 def main() -> int:

@@ -28,9 +28,11 @@ from hs_common import topics
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer, read_range
 from hs_common.runtime import Runtime
+from hs_ingestion.hl7 import split_messages
 from hs_ingestion.httpapi import FORMATS, Intake
 from hs_ingestion.main import IngestionSettings
 from hs_ingestion.mllp import END, START, Chunk, MllpServer
+from hs_ingestion.normalize import EVERY_ITEM
 from hs_ingestion.sources import SourceRegistry
 from hs_ingestion.store import Store
 
@@ -38,17 +40,14 @@ ALL_FORMATS = tuple(FORMATS)
 
 
 def hl7_messages(data: bytes) -> Iterator[Chunk]:
-    """MLLP-framed files frame by frame; plain HL7 files message by message (each starts with MSH)."""
+    """MLLP-framed files frame by frame; plain HL7 files (batches or not) message by message."""
     if START in data:
         for part in data.split(START)[1:]:
             body, found, rest = part.partition(END)
             yield Chunk(body, framed=bool(found) and not rest.strip())
         return
-    text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    for block in text.split(b"\rMSH"):
-        message = block if block.startswith(b"MSH") else b"MSH" + block
-        if message.strip(b"\r"):
-            yield Chunk(message, framed=True)
+    for message in split_messages(data):
+        yield Chunk(message, framed=True)
 
 
 class Door:
@@ -74,7 +73,7 @@ class Door:
     async def hl7(self, payload: bytes, framed: bool, origin: str) -> str:
         answer = await self.mllp.answer(Chunk(payload, framed), origin)
         if answer is None:
-            return "framing error (dead letter)"
+            return "no acknowledgement due (MSH-15)" if framed else "framing error (dead letter)"
         return answer.split(b"MSA|")[1][:2].decode() if b"MSA|" in answer else "no MSA"
 
     async def body(self, source: str, content_type: str, payload: bytes, origin: str) -> str:
@@ -131,8 +130,13 @@ async def _replay_one(door: Door, letter: dict[str, Any]) -> str:
         key = door.codec.keyring.pseudonym(
             str(raw["envelope"]["source"]["institution"]), str(raw["sender_message_id"] or "")
         )
-        await door.store.keep_encoded(original, key)
-        return "raw message re-queued for normalization"
+        item = letter.get("item")
+        await door.store.keep(raw | {"only_items": [item or EVERY_ITEM]}, key)
+        return (
+            "item re-queued for normalization"
+            if item
+            else "raw message re-queued for normalization"
+        )
     if stage == "ingestion.mllp":
         return await door.hl7(original, True, "dead-letter-replay")
     envelope: dict[str, Any] = letter["envelope"]

@@ -1,56 +1,24 @@
-"""Analytes, UCUM units and the conversions ingestion applies, always keeping the value and
-unit as sent. A unit that cannot express the analyte's quantity is flagged INCOMPATIBLE and
-the value left unconverted (null), never converted silently."""
+"""Values into the UCUM unit their code is reported in, by the official UCUM definitions
+(hs_terminology.ucum), always keeping the value and unit as sent. A unit nobody can read is
+UNKNOWN_UNIT and one that cannot express the code's quantity INCOMPATIBLE: the value is then
+left unconverted (null), never taken as if it were in the canonical unit."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import lru_cache
 
-GLUCOSE_MG_PER_MMOL = 18.016  # mg/dL per mmol/L (molar mass 180.16 g/mol)
-CREATININE_UMOL_PER_MG = 88.4  # umol/L per mg/dL
+from hs_terminology import ucum
 
+Conversion = Callable[[float], float]
 
-@dataclass(frozen=True)
-class Analyte:
-    key: str
-    loinc: str
-    display: str
-    unit: str  # canonical UCUM unit
-    vital_sign: bool = False
-    from_units: dict[str, Callable[[float], float]] = field(default_factory=dict)
-
-
-ANALYTES: dict[str, Analyte] = {
-    a.key: a
-    for a in (
-        Analyte("glucose", "14749-6", "Glucose [Moles/volume] in Serum or Plasma", "mmol/L",
-                from_units={"mg/dL": lambda v: v / GLUCOSE_MG_PER_MMOL}),
-        Analyte("creatinine", "14682-9", "Creatinine [Moles/volume] in Serum or Plasma", "umol/L",
-                from_units={"mg/dL": lambda v: v * CREATININE_UMOL_PER_MG}),
-        # NGSP % from IFCC mmol/mol (master equation: NGSP = 0.09148 x IFCC + 2.152)
-        Analyte("hba1c", "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%",
-                from_units={"mmol/mol": lambda v: 0.09148 * v + 2.152}),
-        Analyte("potassium", "2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L"),
-        Analyte("heart_rate", "8867-4", "Heart rate", "/min", vital_sign=True),
-        Analyte("respiratory_rate", "9279-1", "Respiratory rate", "/min", vital_sign=True),
-        Analyte("spo2", "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", vital_sign=True),
-        Analyte("systolic_bp", "8480-6", "Systolic blood pressure", "mm[Hg]", vital_sign=True),
-        Analyte("diastolic_bp", "8462-4", "Diastolic blood pressure", "mm[Hg]", vital_sign=True),
-        Analyte("body_temperature", "8310-5", "Body temperature", "Cel", vital_sign=True,
-                from_units={"[degF]": lambda v: (v - 32) * 5 / 9}),
-        Analyte("consciousness", "80288-4", "Level of consciousness", "", vital_sign=True),
-        Analyte("supplemental_oxygen", "", "Supplemental oxygen", "", vital_sign=True),
-    )
-}  # fmt: skip
-
-# Spellings senders use, to UCUM. Case matters in UCUM (mg/dL), not in what senders type.
-UCUM: dict[str, str] = {
-    "mmol/l": "mmol/L", "mg/dl": "mg/dL", "umol/l": "umol/L", "µmol/l": "umol/L", "μmol/l": "umol/L",
-    "%": "%", "mmol/mol": "mmol/mol", "mmhg": "mm[Hg]", "mm[hg]": "mm[Hg]", "/min": "/min",
-    "bpm": "/min", "次/分": "/min", "cel": "Cel", "°c": "Cel", "℃": "Cel", "c": "Cel",
-    "[degf]": "[degF]", "°f": "[degF]", "degf": "[degF]", "f": "[degF]", "mg/l": "mg/L",
-}  # fmt: skip
+# Conversions UCUM cannot know because the two units measure different quantities under one
+# name: HbA1c in IFCC mmol/mol to NGSP % (master equation, NGSP = 0.09148 x IFCC + 2.152).
+BY_CODE: dict[tuple[str, str], Conversion] = {
+    ("4548-4", "mmol/mol"): lambda v: 0.09148 * v + 2.152,
+    ("17856-6", "mmol/mol"): lambda v: 0.09148 * v + 2.152,
+}
 
 
 @dataclass(frozen=True)
@@ -58,49 +26,65 @@ class Normalized:
     value: float | None
     unit: str | None
     status: str  # hs.clinical.UnitStatus symbol
-    factor: Callable[[float], float] | None  # applied to reference range limits too
+    convert: Conversion | None  # applied to reference range limits too
 
 
+@lru_cache(maxsize=4096)
 def to_ucum(unit: str | None) -> str | None:
+    """The UCUM code of a unit as a sender wrote it, or None when it is none we can read."""
     if unit is None or not unit.strip():
         return None
-    return UCUM.get(unit.strip().lower())
+    found: str | None = ucum.from_sender(unit.strip())
+    return found
 
 
-def normalize(value: float, unit_as_sent: str | None, analyte: Analyte) -> Normalized:
-    if not analyte.unit:
+def normalize(
+    value: float,
+    unit_as_sent: str | None,
+    canonical: str | None,
+    molar_mass: float | None = None,
+    code: str | None = None,
+) -> Normalized:
+    """`canonical`: the code's UCUM unit; '' for a code reported without a unit (an ordinal
+    score), None when the code's unit is not known (the value stays in the sender's unit)."""
+    if canonical == "":
         return Normalized(value, None, "NO_UNIT", None)
     if unit_as_sent is None or not unit_as_sent.strip():
-        return Normalized(value, analyte.unit, "NO_UNIT", None)
-    ucum = to_ucum(unit_as_sent)
-    if ucum is None:
+        return Normalized(value, None, "NO_UNIT", None)
+    sent = to_ucum(unit_as_sent)
+    if sent is None:
         return Normalized(None, None, "UNKNOWN_UNIT", None)
-    if ucum == analyte.unit:
+    if canonical is None or sent == canonical:
         return Normalized(
-            value, ucum, "UCUM_AS_SENT" if ucum == unit_as_sent.strip() else "RENAMED", None
+            value, sent, "UCUM_AS_SENT" if sent == unit_as_sent.strip() else "RENAMED", None
         )
-    convert = analyte.from_units.get(ucum)
+    convert = conversion(sent, canonical, molar_mass, code)
     if convert is None:
         return Normalized(None, None, "INCOMPATIBLE", None)
-    return Normalized(round(convert(value), 4), analyte.unit, "CONVERTED", convert)
+    if convert is _SAME:  # another spelling of the same unit (mmol/l, 10^9/L)
+        return Normalized(value, canonical, "RENAMED", None)
+    return Normalized(round(convert(value), 6), canonical, "CONVERTED", convert)
 
 
-def parse_range(text: str) -> tuple[float | None, float | None] | None:
-    """'3.9-6.1', '3.90 - 6.10', '<5', '<=5', '>60', '70_105' (HL7 normative example)."""
-    cleaned = text.strip().replace(" ", "").replace("～", "-").replace("~", "-")
-    if not cleaned:
-        return None
+@lru_cache(maxsize=4096)
+def conversion(
+    source: str, target: str, molar_mass: float | None = None, code: str | None = None
+) -> Conversion | None:
+    """The function from `source` to `target` units, or None when they are incommensurable."""
+    special = BY_CODE.get((code or "", source))
+    if special is not None:
+        return special
     try:
-        for prefix in ("<=", "≤", "<"):
-            if cleaned.startswith(prefix):
-                return None, float(cleaned[len(prefix) :])
-        for prefix in (">=", "≥", ">"):
-            if cleaned.startswith(prefix):
-                return float(cleaned[len(prefix) :]), None
-        for separator in ("_", "-"):
-            low, found, high = cleaned.partition(separator)
-            if found and low:
-                return float(low), float(high)
-    except ValueError:
+        ucum.convert(1.0, source, target, molar_mass)
+    except ucum.UcumError:
         return None
-    return None
+    if ucum.parse(source).special or ucum.parse(target).special:
+        return lambda v: ucum.convert(v, source, target, molar_mass)
+    factor = ucum.convert(1.0, source, target, molar_mass)
+    if abs(factor - 1.0) < 1e-12:
+        return _SAME
+    return lambda v: v * factor
+
+
+def _SAME(value: float) -> float:  # noqa: N802  (a sentinel conversion, compared by identity)
+    return value

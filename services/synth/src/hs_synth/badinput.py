@@ -30,7 +30,7 @@ def bad_hl7(rng: random.Random, good: bytes, segment_end: str) -> BadInput:
             "wrong_delimiters",
             "msh_missing",
             "impossible_date",
-            "unknown_code",
+            "not_a_number",
             "unsupported_type",
         )
     )
@@ -46,13 +46,13 @@ def bad_hl7(rng: random.Random, good: bytes, segment_end: str) -> BadInput:
     if kind == "impossible_date":
         fixed = [_with_field(s, 7, b"19871332") if s.startswith(b"PID|") else s for s in segments]
         return BadInput(kind, "hl7.invalid_date", START_BLOCK + end.join(fixed) + END_BLOCK)
-    if kind == "unknown_code":
-        fixed = [
-            _with_field(s, 3, b"ZZZ999^UNKNOWN^L") if s.startswith(b"OBX|") else s for s in segments
-        ]
-        if fixed == segments:  # no OBX: an unknown event type instead
+    if kind == "not_a_number":  # one result of the message, the others still good
+        numeric = [i for i, s in enumerate(segments) if s.startswith(b"OBX|") and b"|NM|" in s]
+        if not numeric:  # no numeric OBX: an unknown event type instead
             return _unsupported(segments, end)
-        return BadInput(kind, "code.unknown", START_BLOCK + end.join(fixed) + END_BLOCK)
+        fixed = list(segments)
+        fixed[numeric[0]] = _with_field(fixed[numeric[0]], 5, b"?7")
+        return BadInput(kind, "hl7.invalid_value", START_BLOCK + end.join(fixed) + END_BLOCK)
     return _unsupported(segments, end)
 
 

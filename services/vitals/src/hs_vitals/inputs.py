@@ -23,6 +23,7 @@ from hs_vitals.thresholds import Cohorts
 
 Pseudonym = Callable[[str, str], str]
 NOT_A_DIAGNOSIS = ("REFUTED", "ENTERED_IN_ERROR")
+USABLE_UNITS = ("UCUM_AS_SENT", "RENAMED", "CONVERTED")  # the metric's canonical unit
 
 
 def patient_input(
@@ -47,10 +48,16 @@ def reading_input(patient_key: str, reading: Reading, envelope: Record) -> Recor
 
 
 def from_device(reading: Record, pseudonym: Pseudonym) -> list[Record]:
+    """A reading bound to a patient belongs to the patient as their enrolling institution
+    numbers them (so it joins that record's person); one whose unit ingestion could not read
+    or convert into its metric's unit is not used."""
     measurement, binding = reading["measurement"], reading["binding"]
-    if measurement["metric"] not in Metric.__members__:
+    if (
+        measurement["metric"] not in Metric.__members__
+        or measurement.get("unit_status", "UCUM_AS_SENT") not in USABLE_UNITS
+    ):
         return []
-    institution = reading["envelope"]["source"]["institution"]
+    institution = binding.get("institution") or reading["envelope"]["source"]["institution"]
     patient = binding["local_patient_id"] or f"device:{binding['device_id']}"
     observed = Reading(
         binding["device_id"], Metric(measurement["metric"]), float(measurement["value"]),

@@ -20,6 +20,12 @@ METRIC_OF: dict[tuple[str, str], Metric] = {
     (LOINC, "80288-4"): Metric.CONSCIOUSNESS,
     (HS_ANALYTE, "supplemental_oxygen"): Metric.SUPPLEMENTAL_OXYGEN,
 }
+# The UCUM unit ingestion converts each charted quantity into; a value in any other unit (or
+# none: a temperature sent without one) is not used.
+UNIT_OF = {
+    Metric.HEART_RATE: "/min", Metric.RESPIRATORY_RATE: "/min", Metric.SPO2: "%",
+    Metric.SYSTOLIC_BP: "mm[Hg]", Metric.DIASTOLIC_BP: "mm[Hg]", Metric.BODY_TEMPERATURE: "Cel",
+}  # fmt: skip
 ALERT = {"A"}  # ACVPU: Alert; C, V, P and U score 3
 ON_OXYGEN = {"Y", "O2", "1"}
 
@@ -41,8 +47,10 @@ def observation_reading(observation: dict[str, Any]) -> Reading | None:
         value: float | None = None if answer is None else 0.0 if answer in ALERT else 1.0
     elif metric is Metric.SUPPLEMENTAL_OXYGEN:
         value = None if answer is None else 1.0 if answer in ON_OXYGEN else 0.0
-    else:
+    elif result["unit"] == UNIT_OF[metric]:
         value = result["value_quantity"]
+    else:
+        value = None
     if value is None:
         return None
     source = observation["envelope"]["source"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hs_common.crypto import Keyring
-from hs_ingestion.ack import Outcome, acknowledgement_due
+from hs_ingestion.ack import Outcome, answers
 from hs_ingestion.canonical import Mapped
 from hs_ingestion.devices import normalize_device_batch
 from hs_ingestion.hl7 import decode, parse, split_messages
@@ -198,14 +198,22 @@ def test_results_without_order_numbers_get_distinct_ids() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "outcome", "due"),
-    [("", Outcome.ACCEPTED, True), ("AL", Outcome.ACCEPTED, True), ("NE", Outcome.ACCEPTED, False),
-     ("NE", Outcome.REJECTED, False), ("ER", Outcome.ACCEPTED, False), ("ER", Outcome.ERROR, True),
-     ("SU", Outcome.ACCEPTED, True), ("SU", Outcome.REJECTED, False)],
+    ("accept", "application", "outcome", "expected"),
+    [("", "", Outcome.ACCEPTED, ["AA"]), ("", "", Outcome.REJECTED, ["AR"]),
+     ("AL", "NE", Outcome.ACCEPTED, ["CA"]), ("NE", "NE", Outcome.ACCEPTED, []),
+     ("NE", "NE", Outcome.REJECTED, []), ("ER", "NE", Outcome.ACCEPTED, []),
+     ("ER", "NE", Outcome.ERROR, ["CE"]), ("SU", "NE", Outcome.ACCEPTED, ["CA"]),
+     ("SU", "NE", Outcome.REJECTED, []), ("ER", "AL", Outcome.ACCEPTED, ["AA"]),
+     ("AL", "AL", Outcome.ACCEPTED, ["CA", "AA"]), ("AL", "ER", Outcome.REJECTED, ["CR", "AR"])],
 )  # fmt: skip
-def test_accept_acknowledgement_modes(mode: str, outcome: Outcome, due: bool) -> None:
-    message = parse(f"MSH|^~\\&|A|B|C|D|20260101||ADT^A08|1|P|2.5|||{mode}|NE\rPID|1||X\r")
-    assert acknowledgement_due(message, outcome) is due
+def test_acknowledgement_modes(
+    accept: str, application: str, outcome: Outcome, expected: list[str]
+) -> None:
+    """HL7 v2.5.1 §2.9.3 and table 0155: MSH-15 asks for the commit, MSH-16 for the
+    application acknowledgement: AL always, NE never, ER on error, SU on success."""
+    text = f"MSH|^~\\&|A|B|C|D|20260101||ADT^A08|1|P|2.5|||{accept}|{application}\rPID|1||X\r"
+    frames = answers(parse(text), outcome)
+    assert [f.split(b"MSA|")[1][:2].decode() for f in frames] == expected
 
 
 def test_a_batch_splits_into_its_messages() -> None:

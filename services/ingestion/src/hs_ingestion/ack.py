@@ -2,10 +2,10 @@
 
 Original mode (MSH-15 and MSH-16 empty): AA accepted, AE error (resending may succeed,
 e.g. the message could not be stored), AR rejected (do not resend unchanged).
-Enhanced mode (MSH-15 set): commit acknowledgements CA / CE / CR, sent once the message is
-stored (or could not be) when MSH-15 asks for one (AL, ER, SU; never for NE); no
-application acknowledgement is sent by ingestion. A batch (FHS/BHS) is answered with a batch
-of the acknowledgements due.
+Enhanced mode (MSH-15 or MSH-16 set): commit acknowledgements CA / CE / CR, sent once the
+message is stored (or could not be) when MSH-15 asks for one (AL, ER, SU; never for NE),
+then an application acknowledgement AA / AE / AR when MSH-16 asks for one. A batch (FHS/BHS)
+is answered with a batch of the acknowledgements due.
 """
 
 from __future__ import annotations
@@ -40,19 +40,35 @@ ERROR_CODES = {
     "not_stored": ("207", "Application internal error"),
 }
 
-# MSH-15 (HL7 table 0155): when an accept (commit) acknowledgement is due, by outcome.
-ACCEPT_ACK_DUE = {"AL": True, "NE": False, "ER": False, "SU": True}
+# MSH-15/16 (HL7 table 0155): whether an acknowledgement is due on success.
+ACKNOWLEDGEMENT_DUE = {"AL": True, "NE": False, "ER": False, "SU": True}
 
 _control_ids = itertools.count(1)
 
 
-def acknowledgement_due(received: Message | None, outcome: Outcome) -> bool:
-    """Original mode (MSH-15 empty) always answers; enhanced mode answers as MSH-15 asks:
-    AL always, NE never, ER only on an error, SU only on success."""
-    mode = received.msh.value(15).upper() if received else ""
-    if mode not in ACCEPT_ACK_DUE:
-        return True
-    return ACCEPT_ACK_DUE[mode] if outcome is Outcome.ACCEPTED else mode in ("AL", "ER")
+def answers(
+    received: Message | None, outcome: Outcome, problem: Problem | None = None
+) -> list[bytes]:
+    """What a message is answered with, one MLLP frame each. Original mode (MSH-15 and
+    MSH-16 empty): the AA/AE/AR. Enhanced mode: the commit acknowledgement (CA/CE/CR) when
+    MSH-15 asks for one, then the application acknowledgement (AA/AE/AR) when MSH-16 does:
+    the message being stored for processing is what the platform accepts it for."""
+    if received is None or not (received.msh.value(15) or received.msh.value(16)):
+        return [acknowledgement(received, outcome, problem)]
+    frames = []
+    if _due(received.msh.value(15) or "AL", outcome):
+        frames.append(acknowledgement(received, outcome, problem))
+    if _due(received.msh.value(16), outcome):
+        frames.append(acknowledgement(received, outcome, problem, application=True))
+    return frames
+
+
+def _due(mode: str, outcome: Outcome) -> bool:
+    """MSH-15/16 (table 0155): AL always, NE never, ER only on an error, SU only on success."""
+    mode = mode.upper()
+    if mode not in ACKNOWLEDGEMENT_DUE:
+        return False
+    return ACKNOWLEDGEMENT_DUE[mode] if outcome is Outcome.ACCEPTED else mode in ("AL", "ER")
 
 
 @dataclass(frozen=True)
@@ -67,11 +83,13 @@ def acknowledgement(
     outcome: Outcome,
     problem: Problem | None = None,
     now: datetime | None = None,
+    application: bool = False,
 ) -> bytes:
-    """The ACK for a message (or for bytes whose MSH could not be read: received=None)."""
+    """The ACK for a message (or for bytes whose MSH could not be read: received=None): a
+    commit acknowledgement in enhanced mode unless `application` is asked for."""
     d = received.delimiters if received else Delimiters()
     msh = received.msh if received else None
-    enhanced = bool(msh and msh.value(15))
+    enhanced = bool(msh and (msh.value(15) or msh.value(16))) and not application
     code = (ENHANCED if enhanced else ORIGINAL)[outcome]
     trigger = received.message_type[1] if received else ""
     version = received.version if received and received.version else "2.5"

@@ -306,7 +306,7 @@ def _coding_of(concept: Any, fallback_system: str) -> dict[str, Any] | None:
             str(first.get("system") or fallback_system), first["code"], first.get("display")
         )
     text = concept.get("text") if isinstance(concept, dict) else None
-    return coding(fallback_system, text, text) if isinstance(text, str) and text else None
+    return coding(fallback_system, "", text) if isinstance(text, str) and text else None
 
 
 def _local(source: Source, table: str) -> str:
@@ -524,10 +524,6 @@ def _observation_entry(item: Entry, context: _Context) -> list[Event]:
     return _observations(resource, item.pointer, context.id_of(item), parent, context)
 
 
-def _has_value(resource: dict[str, Any]) -> bool:
-    return any(key.startswith("value") for key in resource) or "dataAbsentReason" in resource
-
-
 def _observations(
     resource: dict[str, Any],
     pointer: str,
@@ -536,7 +532,7 @@ def _observations(
     context: _Context,
     subject: dict[str, Any] | None = None,
 ) -> list[Event]:
-    """An Observation: itself unless it is a panel with no value of its own, and one
+    """An Observation (a panel too, with or without a value of its own), and one
     observation per component, part of it."""
     subject = subject or _subject(resource, "subject", pointer, context)
     effective = _instant(
@@ -566,15 +562,14 @@ def _observations(
     }
     events = []
     components = [c for c in resource.get("component") or [] if isinstance(c, dict)]
-    is_panel = bool(components) or bool(resource.get("hasMember"))
-    if _has_value(resource) or not is_panel:
-        record = base | {
-            "observation_id": observation_id,
-            "category": category or _category(term),
-            "part_of": parent.ref if parent else None,
-            "result": _result(resource, pointer, term, notes, context),
-        }
-        events.append(Event("hs.clinical.Observation", record, subject["local_patient_id"]))
+    # A panel without a value of its own still arrives: its grouping is data.
+    record = base | {
+        "observation_id": observation_id,
+        "category": category or _category(term),
+        "part_of": parent.ref if parent else None,
+        "result": _result(resource, pointer, term, notes, context),
+    }
+    events.append(Event("hs.clinical.Observation", record, subject["local_patient_id"]))
     panel = {"observation_id": observation_id, "code": term.code}
     seen: set[str] = set()
     for index, component in enumerate(components):
@@ -653,8 +648,7 @@ def _value(
         if number is None:
             raise RejectedInput(f"{pointer}/valueQuantity/value: not a number", "fhir.invalid")
         comparator = quantity.get("comparator") or None
-        text = f"{comparator or ''}{_number_text(sent)}"
-        return values.Value(text, number, comparator), _unit(quantity)
+        return values.Value(_number_text(sent), number, comparator), _unit(quantity)
     integer = _number(element.get("valueInteger"))
     if integer is not None:
         return values.Value(_number_text(element["valueInteger"]), integer), None

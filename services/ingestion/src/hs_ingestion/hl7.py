@@ -14,6 +14,9 @@ from datetime import datetime, timedelta, timezone, tzinfo
 
 from hs_common.errors import RejectedInput
 
+BYTE_ORDER_MARK = "\ufeff"
+UTF8_BOM = BYTE_ORDER_MARK.encode()
+
 
 class Hl7Error(RejectedInput):
     """The message cannot be parsed; `where` is an HL7 position such as 'PID-7' or 'segment 3'."""
@@ -140,6 +143,7 @@ class Message:
 
 def parse(text: str) -> Message:
     """Parse one message. Raises Hl7Error naming the segment or field that is wrong."""
+    text = text.removeprefix(BYTE_ORDER_MARK)
     start = text.find("MSH")
     if start == -1 or text[:start].strip():
         raise Hl7Error("segment 1", "message does not start with MSH", "hl7.msh_missing")
@@ -243,7 +247,7 @@ def declared_charset(data: bytes) -> str:
         position = data.find(terminator)
         if position != -1:
             end = min(end, position)
-    msh = data[:end]
+    msh = data[:end].removeprefix(UTF8_BOM)
     if not msh.startswith(b"MSH") or len(msh) < 4:
         return ""
     fields = msh.split(msh[3:4])
@@ -259,6 +263,8 @@ def decode(
     """(text, python codec used): the per-source override wins over MSH-18 (for senders that
     declare one character set and send another); with MSH-18 empty the source's policy says
     which character sets to try, in order."""
+    if data.startswith(UTF8_BOM) and not override:  # a byte order mark says UTF-8
+        return data.decode("utf-8-sig"), "utf-8"
     declared = declared_charset(data)
     if override:
         candidates: tuple[str, ...] = (override,)
@@ -318,7 +324,7 @@ BATCH_SEGMENTS = (b"FHS", b"BHS", b"BTS", b"FTS")
 
 
 def is_batch(data: bytes) -> bool:
-    return data.lstrip()[:3] in (b"FHS", b"BHS")
+    return data.removeprefix(UTF8_BOM).lstrip()[:3] in (b"FHS", b"BHS")
 
 
 def split_messages(data: bytes) -> list[bytes]:
@@ -326,7 +332,7 @@ def split_messages(data: bytes) -> list[bytes]:
     trailer segments are dropped) or messages one after another, each starting at an MSH
     segment. Each message keeps its bytes as sent, segment terminators included."""
     messages: list[bytes] = []
-    for line in re.split(rb"(?<=\r)(?!\n)|(?<=\n)", data):
+    for line in re.split(rb"(?<=\r)(?!\n)|(?<=\n)", data.removeprefix(UTF8_BOM)):
         if line.lstrip()[:3] in BATCH_SEGMENTS:
             continue
         if line.startswith(b"MSH") or not messages:

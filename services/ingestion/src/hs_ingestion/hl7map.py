@@ -10,6 +10,7 @@ message type) raises RejectedInput.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
@@ -27,7 +28,8 @@ from hs_ingestion.canonical import (
 )
 from hs_ingestion.hl7 import Hl7Error, Message, Segment, parse_timestamp
 from hs_ingestion.sources import Source
-from hs_ingestion.terms import LOINC, Term, of_code, resolve
+from hs_ingestion.terms import LOINC, UNMAPPED, Term, of_code, resolve
+from hs_ingestion.units import to_ucum
 from hs_terminology.vocab import RESULT_STATUS_OF_HL7
 
 # PID-3.5 (HL7 table 0203) to hs.identity.IdentifierType.
@@ -37,12 +39,13 @@ IDENTIFIER_TYPES = {
     "SS": "INSURANCE", "HC": "INSURANCE", "PPN": "PASSPORT",
 }  # fmt: skip
 PERSON_ID_TYPES = {"NNCHN", "NI", "ID", "CZ", "SS", "HC", "PPN", "DL", "NH"}  # not a patient number
-NOT_CURRENT_NAMES = {"M", "B", "BAD", "NB", "TEMP"}  # XPN-7: maiden, birth, bad, newborn…
+NOT_CURRENT_NAMES = {"M", "BAD"}  # XPN-7 (table 0200): maiden name, bad name
 # XTN-2 use codes (table 0201) and XTN-3 equipment types (table 0202) of no phone number.
 NOT_PHONES = {"NET", "X.400", "INTERNET", "FX", "BP"}
 REGISTER = {"A01", "A04", "A05", "A28"}
 UPDATE = {"A02", "A03", "A06", "A07", "A08", "A11", "A12", "A13", "A31"}
 MERGES = {"A34", "A39", "A40", "A47"}
+PERSON_ONLY = {"A28", "A31"}  # person information: a PV1 there is a placeholder, no visit
 ENCOUNTER_STATUS = {
     "A01": "IN_PROGRESS", "A04": "IN_PROGRESS", "A02": "IN_PROGRESS", "A06": "IN_PROGRESS",
     "A07": "IN_PROGRESS", "A13": "IN_PROGRESS", "A03": "FINISHED", "A11": "CANCELLED",
@@ -61,17 +64,7 @@ def normalize_hl7(message: Message, envelope: dict[str, Any], source: Source) ->
     zone = source.zone
     mapped = Mapped()
     if kind == "ADT" and trigger in MERGES:
-        mrg = message.segment("MRG")
-        if mrg is None or not mrg.value(1):
-            raise Hl7Error(
-                "MRG-1", "the prior identifier is required for a merge", "hl7.required_missing"
-            )
-        mapped.add(_identity_events(pid, envelope, "MERGE", patient, zone, source))
-        mapped.events[0].record["prior"] = {
-            "local_patient_id": mrg.value(1),
-            "identifiers": [_identifier(mrg, 1, i) for i in range(len(mrg.repetitions(1)))],
-        }
-        return mapped
+        return _merges(message, envelope, zone, source)
     if kind == "ADT" and trigger in REGISTER | UPDATE:
         event_kind = "REGISTER" if trigger in REGISTER else "UPDATE"
         mapped.add(_identity_events(pid, envelope, event_kind, patient, zone, source))
@@ -85,15 +78,49 @@ def normalize_hl7(message: Message, envelope: dict[str, Any], source: Source) ->
         return mapped
     if kind == "ORU" and trigger in ("R01", "R30"):
         mapped.add(_identity_events(pid, envelope, "REGISTER", patient, zone, source))
+        mapped.add(
+            each_item(
+                [("PV1", message)],
+                lambda _, m: _encounter(m, envelope, patient, trigger, zone),
+            )
+        )
         mapped.add(_observations(message, envelope, patient, source))
         return mapped
     if kind == "VXU" and trigger == "V04":
         mapped.add(_identity_events(pid, envelope, "REGISTER", patient, zone, source))
         mapped.add(_immunizations(message, envelope, patient, zone))
+        mapped.add(_observations(message, envelope, patient, source))
         return mapped
     raise Hl7Error(
         "MSH-9", "message type is not one ingestion maps", "hl7.unsupported_message_type"
     )
+
+
+def _merges(message: Message, envelope: dict[str, Any], zone: tzinfo, source: Source) -> Mapped:
+    """Each PID with the MRG after it (a message may merge several pairs): the prior record
+    (MRG-1) merged into the surviving one (PID)."""
+    mapped = Mapped()
+    pid: Segment | None = None
+    for segment in message.segments:
+        if segment.name == "PID":
+            pid = segment
+        elif segment.name == "MRG" and pid is not None and segment.value(1):
+            patient = local_patient_id(pid, source)
+            merge = _identity_events(pid, envelope, "MERGE", patient, zone, source)
+            merge.events[0].record["prior"] = {
+                "local_patient_id": segment.value(1),
+                "identifiers": [
+                    _identifier(segment, 1, i) for i in range(len(segment.repetitions(1)))
+                ],
+            }
+            position = f"PID {len(mapped.events) + 1}"
+            mapped.add(Mapped([replace(e, item=position) for e in merge.events], merge.failures))
+            pid = None
+    if not mapped.events:
+        raise Hl7Error(
+            "MRG-1", "the prior identifier is required for a merge", "hl7.required_missing"
+        )
+    return mapped
 
 
 def local_patient_id(pid: Segment, source: Source) -> str:
@@ -146,18 +173,40 @@ def _identity_events(
     except Hl7Error as error:
         birth = None
         mapped.failures.append(ItemFailure("PID-7", error.reason_code, str(error)))
-    record = _identity(pid, envelope, kind, patient, birth)
+    record = _identity(pid, envelope, kind, patient, birth, _today(envelope, zone))
     mapped.events.append(Event("hs.identity.PatientIdentity", record, patient, "PID"))
     return mapped
 
 
+def _today(envelope: dict[str, Any], zone: tzinfo) -> date:
+    """The day the identity is current on: when it was received (an old message replayed
+    today does not make an ended phone current again)."""
+    moment = envelope["received_at"]
+    return moment.astimezone(zone).date() if isinstance(moment, datetime) else date.today()
+
+
+def _expired(segment: Segment, field: int, component: int, index: int, today: date) -> bool:
+    """An XPN-13 / XTN-14 expiration date before the message's day."""
+    text = segment.value(field, component, index)
+    try:
+        return bool(text) and parse_timestamp(text, "expiration").date() < today
+    except Hl7Error:
+        return False
+
+
 def _identity(
-    pid: Segment, envelope: dict[str, Any], kind: str, patient: str, birth: date | None
+    pid: Segment,
+    envelope: dict[str, Any],
+    kind: str,
+    patient: str,
+    birth: date | None,
+    today: date,
 ) -> dict[str, Any]:
     names = []
     for index in range(len(pid.repetitions(5))):
         family, given = pid.value(5, 1, index), pid.value(5, 2, index)
-        if (family or given) and pid.value(5, 7, index) not in NOT_CURRENT_NAMES:
+        current = pid.value(5, 7, index) not in NOT_CURRENT_NAMES
+        if (family or given) and current and not _expired(pid, 5, 13, index, today):
             names.append(
                 {
                     "script": script_of(family + given),
@@ -171,7 +220,11 @@ def _identity(
         for index in range(len(pid.repetitions(field))):
             number = _phone(pid, field, index)
             kinds = {pid.value(field, 2, index).upper(), pid.value(field, 3, index).upper()}
-            if number and not kinds & NOT_PHONES:
+            if (
+                any(c.isdigit() for c in number)
+                and not kinds & NOT_PHONES
+                and not _expired(pid, field, 14, index, today)
+            ):
                 phones.append(number)
     district = pid.value(11, 9)
     street, city, province, postal = (pid.value(11, c) for c in (1, 3, 4, 5))
@@ -231,7 +284,7 @@ def _encounter(
     message: Message, envelope: dict[str, Any], patient: str, trigger: str, zone: tzinfo
 ) -> list[Event]:
     pv1 = message.segment("PV1")
-    if pv1 is None or not pv1.value(19):
+    if pv1 is None or trigger in PERSON_ONLY:
         return []
     evn = message.segment("EVN")
     event_time = _time(evn.value(2) if evn is not None else "", "EVN-2", zone)
@@ -239,7 +292,7 @@ def _encounter(
     discharged = _time(pv1.value(45), "PV1-45", zone) or (event_time if trigger == "A03" else None)
     record = {
         "envelope": derived_envelope(envelope),
-        "subject": {"local_patient_id": patient, "encounter_id": pv1.value(19)},
+        "subject": {"local_patient_id": patient, "encounter_id": pv1.value(19) or None},
         "encounter_class": {"I": "INPATIENT", "O": "OUTPATIENT", "E": "EMERGENCY"}.get(
             pv1.value(2), "OTHER"
         ),
@@ -335,15 +388,13 @@ def _observation(
     observation_id = (
         f"{order}-{set_id}" if order and set_id else f"{message.control_id}-{obr_number}-{set_id}"
     )
+    first = 1 if obx.value(3, 1) or not obx.value(3, 4) else 4  # else only the alternate
+    system = obx.value(3, first + 2)
     local = coding(
-        obx.value(3, 3)
-        if obx.value(3, 3) and obx.value(3, 3) != "L"
-        else f"urn:hs:local:{source.code}:obs",
-        obx.value(3),
-        obx.value(3, 2),
+        system if system and system != "L" else f"urn:hs:local:{source.code}:obs",
+        obx.value(3, first),
+        obx.value(3, first + 1),
     )
-    if not local["code"]:
-        raise Hl7Error(where.format(3), "observation identifier is empty", "hl7.required_missing")
     term = resolve(
         dict(source.codes),
         [
@@ -357,7 +408,7 @@ def _observation(
     effective = (
         _time(obx.value(14) or default_time, where.format(14), zone) or envelope["occurred_at"]
     )
-    unit = obx.value(6) or obx.value(6, 2)
+    unit = _unit(obx)
     record = {
         "envelope": derived_envelope(envelope, effective),
         "subject": {"local_patient_id": patient, "encounter_id": visit or None},
@@ -374,13 +425,26 @@ def _observation(
             None if unit == values.HL7_NULL else unit,
             obx.value(7),
             obx.value(8) or None,
-            [n for n in notes if n],
+            notes,
         ),
     }
     pressure = values.blood_pressure(value.text)
-    if term.code_value in BLOOD_PRESSURE_PANELS and pressure is not None:
+    named = {str(local["code"]).upper(), str(local["display"] or "").upper()}
+    is_pressure = term.code_value in BLOOD_PRESSURE_PANELS or (
+        term.code is None and bool(named & values.BLOOD_PRESSURE_NAMES)
+    )
+    if is_pressure and pressure is not None:
         return _blood_pressure_parts(record, term, local, value, unit, pressure, patient)
     return [Event("hs.clinical.Observation", record, patient)]
+
+
+def _unit(obx: Segment) -> str:
+    """OBX-6 as the sender meant it: the identifier, else the text; a unit whose '^' was not
+    escaped ('10^9/L', read as two components) is taken whole."""
+    whole = obx.text(6)
+    if obx.value(6, 2) and not obx.value(6, 3) and to_ucum(whole) is not None:
+        return whole
+    return obx.value(6) or obx.value(6, 2)
 
 
 def _category(term: Term) -> str:
@@ -392,6 +456,7 @@ def _category(term: Term) -> str:
 def _value(obx: Segment, where: str, institution: str) -> values.Value:
     value_type = obx.value(2)
     text = obx.value(5)
+    as_sent = obx.text(5)
     repetitions = obx.repetitions(5)
     others = tuple(obx.value(5, 1, i) for i in range(1, len(repetitions)) if obx.value(5, 1, i))
     try:
@@ -407,13 +472,13 @@ def _value(obx: Segment, where: str, institution: str) -> values.Value:
                 obx.value(5, 1),
                 obx.value(5, 2),
             )
-            read = values.Value(obx.value(5, 1) or obx.value(5, 2), coding=answer)
+            read = values.Value(text, coding=answer)
         else:
-            read = values.textual(text)
+            read = values.textual(as_sent)
     except ValueError as error:
         raise Hl7Error(where, str(error), "hl7.invalid_value") from None
     return values.Value(
-        read.text, read.number, read.comparator, read.upper, read.coding, read.free_text, others
+        as_sent, read.number, read.comparator, read.upper, read.coding, read.free_text, others
     )
 
 
@@ -426,15 +491,15 @@ def _blood_pressure_parts(
     pressure: tuple[float, float],
     patient: str,
 ) -> list[Event]:
-    """A blood pressure sent as one value ('140/90' under a panel code): one observation per
-    part, each naming the panel it came from."""
+    """A blood pressure sent as one value ('140/90' under a panel code, or a local code named
+    so): one observation per part, each naming the panel it came from. The parts carry their
+    LOINC codes only when the panel's code is mapped."""
     events = []
     for code, number in ((SYSTOLIC, pressure[0]), (DIASTOLIC, pressure[1])):
-        part = of_code(LOINC, code, None, term.origin)
-        result = observation_result(
-            part, local, values.Value(value.text, number), unit or "mm[Hg]", None, None,
-            panel["result"]["notes"],
-        )  # fmt: skip
+        part = of_code(LOINC, code, None, term.origin) if term.code else UNMAPPED
+        reading = values.Value(value.text, number, free_text=value.free_text)
+        notes = panel["result"]["notes"]
+        result = observation_result(part, local, reading, unit or "mm[Hg]", None, None, notes)
         record = panel | {
             "observation_id": f"{panel['observation_id']}-{code}",
             "category": "VITAL_SIGNS",

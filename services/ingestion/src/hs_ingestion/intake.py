@@ -12,7 +12,7 @@ from typing import Any
 from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
 from hs_ingestion.ack import Outcome, Problem
-from hs_ingestion.hl7 import Hl7Error, Message, decode, parse, parse_timestamp
+from hs_ingestion.hl7 import UTF8_BOM, Hl7Error, Message, decode, parse, parse_timestamp
 from hs_ingestion.hl7map import MERGES, REGISTER, UPDATE, local_patient_id
 from hs_ingestion.sources import Source, SourceRegistry
 
@@ -53,9 +53,9 @@ def receive_hl7(
 ) -> Kept | Refused:
     """Keep or refuse one HL7 message received on `port`."""
     received_at = received_at or datetime.now(UTC)
-    application, facility = _sender(payload)
+    application, facility = _sender(payload.removeprefix(UTF8_BOM))
     source = sources.sender(application, facility, port)
-    if not payload.lstrip().startswith(b"MSH"):
+    if not payload.removeprefix(UTF8_BOM).lstrip().startswith(b"MSH"):
         problem = Problem("hl7.msh_missing", "segment 1", "message does not start with MSH")
         return Refused(None, Outcome.REJECTED, problem, "unknown", None)
     try:

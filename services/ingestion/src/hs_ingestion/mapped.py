@@ -191,7 +191,7 @@ def _results(
         local = _text(item, fields["code"]) or ""
         display = _text(item, fields["display"])
         value_text = _text(item, fields["value"]) or ""
-        value = textual(value_text)
+        value = textual(value_text, keep_text=False)
         term = resolve(dict(source.codes), [(local, "", display)])
         observation = {
             "envelope": derived_envelope(envelope, effective),

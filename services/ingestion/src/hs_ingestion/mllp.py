@@ -25,7 +25,7 @@ from hs_ingestion.ack import (
     Outcome,
     Problem,
     acknowledgement,
-    acknowledgement_due,
+    answers,
     batch_acknowledgement,
 )
 from hs_ingestion.hl7 import Message, is_batch, split_messages
@@ -152,9 +152,9 @@ class MllpServer:
         try:
             async for chunk in read_chunks(reader, self.limits):
                 started = time.perf_counter()
-                answer = await self.answer(chunk, peer, port)
-                if answer is not None:
-                    writer.write(START + answer + END)
+                frames = await self.answer(chunk, peer, port)
+                if frames:
+                    writer.write(b"".join(START + frame + END for frame in frames))
                     await writer.drain()
                     self.metrics.ack_seconds.observe(time.perf_counter() - started)
         except MessageTooLarge:
@@ -171,10 +171,10 @@ class MllpServer:
         if self._connections:
             await asyncio.wait(self._connections, timeout=10)
 
-    async def answer(self, chunk: Chunk, peer: str, port: int | None = None) -> bytes | None:
-        """Store, then answer one frame: None when no answer is due (broken framing, or an
-        enhanced-mode message whose MSH-15 asks for none). A batch (FHS/BHS) is split into
-        its messages, each kept or refused on its own, and answered with a batch."""
+    async def answer(self, chunk: Chunk, peer: str, port: int | None = None) -> list[bytes]:
+        """Store, then answer one frame: the acknowledgements due, one frame each; none for
+        broken framing or an enhanced-mode message that asks for none. A batch (FHS/BHS) is
+        split into its messages, each kept or refused on its own, and answered with a batch."""
         if not chunk.framed:
             self.metrics.framing.inc()
             problem = Problem(
@@ -184,13 +184,15 @@ class MllpServer:
                 await self._refuse(chunk.payload, problem, "unknown", None, peer)
             except NotStoredError:
                 log.exception("dead letter not stored", extra={"peer": peer})
-            return None
+            return []
         if is_batch(chunk.payload):
-            answers = [await self._message(m, peer, port) for m in split_messages(chunk.payload)]
-            return batch_acknowledgement([a for a in answers if a is not None])
+            due = [
+                a for m in split_messages(chunk.payload) for a in await self._message(m, peer, port)
+            ]
+            return [batch_acknowledgement(due)] if due else []
         return await self._message(chunk.payload, peer, port)
 
-    async def _message(self, payload: bytes, peer: str, port: int | None) -> bytes | None:
+    async def _message(self, payload: bytes, peer: str, port: int | None) -> list[bytes]:
         result = receive_hl7(payload, self.sources, self.store.codec.keyring, port=port)
         if isinstance(result, Kept):
             return await self._keep(result)
@@ -202,33 +204,27 @@ class MllpServer:
             return self._not_stored(result.message)
         self.metrics.answers.labels(result.outcome.value).inc()
         log.info("message refused", extra={"peer": peer, "reason_code": result.problem.reason_code})
-        if not acknowledgement_due(result.message, result.outcome):
-            return None
-        return acknowledgement(result.message, result.outcome, result.problem)
+        return answers(result.message, result.outcome, result.problem)
 
-    async def _keep(self, kept: Kept) -> bytes | None:
+    async def _keep(self, kept: Kept) -> list[bytes]:
         if kept.dedup_key in self.recent:
             self.metrics.repeats.inc()
             self.recent.first_seen(kept.dedup_key)
-            if not acknowledgement_due(kept.message, Outcome.ACCEPTED):
-                return None
-            return acknowledgement(kept.message, Outcome.ACCEPTED)
+            return answers(kept.message, Outcome.ACCEPTED)
         try:
             await self.store.keep(kept.record, kept.key)
         except NotStoredError:
             return self._not_stored(kept.message)
         self.recent.first_seen(kept.dedup_key)
         self.metrics.answers.labels(Outcome.ACCEPTED.value).inc()
-        if not acknowledgement_due(kept.message, Outcome.ACCEPTED):
-            return None
-        return acknowledgement(kept.message, Outcome.ACCEPTED)
+        return answers(kept.message, Outcome.ACCEPTED)
 
-    def _not_stored(self, message: Message | None) -> bytes:
+    def _not_stored(self, message: Message | None) -> list[bytes]:
         self.metrics.answers.labels("not_stored").inc()
         problem = Problem(
             "not_stored", "message", "not stored: the platform could not write it; resend later"
         )
-        return acknowledgement(message, Outcome.ERROR, problem)
+        return [acknowledgement(message, Outcome.ERROR, problem)]  # always: it must resend
 
     async def _refuse(
         self,

@@ -71,10 +71,10 @@ class Door:
         self.intake = Intake(self.sources, self.store, registry, settings.max_message_bytes)
 
     async def hl7(self, payload: bytes, framed: bool, origin: str) -> str:
-        answer = await self.mllp.answer(Chunk(payload, framed), origin)
-        if answer is None:
-            return "no acknowledgement due (MSH-15)" if framed else "framing error (dead letter)"
-        return answer.split(b"MSA|")[1][:2].decode() if b"MSA|" in answer else "no MSA"
+        frames = await self.mllp.answer(Chunk(payload, framed), origin)
+        if not frames:
+            return "no acknowledgement due (MSH-15/16)" if framed else "framing error (dead letter)"
+        return frames[0].split(b"MSA|")[1][:2].decode() if b"MSA|" in frames[0] else "no MSA"
 
     async def body(self, source: str, content_type: str, payload: bytes, origin: str) -> str:
         response = await self.intake.receive_body(

@@ -72,15 +72,20 @@ def structured_numeric(components: list[str], text: str) -> Value:
     )
 
 
-def textual(text: str) -> Value:
-    """ST, TX, FT and values of no declared type: text, or a number when it is one (a plain
-    number or a limit such as '<5')."""
+def textual(text: str, keep_text: bool = True) -> Value:
+    """ST, TX, FT and values of no declared type: the text (unless `keep_text` is False and
+    it is a number), with the number read when it is one (plain, or a limit such as '<5')."""
     if text.strip() in ("", HL7_NULL):
         return Value(text)
     match = _LIMIT.match(text)
-    if match is not None:
-        return Value(text, float(match.group(2)), COMPARATORS[match.group(1) or "="])
-    return Value(text, free_text=text)
+    if match is None:
+        return Value(text, free_text=text)
+    number, comparator = float(match.group(2)), COMPARATORS[match.group(1) or "="]
+    return Value(text, number, comparator, free_text=text if keep_text else None)
+
+
+# How senders name a blood pressure sent as one value (the code or its display).
+BLOOD_PRESSURE_NAMES = frozenset({"BP", "NIBP", "ABP", "血压", "BLOOD PRESSURE"})
 
 
 def blood_pressure(text: str) -> tuple[float, float] | None:

@@ -26,6 +26,7 @@ CODE_OF_INTERPRETATION = {symbol: (code, display) for code, symbol, display in _
 RESULT_STATUS_OF_HL7 = {
     "F": "FINAL", "P": "PRELIMINARY", "C": "CORRECTED", "D": "DELETED", "W": "WITHDRAWN",
     "X": "CANNOT_OBTAIN", "R": "NOT_VERIFIED", "I": "PENDING", "S": "PENDING", "A": "PRELIMINARY",
+    "O": "PENDING", "U": "FINAL",
 }  # fmt: skip
 FHIR_STATUS_OF_RESULT = {
     "FINAL": "final", "PRELIMINARY": "preliminary", "CORRECTED": "corrected",

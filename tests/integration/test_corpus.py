@@ -211,7 +211,7 @@ def _in_sent_unit(observation: dict[str, Any], unit: str | None) -> float | None
     """Our value in the unit the sender used (UCUM converts back, independently of the code
     under test), to compare with the number the sender wrote."""
     result = observation["result"]
-    value = result["value_quantity"]
+    value: float | None = result["value_quantity"]
     if (
         value is None
         or result["unit"] is None

@@ -110,7 +110,7 @@ def _mutated(data: st.DataObject) -> bytes:
 
 
 MLLP_ANSWERS: Counter[str] = Counter()
-HTTP_ANSWERS: Counter[int] = Counter()
+HTTP_ANSWERS: Counter[int | str] = Counter()
 
 
 @settings(
@@ -187,10 +187,22 @@ def test_http_answers_every_fuzzed_body(
         headers={"content-type": content_type, **headers},
         timeout=20,
     )
-    assert response.status_code in (202, 400, 422), response.text
-    if response.status_code != 202:
-        assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["reason_code"]
+    if path == "/fhir":  # answered as FHIR servers answer
+        assert response.status_code in (200, 201, 400, 422), response.text
+        assert response.headers["content-type"].startswith("application/fhir+json")
+        answer = response.json()
+        if response.status_code >= 400:
+            assert answer["resourceType"] == "OperationOutcome"
+            assert answer["issue"][0]["details"]["coding"][0]["code"]  # the reason code
+        elif response.status_code == 200:  # a batch: entry by entry
+            statuses = [e["response"]["status"] for e in answer["entry"]]
+            HTTP_ANSWERS["entry refused"] += sum(1 for s in statuses if s.startswith("4"))
+            HTTP_ANSWERS["batch stored"] += any(s.startswith("2") for s in statuses)
+    else:
+        assert response.status_code in (202, 400, 422), response.text
+        if response.status_code != 202:
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["reason_code"]
     HTTP_ANSWERS[response.status_code] += 1
 
 
@@ -202,9 +214,17 @@ def test_every_refusal_was_dead_lettered_and_every_accept_stored(
         sum(n for code, n in MLLP_ANSWERS.items() if code not in ("AA", "CA"))
         + HTTP_ANSWERS[400]
         + HTTP_ANSWERS[422]
+        + HTTP_ANSWERS["entry refused"]
     )
-    accepted = MLLP_ANSWERS["AA"] + MLLP_ANSWERS["CA"] + HTTP_ANSWERS[202]
-    assert sum(MLLP_ANSWERS.values()) + sum(HTTP_ANSWERS.values()) == 2 * EXAMPLES
+    accepted = (
+        MLLP_ANSWERS["AA"]
+        + MLLP_ANSWERS["CA"]
+        + HTTP_ANSWERS[201]
+        + HTTP_ANSWERS[202]
+        + HTTP_ANSWERS["batch stored"]
+    )
+    answered = sum(n for code, n in HTTP_ANSWERS.items() if isinstance(code, int))
+    assert sum(MLLP_ANSWERS.values()) + answered == 2 * EXAMPLES
     assert len(read_all(kafka_bootstrap, dead, expected=refused, timeout=120)) == refused
     # repeats of the same valid message are answered again without a second write
     assert 0 < len(read_all(kafka_bootstrap, raw, timeout=60, idle=3)) <= accepted

@@ -70,7 +70,11 @@ def test_import_answers_every_file_item_and_keeps_it(
             door.producer.close()
 
     outcomes = asyncio.run(run())
-    accepted = sum(n for outcome, n in outcomes.items() if outcome in ("AA", "CA", "HTTP 202"))
+    accepted = sum(
+        n
+        for outcome, n in outcomes.items()
+        if outcome in ("AA", "CA", "HTTP 200", "HTTP 201", "HTTP 202")
+    )
     refused = sum(outcomes.values()) - accepted
     assert accepted > 100
     assert refused > 0
@@ -147,13 +151,13 @@ def test_a_message_dead_lettered_whole_is_replayed_after_the_fix(
     source_file = settings.sources_dir / "BJ03.toml"
     kept_aside = source_file.read_text()
     source_file.unlink()  # the normalizer was deployed without the sender's file
-    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-before-fix")):
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-fix")):
         [(_, letter)] = read_all(kafka_bootstrap, dead, expected=1, timeout=60)
     assert codec.decode(letter).record["reason_code"] == "normalize.unknown_source"
 
     source_file.write_text(kept_aside)  # the fix
     assert _replay(settings, codec, raw, dead) == {"raw message re-queued for normalization": 1}
-    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-after-fix")):
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-fix")):
         results = read_all(kafka_bootstrap, observations, expected=3, timeout=60, idle=5)
     records = [codec.decode(value).record for _, value in results]
     glucose = [r for r in records if r.get("result", {}).get("code", {}).get("code") == "14749-6"]
@@ -165,14 +169,14 @@ def test_an_item_dead_letter_replays_that_item_only(
 ) -> None:
     raw, observations, dead = new_topic("raw", 1), new_topic("obs", 1), new_topic("dead", 1)
     _store_raw(settings, codec, raw, dead, ORU.format(potassium="?7"))
-    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-first")):
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-item")):
         [(_, letter)] = read_all(kafka_bootstrap, dead, expected=1, timeout=60)
         first = read_all(kafka_bootstrap, observations, expected=2, timeout=60, idle=3)
     assert codec.decode(letter).record["item"] == "OBX 2"
     assert len(first) == 2  # the identity and the glucose
 
     assert _replay(settings, codec, raw, dead) == {"item re-queued for normalization": 1}
-    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-replay")):
+    with processing(_normalizer(settings, codec, raw, observations, dead, "normalize-item")):
         letters = read_all(kafka_bootstrap, dead, expected=2, timeout=60, idle=3)
     again = codec.decode(letters[-1][1]).record
     assert (again["item"], again["reason_code"]) == ("OBX 2", "hl7.invalid_value")

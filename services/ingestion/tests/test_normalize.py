@@ -240,9 +240,9 @@ def test_a_clinic_code_without_mapping_arrives_unmapped(sources: SourceRegistry)
         "jcsj": "2026-01-02T08:00:00+08:00",
         "xm": [{"xmdm": "zzz", "jg": 1, "dw": "U/L"}, {"xmdm": "xt", "jg": "?", "dw": "mmol/L"}],
     }
-    mapped = normalize_raw(
-        _raw_record(json.dumps(document).encode(), "HZC01"), sources.get("HZC01")
-    )  # type: ignore[arg-type]
+    source = sources.get("HZC01")
+    assert source is not None
+    mapped = normalize_raw(_raw_record(json.dumps(document).encode(), "HZC01"), source)
     unmapped, text = (e.record["result"] for e in mapped.events)
     assert (unmapped["code"], unmapped["code_origin"], unmapped["value_quantity"]) == (
         None,

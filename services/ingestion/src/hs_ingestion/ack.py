@@ -56,18 +56,18 @@ def answers(
     if received is None or not (received.msh.value(15) or received.msh.value(16)):
         return [acknowledgement(received, outcome, problem)]
     frames = []
-    if _due(received.msh.value(15) or "AL", outcome):
+    if _due(received.msh.value(15), outcome, otherwise="AL"):
         frames.append(acknowledgement(received, outcome, problem))
-    if _due(received.msh.value(16), outcome):
+    if _due(received.msh.value(16), outcome, otherwise="NE"):
         frames.append(acknowledgement(received, outcome, problem, application=True))
     return frames
 
 
-def _due(mode: str, outcome: Outcome) -> bool:
-    """MSH-15/16 (table 0155): AL always, NE never, ER only on an error, SU only on success."""
-    mode = mode.upper()
-    if mode not in ACKNOWLEDGEMENT_DUE:
-        return False
+def _due(mode: str, outcome: Outcome, otherwise: str) -> bool:
+    """MSH-15/16 (table 0155): AL always, NE never, ER only on an error, SU only on success;
+    an empty or unknown mode is taken as `otherwise` (a commit is sent, an application
+    acknowledgement is not, unless asked for)."""
+    mode = mode.upper() if mode.upper() in ACKNOWLEDGEMENT_DUE else otherwise
     return ACKNOWLEDGEMENT_DUE[mode] if outcome is Outcome.ACCEPTED else mode in ("AL", "ER")
 
 

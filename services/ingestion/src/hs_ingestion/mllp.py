@@ -185,10 +185,9 @@ class MllpServer:
             except NotStoredError:
                 log.exception("dead letter not stored", extra={"peer": peer})
             return []
-        if is_batch(chunk.payload):
-            due = [
-                a for m in split_messages(chunk.payload) for a in await self._message(m, peer, port)
-            ]
+        messages = split_messages(chunk.payload) if is_batch(chunk.payload) else []
+        if messages:  # (a batch holding no message is answered as what it is: no message)
+            due = [a for m in messages for a in await self._message(m, peer, port)]
             return [batch_acknowledgement(due)] if due else []
         return await self._message(chunk.payload, peer, port)
 

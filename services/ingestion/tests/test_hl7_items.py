@@ -19,6 +19,7 @@ from hs_ingestion.hl7 import decode, parse, split_messages
 from hs_ingestion.intake import Kept, Refused, receive_hl7
 from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.sources import Source, SourceRegistry
+from hs_ingestion.unmapped import unmapped_codes
 
 LAB = Source(
     "LAB1",
@@ -296,3 +297,20 @@ def test_device_readings_are_converted_or_marked(
         "institution": "BJ03",
     }
     assert (event.institution, event.patient) == ("BJ03", "B-1")
+
+
+def test_unmapped_codes_come_with_the_line_that_maps_them() -> None:
+    message = (
+        MSH.format(id="U1")
+        + PID
+        + "OBR|1|U1||X\r"
+        + (
+            "OBX|1|NM|XT01^血糖^L||5.6|mmol/L|||||F\r"
+            "OBX|2|NM|XT01^血糖^L||6.1|mmol/L|||||F\r"
+            "OBX|3|NM|GLU^Glucose^L||5|mmol/L|||||F\r"
+        )
+    )
+    [found] = unmapped_codes(_observations(_map(message)))
+    assert (found.institution, found.code, found.results) == ("LAB1", "XT01", 2)
+    first = found.source_file_lines()[0]
+    assert first.startswith('"XT01" = "14749-6"')  # molar glucose in serum or plasma

@@ -3,6 +3,10 @@ listeners (same checks, same raw and dead-letter topics, same answers).
 
     hs-ingestion-tools import FOLDER            HL7 (.hl7, .mllp), NDJSON (.ndjson) and CSV (.csv)
                                                 files; the source is the file's name or folder
+    hs-ingestion-tools unmapped-codes [--source CODE]
+                                                local codes that arrived unmapped, per
+                                                source, with LOINC candidates as the lines
+                                                to paste into the source's file
     hs-ingestion-tools replay-dead-letters [--reason CODE] [--stage STAGE]
                                                 re-run dead letters (e.g. after a mapping fix):
                                                 refused input goes through intake again, raw
@@ -35,6 +39,7 @@ from hs_ingestion.mllp import END, START, Chunk, MllpServer
 from hs_ingestion.normalize import EVERY_ITEM
 from hs_ingestion.sources import SourceRegistry
 from hs_ingestion.store import Store
+from hs_ingestion.unmapped import unmapped_codes
 
 ALL_FORMATS = tuple(FORMATS)
 
@@ -146,6 +151,19 @@ async def _replay_one(door: Door, letter: dict[str, Any]) -> str:
     )
 
 
+def unmapped_report(settings: IngestionSettings, codec: Codec, source: str | None) -> list[str]:
+    """Every observation on the topic so far, read once; the unmapped codes' lines by source."""
+    observations = (
+        codec.decode(m.value() or b"", expect=topics.OBSERVATION.value_schema).record
+        for m in read_range(settings, topics.OBSERVATION.name, "unmapped-codes")
+    )
+    lines: list[str] = []
+    for found in unmapped_codes(observations):
+        if source is None or found.institution == source:
+            lines += [f"[{found.institution}]", *found.source_file_lines()]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hs-ingestion-tools",
@@ -159,8 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     replaying = commands.add_parser("replay-dead-letters", help="re-run dead letters")
     replaying.add_argument("--reason", help="only this reason code, e.g. code.unknown")
     replaying.add_argument("--stage", help="only this stage, e.g. ingestion.normalize")
+    listing = commands.add_parser(
+        "unmapped-codes", help="unmapped local codes, with LOINC candidates"
+    )
+    listing.add_argument("--source", help="only this source's codes")
     args = parser.parse_args(argv)
     settings = IngestionSettings(HS_METRICS_PORT=0)
+    if args.command == "unmapped-codes":
+        codec = Runtime.start("ingestion-tools", settings).codec
+        print("\n".join(unmapped_report(settings, codec, args.source)))
+        return 0
 
     async def run() -> Counter[str]:
         door = Door(settings, Runtime.start("ingestion-tools", settings).codec)

@@ -40,9 +40,9 @@ def _rules_opened(inputs: list[dict[str, object]]) -> set[str]:
     for item in inputs:
         reading = item["reading"]
         assert isinstance(reading, dict)
-        observed = Reading(
-            reading["device"], Metric(reading["metric"]), reading["value"], item["at"]
-        )  # type: ignore[arg-type]
+        at = item["at"]
+        assert isinstance(at, datetime)
+        observed = Reading(reading["device"], Metric(reading["metric"]), reading["value"], at)
         outcome = monitor.observe(observed)
         assert outcome.implausible == []
         opened |= {a.rule for a in outcome.alerts if a.action is Action.OPENED}

@@ -316,7 +316,7 @@ def _local(source: Source, table: str) -> str:
 def _term(resource: dict[str, Any], context: _Context) -> Term:
     codings = _codings(resource.get("code"))
     return resolve(
-        dict(context.source.codes),
+        context.source.codes,
         [(c["code"], str(c.get("system") or ""), c.get("display")) for c in codings],
     )
 

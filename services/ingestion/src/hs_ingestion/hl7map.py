@@ -68,22 +68,12 @@ def normalize_hl7(message: Message, envelope: dict[str, Any], source: Source) ->
     if kind == "ADT" and trigger in REGISTER | UPDATE:
         event_kind = "REGISTER" if trigger in REGISTER else "UPDATE"
         mapped.add(_identity_events(pid, envelope, event_kind, patient, zone, source))
-        mapped.add(
-            each_item(
-                [("PV1", message)],
-                lambda _, m: _encounter(m, envelope, patient, trigger, zone),
-            )
-        )
+        mapped.add(_visit(message, envelope, patient, trigger, zone))
         mapped.add(_conditions(message, envelope, patient, zone))
         return mapped
     if kind == "ORU" and trigger in ("R01", "R30"):
         mapped.add(_identity_events(pid, envelope, "REGISTER", patient, zone, source))
-        mapped.add(
-            each_item(
-                [("PV1", message)],
-                lambda _, m: _encounter(m, envelope, patient, trigger, zone),
-            )
-        )
+        mapped.add(_visit(message, envelope, patient, trigger, zone))
         mapped.add(_observations(message, envelope, patient, source))
         return mapped
     if kind == "VXU" and trigger == "V04":
@@ -280,6 +270,15 @@ def _time(value: str, where: str, zone: tzinfo) -> datetime | None:
     return parse_timestamp(value, where, zone).astimezone(UTC)
 
 
+def _visit(
+    message: Message, envelope: dict[str, Any], patient: str, trigger: str, zone: tzinfo
+) -> Mapped:
+    """The visit in PV1 as an item of its own."""
+    return each_item(
+        [("PV1", message)], lambda _, m: _encounter(m, envelope, patient, trigger, zone)
+    )
+
+
 def _encounter(
     message: Message, envelope: dict[str, Any], patient: str, trigger: str, zone: tzinfo
 ) -> list[Event]:
@@ -396,7 +395,7 @@ def _observation(
         obx.value(3, first + 1),
     )
     term = resolve(
-        dict(source.codes),
+        source.codes,
         [
             (obx.value(3, 1), obx.value(3, 3), obx.value(3, 2)),
             (obx.value(3, 4), obx.value(3, 6), obx.value(3, 5)),

@@ -192,7 +192,7 @@ def _results(
         display = _text(item, fields["display"])
         value_text = _text(item, fields["value"]) or ""
         value = textual(value_text, keep_text=False)
-        term = resolve(dict(source.codes), [(local, "", display)])
+        term = resolve(source.codes, [(local, "", display)])
         observation = {
             "envelope": derived_envelope(envelope, effective),
             "subject": {"local_patient_id": patient, "encounter_id": None},

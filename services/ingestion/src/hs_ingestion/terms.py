@@ -5,6 +5,7 @@ come from the LOINC table in hs_terminology. Pure."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,7 @@ def of_code(system: str, code: str, display: str | None, origin: str) -> Term:
     return Term(coding, origin, unit, known.molar_mass, known.vital_sign)
 
 
-def resolve(mappings: dict[str, str], codings: list[tuple[str, str, str | None]]) -> Term:
+def resolve(mappings: Mapping[str, str], codings: list[tuple[str, str, str | None]]) -> Term:
     """The term for a result coded as `codings` [(code, system as sent, display), ...] (OBX-3
     with its alternate, FHIR code.coding): a mapping of the source's file for the first
     coding wins, then any coding the sender made in LOINC, else UNMAPPED."""

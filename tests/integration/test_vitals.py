@@ -26,6 +26,7 @@ from hs_common.settings import RuntimeSettings
 from hs_common.testing import TopicFactory, read_all
 from hs_vitals.cgm import summarise_readings
 from hs_vitals.monitor import NEWS2_PARAMETERS, Metric, PatientMonitor, Reading
+from hs_vitals.observations import UNIT_OF
 from hs_vitals.service import alert_id
 
 pytestmark = pytest.mark.integration
@@ -76,6 +77,9 @@ CHARTED = {  # metric -> (code system, code) as the normalizer writes them
 }
 
 
+DEVICE_UNIT = {**UNIT_OF, Metric.GLUCOSE: "mmol/L"}  # what ingestion converts readings into
+
+
 class Feed:
     """Writes source records the way ingestion, the EMPI and the edge write them."""
 
@@ -101,7 +105,7 @@ class Feed:
         record = {
             "envelope": new_envelope(institution, "cloud", at),
             "binding": {"device_id": f"DEV-{patient}", "local_patient_id": patient},
-            "measurement": {"metric": metric.value, "value": value, "unit": "x"},
+            "measurement": {"metric": metric.value, "value": value, "unit": DEVICE_UNIT[metric]},
             "measured_at": at,
         }
         key = self.key(institution, f"DEV-{patient}")
@@ -130,12 +134,12 @@ class Feed:
                     "version": None,
                 },
                 "value_quantity": None if coded else value,
-                "unit": None,
+                "unit": None if coded else UNIT_OF[metric],
                 "value_coding": coding if coded else None,
                 "value_text": None,
                 "original_value": str(value),
-                "original_unit": None,
-                "unit_status": "NO_UNIT",
+                "original_unit": None if coded else UNIT_OF[metric],
+                "unit_status": "NO_UNIT" if coded else "UCUM_AS_SENT",
                 "reference_range": None,
                 "interpretation": "NONE",
                 "interpretation_origin": "NONE",

@@ -12,16 +12,13 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from hs_common.errors import RejectedInput
-from hs_ingestion.terms import HS_ANALYTE, LOINC, Term
+from hs_ingestion.terms import Term
 from hs_ingestion.units import normalize
 from hs_ingestion.values import Value, reference_range
 from hs_terminology.vocab import INTERPRETATION_OF_CODE
 
 HAN = re.compile(r"[\u3400-\u9fff]")
 ICD10 = "http://hl7.org/fhir/sid/icd-10"
-__all__ = ["HS_ANALYTE", "ICD10", "LOINC"]
-
-INTERPRETATIONS = INTERPRETATION_OF_CODE  # OBX-8 and FHIR interpretation codes
 
 
 @dataclass(frozen=True)
@@ -39,7 +36,7 @@ class Event:
 class ItemFailure:
     """One item of a message that could not become an event: kept as its own dead letter."""
 
-    item: str  # position: 'OBX set 3', '/entry/2/resource', '/readings/5'
+    item: str  # position: 'OBX 3', 'PID-7', '/entry/2/resource', '/readings/5'
     reason_code: str
     reason: str  # what was wrong, never the value
 
@@ -114,7 +111,7 @@ def observation_result(
         result["reference_range"] = _reference_range(range_text, converted)
     if flag:
         result.update(
-            interpretation=INTERPRETATIONS.get(flag, "OTHER"), interpretation_origin="SENDER"
+            interpretation=INTERPRETATION_OF_CODE.get(flag, "OTHER"), interpretation_origin="SENDER"
         )
     elif converted is not None and converted.value is not None and value.comparator is None:
         limits = result["reference_range"]

@@ -21,9 +21,8 @@ from hs_ingestion.httpintake import (
     Answer,
     ItemRefusal,
     Kept,
-    fhir_error,
+    door_error,
     not_stored,
-    problem,
     receive_http,
 )
 from hs_ingestion.sources import SourceRegistry
@@ -55,11 +54,7 @@ class Intake:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             detail = f"at most {self.max_body_bytes} bytes"
-            too_large = (
-                fhir_error(413, "too-long", detail, "http.too_large")
-                if formats == ("fhir",)
-                else problem(413, "Body too large", detail, "http.too_large")
-            )
+            too_large = door_error(formats == ("fhir",), 413, detail, "http.too_large")
             response = _response(too_large)
         else:
             peer = f"{request.client.host}:{request.client.port}" if request.client else None

@@ -162,13 +162,32 @@ def fhir_error(
     return Answer(status, outcome(issues), FHIR_JSON, dict(headers or {}))
 
 
+# Refusals before the body is read, by status: (problem title, FHIR issue type).
+DOOR_ERRORS = {
+    404: ("Unknown source", "not-found"), 413: ("Body too large", "too-long"),
+    415: ("Unsupported media type", "not-supported"), 503: ("Not stored", "transient"),
+}  # fmt: skip
+
+
+def door_error(
+    fhir_door: bool,
+    status: int,
+    detail: str,
+    reason_code: str,
+    headers: Mapping[str, str] | None = None,
+) -> Answer:
+    """A refusal as the door answers it: an OperationOutcome at the FHIR door, else an
+    RFC 7807 problem."""
+    title, issue_type = DOOR_ERRORS[status]
+    if fhir_door:
+        return fhir_error(status, issue_type, detail, reason_code, headers=headers)
+    return problem(status, title, detail, reason_code, headers=headers)
+
+
 def not_stored(fhir_door: bool) -> Answer:
     """Kafka did not confirm the write: resend later."""
-    headers = {"Retry-After": "5"}
     detail = "the platform could not store the body; resend later"
-    if fhir_door:
-        return fhir_error(503, "transient", detail, "not_stored", headers=headers)
-    return problem(503, "Not stored", detail, "not_stored", headers=headers)
+    return door_error(fhir_door, 503, detail, "not_stored", {"Retry-After": "5"})
 
 
 def receive_http(
@@ -188,30 +207,18 @@ def receive_http(
     fhir_door = formats == ("fhir",) or (source is not None and source.format == "fhir")
     if source is None or source.format not in formats:
         detail = "no registered source of this kind has this code"
-        answer = (
-            fhir_error(404, "not-found", detail, "http.unknown_source")
-            if fhir_door
-            else problem(404, "Unknown source", detail, "http.unknown_source")
-        )
+        answer = door_error(fhir_door, 404, detail, "http.unknown_source")
         return Refused(answer, "http.unknown_source", detail, False)
     accepted_types, make_check, patient_field = FORMATS[source.format]
     media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip().lower()
     if media_type not in accepted_types:
         detail = f"send one of {list(accepted_types)}"
-        answer = (
-            fhir_error(415, "not-supported", detail, "http.media_type")
-            if fhir_door
-            else problem(415, "Unsupported media type", detail, "http.media_type")
-        )
+        answer = door_error(fhir_door, 415, detail, "http.media_type")
         return Refused(answer, "http.media_type", detail, False, source.code)
     if len(body) > max_body_bytes:
         detail = f"at most {max_body_bytes} bytes"
-        answer = (
-            fhir_error(413, "too-long", detail, "http.too_large")
-            if fhir_door
-            else problem(413, "Body too large", detail, "http.too_large")
-        )
+        answer = door_error(fhir_door, 413, detail, "http.too_large")
         return Refused(answer, "http.too_large", detail, False, source.code)
     charset = source.charset or _charset(parameters)
     checked = make_check(source)(body, charset)

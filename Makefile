@@ -8,8 +8,14 @@ REPO ?= .
 PYTEST_ARGS ?=
 DEMO_DIR ?= .local/demo
 DEMO_PEOPLE ?= 500
+# The broker administrator's login (kafka.sh writes it); KAFKA_ADMIN_ENV=none keeps the HS_KAFKA_*
+# variables already set, for a cluster of your own.
+KAFKA_ADMIN_ENV ?= .local/kafka/admin.env
+AS_ADMIN = $(if $(wildcard $(KAFKA_ADMIN_ENV)),set -a && . $(KAFKA_ADMIN_ENV) && set +a &&,)
+# every registered source is an institution with its own principal and inbound topics
+INSTITUTIONS := $(addprefix --institution ,$(basename $(notdir $(wildcard services/ingestion/sources/*.toml))))
 
-.PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys topics \
+.PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys dev-credentials topics \
 	pg-up pg-down lint format typecheck test test-unit test-integration check check-compat \
 	schemas-check schemas-release proto compose-config synth clean
 
@@ -19,7 +25,7 @@ help: ## list the commands
 install: ## install the Python workspace from the lockfile (.venv)
 	$(UV) sync --frozen
 
-up: install kafka-up dev-keys topics ## run the platform locally: broker, keys, topics
+up: install kafka-up dev-credentials dev-keys topics ## run the platform locally: broker, logins and ACLs, keys, topics
 	@echo "HealthStream is up: Kafka on 127.0.0.1:$${KAFKA_PORT:-9092}; topics:"
 	@$(RUN) python -c "from hs_common import topics; print('\n'.join('  ' + t.name for t in topics.ALL))"
 
@@ -33,7 +39,7 @@ demo: up ## run the platform: broker, every service, and a generated feed replay
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
 	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 --quiet
 	@sleep 10  # the normalizer, the EMPI, vitals and the edge's read model catch up
-	@$(RUN) hs-admin counts
+	@$(AS_ADMIN) $(RUN) hs-admin counts
 	@echo
 	@echo "Where to look:"
 	@echo "  ingestion    MLLP 127.0.0.1:2575, HTTP http://127.0.0.1:8080 (OpenAPI: /docs), log .local/services/ingestion.log"
@@ -82,8 +88,11 @@ pg-down: ## stop the local PostgreSQL
 dev-keys: ## write a development keyring to .local/keyring.json unless one exists
 	$(RUN) hs-admin dev-keys
 
-topics: ## create every catalogued topic that is missing
-	$(RUN) hs-admin create-topics
+dev-credentials: ## a SCRAM login per service and institution in .local/kafka-clients/, and the ACLs
+	$(AS_ADMIN) $(RUN) hs-admin dev-credentials $(INSTITUTIONS)
+
+topics: ## create every catalogued topic that is missing, and each institution's inbound topics
+	$(AS_ADMIN) $(RUN) hs-admin create-topics $(INSTITUTIONS)
 
 lint: ## ruff lint and format check
 	$(RUN) ruff check .

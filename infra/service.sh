@@ -2,7 +2,8 @@
 # Runs a HealthStream service in the background for local use, like kafka.sh does the broker.
 #   service.sh up NAME [ARGS]  start `hs-NAME ARGS` unless running; wait until its ready check passes
 #   service.sh down NAME    stop it by its own pid (SIGTERM: it finishes what is in hand)
-# State: .local/services/NAME.{pid,log}. Ready checks: ingestion answers GET /health, the edge
+# State: .local/services/NAME.{pid,log}. The service logs in to Kafka as its own principal, with
+# .local/kafka-clients/NAME.env (`make dev-credentials` writes it). Ready checks: ingestion answers GET /health, the edge
 # GET /healthz over TLS.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +26,8 @@ case "$command" in
   up)
     if running; then echo "$name already running (pid $(cat "$pid_file"))" >&2; exit 0; fi
     cd "$repo"
+    login="$repo/.local/kafka-clients/$name.env"
+    if [[ -f "$login" ]]; then set -a; . "$login"; set +a; fi
     HS_KEYRING_FILE="${HS_KEYRING_FILE:-$repo/.local/keyring.json}" setsid uv run --frozen "hs-$name" "${@:3}" >>"$log_file" 2>&1 </dev/null &
     echo $! >"$pid_file"
     for _ in $(seq 1 300); do

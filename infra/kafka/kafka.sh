@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Runs a real single-node Apache Kafka (KRaft, broker+controller) on 127.0.0.1.
+# Runs a real single-node Apache Kafka (KRaft, broker+controller) on 127.0.0.1, secured:
+# SASL_SSL (SCRAM-SHA-512 over TLS 1.3) on KAFKA_PORT, mutual TLS on KAFKA_CERT_PORT and on the
+# controller listener, and the StandardAuthorizer (no ACL, no access; see server.properties.template).
 #   kafka.sh fetch   resolve the broker jars from Maven Central into the cache (once)
-#   kafka.sh up      format storage if new, start the broker, wait until it answers metadata
+#   kafka.sh up      on first use make a development CA, the broker's certificate and the admin's
+#                    SCRAM credential; format storage if new; start; wait until it answers metadata
 #   kafka.sh down    stop the broker this script started (by its pid)
 #   kafka.sh status  say whether it runs
-# Settings (environment): KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093),
+# The admin's client settings (HS_KAFKA_* variables) are written to KAFKA_STATE_DIR/admin.env, the
+# CA to KAFKA_STATE_DIR/tls/ca.pem; `hs-admin dev-credentials` issues every other principal's.
+# Settings (environment): KAFKA_PORT (9092), KAFKA_CERT_PORT (9094), KAFKA_CONTROLLER_PORT (9093),
 # KAFKA_STATE_DIR (<repo>/.local/kafka), KAFKA_CACHE_DIR (~/.cache/healthstream),
 # KAFKA_HEAP (512m), KAFKA_READY_TIMEOUT seconds (90).
 set -euo pipefail
@@ -13,7 +18,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
+cert_port="${KAFKA_CERT_PORT:-9094}"
 state_dir="${KAFKA_STATE_DIR:-$repo/.local/kafka}"
+tls_dir="$state_dir/tls"
+admin_env="$state_dir/admin.env"
 pom_hash="$(sha256sum "$here/pom.xml" | cut -c1-12)"
 jars_dir="${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/healthstream}/kafka-jars-$pom_hash"
 pid_file="$state_dir/broker.pid"
@@ -44,8 +52,46 @@ running_pid() {
 }
 
 wait_ready() {
-  python3 "$here/wait_ready.py" "127.0.0.1:$port" --timeout "${KAFKA_READY_TIMEOUT:-90}" \
-    --pid "$(cat "$pid_file")" --log "$log_file"
+  python3 "$here/wait_ready.py" "127.0.0.1:$cert_port" --tls-dir "$tls_dir" \
+    --timeout "${KAFKA_READY_TIMEOUT:-90}" --pid "$(cat "$pid_file")" --log "$log_file"
+}
+
+# A development CA and the broker's certificate (CN=broker, for 127.0.0.1), made once.
+tls_material() {
+  [[ -f "$tls_dir/broker.pem" ]] && return
+  mkdir -p "$tls_dir"
+  chmod 700 "$tls_dir"
+  (
+    cd "$tls_dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -keyout ca.key -out ca.pem \
+      -subj "/CN=HealthStream development CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=broker" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 825 \
+      -extfile broker.ext -out broker.crt 2>/dev/null
+    cat broker.key broker.crt >broker.pem
+    rm -f broker.csr broker.ext
+    chmod 600 ./*.key broker.pem
+  )
+}
+
+admin_password() {
+  if [[ ! -f "$admin_env" ]]; then
+    local password
+    password="$(openssl rand -hex 24)"
+    umask 077
+    cat >"$admin_env" <<ENV
+HS_KAFKA_BOOTSTRAP=127.0.0.1:$port
+HS_KAFKA_SECURITY_PROTOCOL=SASL_SSL
+HS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
+HS_KAFKA_SASL_USERNAME=admin
+HS_KAFKA_SASL_PASSWORD=$password
+HS_KAFKA_SSL_CA_LOCATION=$tls_dir/ca.pem
+HS_KAFKA_MTLS_BOOTSTRAP=127.0.0.1:$cert_port
+ENV
+  fi
+  sed -n 's/^HS_KAFKA_SASL_PASSWORD=//p' "$admin_env"
 }
 
 up() {
@@ -56,15 +102,25 @@ up() {
     wait_ready
     return
   fi
-  sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" \
-    -e "s|@DATA_DIR@|$state_dir|g" "$here/server.properties.template" >"$state_dir/server.properties"
+  if [[ -f "$state_dir/log/meta.properties" && ! -f "$admin_env" ]]; then
+    echo "$state_dir holds a broker formatted without credentials (an unsecured one);" \
+      "remove that folder to start a secured broker" >&2
+    exit 1
+  fi
+  tls_material
+  local password
+  password="$(admin_password)"
+  sed -e "s|@PORT@|$port|g" -e "s|@CERT_PORT@|$cert_port|g" \
+    -e "s|@CONTROLLER_PORT@|$controller_port|g" -e "s|@DATA_DIR@|$state_dir|g" \
+    -e "s|@TLS_DIR@|$tls_dir|g" "$here/server.properties.template" >"$state_dir/server.properties"
   local cp
   cp="$(classpath)"
   if [[ ! -f "$state_dir/log/meta.properties" ]]; then
     local cluster_id
     cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid)"
     java -cp "$cp" -Dlog4j2.configurationFile="$here/log4j2.properties" kafka.tools.StorageTool \
-      format --standalone -t "$cluster_id" -c "$state_dir/server.properties" >>"$log_file" 2>&1
+      format --standalone -t "$cluster_id" -c "$state_dir/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=admin,password=$password]" >>"$log_file" 2>&1
   fi
   # setsid: the broker outlives the shell that started it and ignores its terminal's signals.
   setsid java -Xms"${KAFKA_HEAP:-512m}" -Xmx"${KAFKA_HEAP:-512m}" -XX:+UseG1GC \
@@ -72,7 +128,7 @@ up() {
     -cp "$cp" kafka.Kafka "$state_dir/server.properties" >>"$log_file" 2>&1 </dev/null &
   echo $! >"$pid_file"
   wait_ready
-  echo "broker up on 127.0.0.1:$port (pid $(cat "$pid_file"), log $log_file)" >&2
+  echo "broker up on 127.0.0.1:$port (SASL_SSL; mutual TLS on $cert_port; pid $(cat "$pid_file"), log $log_file, admin settings $admin_env)" >&2
 }
 
 down() {

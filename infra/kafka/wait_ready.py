@@ -1,8 +1,10 @@
 """Wait until a Kafka broker answers a Metadata request listing at least one broker.
 
 Standard library only, so the broker script needs no virtualenv. Speaks Metadata v4
-(a version Kafka 4.x still serves). Exits 0 when ready, 1 on timeout or when the
-broker process (--pid) dies, printing the end of its log (--log).
+(a version Kafka 4.x still serves), over mutual TLS with the broker's own certificate
+when --tls-dir names the folder holding ca.pem, broker.crt and broker.key. Exits 0 when
+ready, 1 on timeout or when the broker process (--pid) dies, printing the end of its log
+(--log).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -39,8 +42,15 @@ def read_exact(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def broker_count(host: str, port: int, timeout: float) -> int:
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+def tls_context(tls_dir: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(tls_dir / "ca.pem"))
+    context.load_cert_chain(tls_dir / "broker.crt", tls_dir / "broker.key")
+    return context
+
+
+def broker_count(host: str, port: int, timeout: float, tls: ssl.SSLContext | None) -> int:
+    with socket.create_connection((host, port), timeout=timeout) as plain:
+        sock = tls.wrap_socket(plain, server_hostname=host) if tls else plain
         sock.sendall(metadata_request(correlation_id=7))
         (size,) = struct.unpack(">i", read_exact(sock, 4))
         response = read_exact(sock, size)
@@ -70,7 +80,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=90.0)
     parser.add_argument("--pid", type=int)
     parser.add_argument("--log")
+    parser.add_argument("--tls-dir", type=Path)
     args = parser.parse_args()
+    tls = tls_context(args.tls_dir) if args.tls_dir else None
     host, port = args.bootstrap.rsplit(":", 1)
     deadline = time.monotonic() + args.timeout
     last_error = "no answer yet"
@@ -82,7 +94,7 @@ def main() -> int:
             )
             return 1
         try:
-            if broker_count(host, int(port), timeout=2.0) > 0:
+            if broker_count(host, int(port), timeout=2.0, tls=tls) > 0:
                 return 0
             last_error = "metadata lists no broker yet"
         except OSError as exc:

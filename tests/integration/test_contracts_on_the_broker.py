@@ -12,7 +12,7 @@ from hs_common.crypto import Keyring, Sealed
 from hs_common.kafka import make_producer, produce_durably
 from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, golden_example, read_all
+from hs_common.testing import TopicFactory, client_config, golden_example, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def test_a_key_lands_in_the_partition_every_kafka_client_puts_it_in(
     service's own writes meet the records of that key in one partition and one state store."""
     topic = new_topic("partitioning", 6)
     ours = make_producer(runtime_settings, "ours")
-    java_like = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2"})
+    java_like = Producer(client_config(kafka_bootstrap, {"partitioner": "murmur2"}))
     placed: dict[object, list[object]] = {}
     keys = [f"patient-{n}" for n in range(60)]
 

@@ -25,7 +25,14 @@ from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.settings import Environment, RuntimeSettings
-from hs_common.testing import LoopThread, free_port, processing, read_all, repository_root
+from hs_common.testing import (
+    LoopThread,
+    client_config,
+    free_port,
+    processing,
+    read_all,
+    repository_root,
+)
 from hs_ingestion.hl7 import is_batch, split_messages
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.mllp import END, START, MllpServer
@@ -124,7 +131,7 @@ def corpus(
     folder = tmp_path_factory.mktemp("corpus-sources")
     ports = _write_sources(folder)
     sources = SourceRegistry.load(folder)
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(client_config(kafka_bootstrap))
     names = {label: f"test-corpus-{label}-{free_port()}" for label in ("raw", "events", "dead")}
     for future in admin.create_topics([NewTopic(n, 1, 1) for n in names.values()]).values():
         future.result(timeout=30)

@@ -32,7 +32,14 @@ from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, free_port, golden_example, read_all, schema_root
+from hs_common.testing import (
+    TopicFactory,
+    free_port,
+    golden_example,
+    read_all,
+    schema_root,
+    writer_headers,
+)
 from hs_edge import audit, grpc_api
 from hs_edge.api import create_app
 from hs_edge.auth import TokenValidator
@@ -80,7 +87,9 @@ def fill(store: Store, codec: Codec, catalogue: SchemaCatalogue, root: Path) -> 
     diagnosis = example("hs.clinical.Condition")  # type 2 diabetes, E11.9
     diagnosis["subject"]["local_patient_id"] = "A"
     values.append(codec.encode("hs.clinical.Condition", diagnosis))
-    Projector(store, codec).apply(Consumed("t", 0, i, None, v) for i, v in enumerate(values))
+    Projector(store, codec).apply(
+        Consumed("t", 0, i, None, v, tuple(writer_headers(codec, v))) for i, v in enumerate(values)
+    )
 
 
 @dataclass
@@ -285,9 +294,10 @@ def test_the_review_queue_shows_evidence_and_sends_link_and_no_link_to_the_empi(
              "review_person_id": "P1", "matched_record_key": "rk-old",
              "probability": 0.41}  # fmt: skip
     other = link | {"record_key": "rk-twin", "person_id": "P-twin", "probability": 0.35}
+    values = [codec.encode("hs.identity.PersonLink", event) for event in (link, other)]
     Projector(edge_url.store, codec).apply(
-        Consumed("links", 0, n, None, codec.encode("hs.identity.PersonLink", event))
-        for n, event in enumerate((link, other))
+        Consumed("links", 0, n, None, v, tuple(writer_headers(codec, v)))
+        for n, v in enumerate(values)
     )
     admin = token(role="administrator", sub="steward-3", scope="system/*.*")
     queue = get(edge_url.url, "/reviews", admin).json()["items"]

@@ -23,7 +23,7 @@ from hs_common.crypto import Keyring
 from hs_common.kafka import make_producer
 from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, free_port, golden_example
+from hs_common.testing import TopicFactory, free_port, golden_example, writer_headers
 
 pytestmark = pytest.mark.integration
 
@@ -66,7 +66,8 @@ def test_the_edge_serves_over_tls_what_the_topics_hold(
     person |= {"person_id": "P1", "record_keys": [codec.keyring.pseudonym("H330102", "MRN0012345")]}
     observation = golden_example(catalogue.get("hs.clinical.Observation"), schema_root)
     producer = make_producer(runtime_settings, "edge-feed")
-    producer.produce(people, codec.encode("hs.identity.Person", person), "P1")
+    golden = codec.encode("hs.identity.Person", person)
+    producer.produce(people, golden, "P1", headers=writer_headers(codec, golden))
     producer.produce(observations, codec.encode("hs.clinical.Observation", observation), None)
     assert producer.flush(10) == 0
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import threading
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,7 +24,7 @@ from hs_common.kafka import make_producer
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, golden_example, processing, read_all
+from hs_common.testing import TopicFactory, golden_example, processing, read_all, writer_headers
 from hs_empi.index import Thresholds
 from hs_empi.model import Model
 from hs_empi.service import DEFAULT_MODEL, Empi, read_topic
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.integration
 IDENTITY = "hs.identity.PatientIdentity"
 LINK = "hs.identity.PersonLink"
 REVIEW = "hs.identity.ReviewDecision"
+DEFAULT_THRESHOLDS = Thresholds()
 WANG = {
     "family": "王",
     "given": "小明",
@@ -92,10 +94,11 @@ def empi_topics(new_topic: TopicFactory) -> dict[str, str]:
 
 
 def empi_processor(
-    settings: RuntimeSettings, codec: Codec, empi_topics: dict[str, str], group: str
-) -> tuple[ExactlyOnceProcessor, Empi]:
+    settings: RuntimeSettings, codec: Codec, empi_topics: dict[str, str], group: str,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> tuple[ExactlyOnceProcessor, Empi]:  # fmt: skip
     model = Model.from_json(json.loads(DEFAULT_MODEL.read_text()))
-    empi = Empi(codec, model, Thresholds(), empi_topics["link"], empi_topics["person"])
+    empi = Empi(codec, model, thresholds, empi_topics["link"], empi_topics["person"])
 
     def rebuild() -> None:
         empi.rebuild(read_topic(settings, codec, empi_topics["link"], LINK))
@@ -330,11 +333,16 @@ class FakeMessage:
         return self._offset
 
 
-def test_reviewer_decisions_separate_and_join_records_and_survive_a_restart(
+def test_reviewer_decisions_are_applied_to_open_reviews_only_and_survive_a_restart(
     runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path,
     empi_topics: dict[str, str], kafka_bootstrap: str,
 ) -> None:  # fmt: skip
+    """With the link threshold out of reach, R2 (Wang again, no ID number) is a new person with
+    a review against R1. A decision without the edge's MAC, and one about a record with no open
+    review (R3), are dead letters; the reviewer's LINK joins R2 to R1; a second decision on the
+    same (now closed) review is refused too, also after a restart."""
     group = f"empi-{uuid.uuid4().hex[:6]}"
+    careful = Thresholds(link=0.999999, review=0.2)
     wang_again = {**WANG, "given": "晓明"}
     events = [
         identity_event(catalogue, schema_root, "HZ01", "R1", WANG),
@@ -342,27 +350,34 @@ def test_reviewer_decisions_separate_and_join_records_and_survive_a_restart(
         identity_event(catalogue, schema_root, "BJ03", "R3", LI),
     ]
     key = {e["person"]["local_patient_id"]: _key(codec, e) for e in events}
-    unlink = review_decision(catalogue, schema_root, "UNLINK", key["R2"], None)
-    link = review_decision(catalogue, schema_root, "LINK", key["R3"], key["R1"])
-    first, _ = empi_processor(runtime_settings, codec, empi_topics, group)
+    link = review_decision(catalogue, schema_root, "LINK", key["R2"], key["R1"])
+    unreviewed = review_decision(catalogue, schema_root, "LINK", key["R3"], key["R1"])
+    again = review_decision(catalogue, schema_root, "UNLINK", key["R2"], None)
+    first, _ = empi_processor(runtime_settings, codec, empi_topics, group, careful)
     with processing(first):
         send(runtime_settings, codec, empi_topics["identity"], events)
-        links(kafka_bootstrap, codec, empi_topics["link"], expected=3)
-        send_reviews(runtime_settings, codec, empi_topics["review"], [unlink, link])
-        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=5)
-    assert decided[1]["action"] == "LINKED"
-    assert [d["action"] for d in decided[3:]] == ["UNLINKED", "MERGED"]
-    assert {d["decided_by"] for d in decided[3:]} == {"staff-7f3a"}
-    assert decided[3]["review_person_id"] == decided[0]["person_id"]  # separated from
+        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=3)
+        assert [d["action"] for d in decided] == ["NEW_PERSON", "REVIEW", "NEW_PERSON"]
+        send_reviews(runtime_settings, codec, empi_topics["review"], [link], signed=False)
+        send_reviews(runtime_settings, codec, empi_topics["review"], [unreviewed, link, again])
+        decided = links(kafka_bootstrap, codec, empi_topics["link"], expected=4)
+    assert len(decided) == 4, "only the signed decision on the open review is applied"
+    assert decided[3]["action"] == "MERGED" and decided[3]["decided_by"] == "staff-7f3a"
+    refused = Counter(
+        codec.decode(v).record["reason_code"] for _, v in read_all(
+            kafka_bootstrap, empi_topics["dead"], expected=3, timeout=30)
+    )  # fmt: skip
+    assert refused == {"control.unauthenticated": 1, "empi.no_open_review": 2}
     person_of = persons_of(decided)
-    assert person_of["SH02:R2"] != person_of["HZ01:R1"] == person_of["BJ03:R3"]
+    assert person_of["SH02:R2"] == person_of["HZ01:R1"] != person_of["BJ03:R3"]
 
-    restarted, empi = empi_processor(runtime_settings, codec, empi_topics, group)
-    with processing(restarted):  # R2 sent again: the separation holds after the rebuild
-        send(runtime_settings, codec, empi_topics["identity"], [events[1]])
-        again = links(kafka_bootstrap, codec, empi_topics["link"], expected=6)[-1]
-    assert again["person_id"] == decided[3]["person_id"]
+    restarted, empi = empi_processor(runtime_settings, codec, empi_topics, group, careful)
+    with processing(restarted):  # rebuilt from the links: the review stays closed
+        send_reviews(runtime_settings, codec, empi_topics["review"], [link])
+        dead = read_all(kafka_bootstrap, empi_topics["dead"], expected=4, timeout=60)
+    assert codec.decode(dead[-1][1]).record["reason_code"] == "empi.no_open_review"
     assert empi.index.person_count() == 2
+    assert not empi.open_reviews
 
 
 def _key(codec: Codec, event: dict[str, Any]) -> str:
@@ -380,9 +395,13 @@ def review_decision(
 
 
 def send_reviews(
-    settings: RuntimeSettings, codec: Codec, topic: str, decisions: list[dict[str, Any]]
-) -> None:
+    settings: RuntimeSettings, codec: Codec, topic: str, decisions: list[dict[str, Any]],
+    signed: bool = True,
+) -> None:  # fmt: skip
+    """Decisions as the edge writes them (with its MAC), or, unsigned, as a forger would."""
     producer = make_producer(settings, f"review-feeder-{uuid.uuid4().hex[:6]}")
     for decision in decisions:
-        producer.produce(topic, value=codec.encode(REVIEW, decision), key=decision["record_key"])
+        value = codec.encode(REVIEW, decision)
+        headers = writer_headers(codec, value) if signed else None
+        producer.produce(topic, value=value, key=decision["record_key"], headers=headers)
     assert producer.flush(10) == 0

@@ -20,7 +20,7 @@ from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
 from hs_common.kafka import make_producer
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, read_all
+from hs_common.testing import TopicFactory, client_config, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -38,12 +38,14 @@ class TopicCounter:
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, isolation: str) -> None:
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"counter-{uuid.uuid4().hex}",
-                "isolation.level": isolation,
-                "enable.auto.commit": False,
-            }
+            client_config(
+                bootstrap,
+                {
+                    "group.id": f"counter-{uuid.uuid4().hex}",
+                    "isolation.level": isolation,
+                    "enable.auto.commit": False,
+                },
+            )
         )
         self.consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         self.count = 0

@@ -19,7 +19,14 @@ from prometheus_client import CollectorRegistry
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import LoopThread, free_port, read_all, repository_root
+from hs_common.testing import (
+    LoopThread,
+    client_config,
+    free_port,
+    read_all,
+    read_env_file,
+    repository_root,
+)
 from hs_ingestion.mllp import MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 from hs_ingestion.store import Store
@@ -33,11 +40,16 @@ class Broker:
 
     def __init__(self, state: Path) -> None:
         self.port = free_port()
+        self.state = state
         self.env = os.environ | {
             "KAFKA_PORT": str(self.port),
+            "KAFKA_CERT_PORT": str(free_port()),
             "KAFKA_CONTROLLER_PORT": str(free_port()),
             "KAFKA_STATE_DIR": str(state),
         }
+
+    def login(self) -> dict[str, str]:
+        return read_env_file(self.state / "admin.env")
 
     def up(self) -> None:
         subprocess.run([str(SCRIPT), "up"], env=self.env, check=True, capture_output=True)
@@ -47,9 +59,11 @@ class Broker:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
+def broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
     broker = Broker(tmp_path / "kafka")
     broker.up()
+    for name, value in broker.login().items():  # this broker's admin, not the session broker's
+        monkeypatch.setenv(name, value)
     yield broker
     broker.down()
 
@@ -66,10 +80,13 @@ def test_no_accept_without_storage_and_each_accepted_message_stored_once(
     broker: Broker, runtime_settings: RuntimeSettings, codec: Codec
 ) -> None:
     bootstrap = f"127.0.0.1:{broker.port}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     for future in admin.create_topics([NewTopic("raw", 1, 1), NewTopic("dead", 1, 1)]).values():
         future.result(30)
-    settings = runtime_settings.model_copy(update={"kafka_bootstrap": bootstrap})
+    # the environment now holds this broker's address and login (the `broker` fixture)
+    settings = RuntimeSettings(
+        HS_ENV=runtime_settings.environment, HS_KEYRING_FILE=runtime_settings.keyring_file
+    )
     loop = LoopThread()
     producer = AsyncDurableProducer(settings, "outage-test", timeout=2.0)
 

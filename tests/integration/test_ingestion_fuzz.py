@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import Environment, RuntimeSettings
-from hs_common.testing import LoopThread, free_port, read_all
+from hs_common.testing import LoopThread, client_config, free_port, read_all
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.mllp import MllpServer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
@@ -82,7 +82,7 @@ class Platform:
 @pytest.fixture(scope="module")
 def platform(kafka_bootstrap: str, codec: Codec) -> Iterator[tuple[Platform, str, str]]:
     raw, dead = f"fuzz-raw-{uuid.uuid4().hex[:8]}", f"fuzz-dead-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin = AdminClient(client_config(kafka_bootstrap))
     for future in admin.create_topics([NewTopic(raw, 3, 1), NewTopic(dead, 3, 1)]).values():
         future.result(30)
     settings = RuntimeSettings(

@@ -38,6 +38,7 @@ def test_up_is_idempotent_and_down_stops_the_broker_it_started(tmp_path: Path) -
     state = tmp_path / "kafka"
     env = os.environ | {
         "KAFKA_PORT": str(free_port()),
+        "KAFKA_CERT_PORT": str(free_port()),
         "KAFKA_CONTROLLER_PORT": str(free_port()),
         "KAFKA_STATE_DIR": str(state),
     }

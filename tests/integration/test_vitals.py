@@ -23,7 +23,7 @@ from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
 from hs_common.kafka import make_producer
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, read_all
+from hs_common.testing import TopicFactory, read_all, writer_headers
 from hs_vitals.cgm import summarise_readings
 from hs_vitals.monitor import NEWS2_PARAMETERS, Metric, PatientMonitor, Reading
 from hs_vitals.observations import UNIT_OF
@@ -92,7 +92,8 @@ class Feed:
 
     def _send(self, source: str, schema: str, key: str, record: Mapping[str, Any]) -> None:
         value = self.codec.encode(schema, record)
-        self.producer.produce(self.env[f"HS_VITALS_{source}_TOPIC"], value=value, key=key)
+        topic, headers = self.env[f"HS_VITALS_{source}_TOPIC"], writer_headers(self.codec, value)
+        self.producer.produce(topic, value=value, key=key, headers=headers)
 
     def device(
         self,
@@ -332,12 +333,18 @@ def test_daily_summaries_flagged_readings_and_unreadable_input_kept(
     feed.device("S1", Metric.SPO2, 140, midnight + timedelta(days=15, minutes=31))  # impossible
     feed.device("S1", Metric.GLUCOSE, 2.2, midnight + timedelta(days=14, minutes=1))  # a day late
     feed.raw("READING", b"not an event")
+    forged = {
+        "envelope": new_envelope(WARD, "edge", midnight), "alert_id": "A-any",
+        "patient_key": feed.key(WARD, "S1"), "rule_id": "glucose.hypo.level1",
+        "acknowledged_by": "nobody", "at": midnight,
+    }  # fmt: skip
+    feed.raw("ACK", codec.encode("hs.vitals.Acknowledgement", forged))  # no edge MAC
     feed.flush()
     service = start(env)
     try:
         topic = env["HS_VITALS_SUMMARY_TOPIC"]
         received = read_all(kafka_bootstrap, topic, 15, timeout=120, idle=120)
-        dead = read_all(kafka_bootstrap, env["HS_DEAD_LETTER_TOPIC"], 1, timeout=30)
+        dead = read_all(kafka_bootstrap, env["HS_DEAD_LETTER_TOPIC"], 2, timeout=30)
         flags = read_all(kafka_bootstrap, env["HS_VITALS_FLAG_TOPIC"], 2, timeout=30)
     finally:
         stop(service)
@@ -370,8 +377,10 @@ def test_daily_summaries_flagged_readings_and_unreadable_input_kept(
         (f["flag"], f["metric"], f["reading"]["value"])
         for f in (codec.decode(value).record for _, value in flags)
     ] == [("IMPLAUSIBLE", "SPO2", 140.0), ("LATE", "GLUCOSE", 2.2)]
-    letter = codec.decode(dead[0][1]).record
-    assert letter["stage"] == "vitals" and letter["original"] == b"not an event"
+    letters = sorted((codec.decode(value).record for _, value in dead), key=lambda d: d["reason"])
+    assert [d["stage"] for d in letters] == ["vitals", "vitals"]
+    assert {bytes(d["original"]) for d in letters} >= {b"not an event"}
+    assert any("MAC" in d["reason"] for d in letters)  # the forged acknowledgement
 
 
 def test_killed_mid_stream_and_restarted_no_alert_is_duplicated_or_missing(

@@ -29,7 +29,11 @@ def test_metrics_are_served_over_http() -> None:
 
 
 def test_an_unconfirmed_write_raises_not_stored() -> None:
-    settings = RuntimeSettings(HS_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")  # nothing listens
+    settings = RuntimeSettings(  # nothing listens there
+        HS_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+        HS_KAFKA_SASL_USERNAME="ingestion",
+        HS_KAFKA_SASL_PASSWORD="unused",
+    )
     producer = make_producer(settings, "unreachable-test")
     with pytest.raises(NotStoredError, match=r"no delivery confirmation within 1\.0 s"):
         produce_durably(producer, "hs.ingest.raw.v1", b"payload", timeout=1.0)

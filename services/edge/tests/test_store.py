@@ -12,7 +12,7 @@ import pytest
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.schemas import SchemaCatalogue, default_schema_root
-from hs_common.testing import golden_example
+from hs_common.testing import golden_example, writer_headers
 from hs_edge.operations import Opened
 from hs_edge.projector import Consumed, Projector, code_key
 from hs_edge.store import Store
@@ -64,7 +64,7 @@ def key(patient: str) -> str:
 def feed(projector: Projector, topic: str, values: list[bytes], keys: list[str | None]) -> None:
     start = sum(projector.store.offsets(topic).values())
     projector.apply(
-        Consumed(topic, 0, start + i, k, v)
+        Consumed(topic, 0, start + i, k, v, tuple(writer_headers(CODEC, v)))
         for i, (k, v) in enumerate(zip(keys, values, strict=True))
     )
 
@@ -165,3 +165,28 @@ def test_opened_events_are_kept_for_the_pages_asked_for_again() -> None:
     assert opened(events[0]) is not first and opened(events[0]) == first
     none_kept = Opened(CODEC, size=0)
     assert none_kept(events[0]) is not none_kept(events[0])
+
+
+def test_a_golden_record_without_the_empi_s_mac_is_not_projected(store: Store) -> None:
+    """The forged Person of the security review: written to the topic with no MAC, or with the
+    MAC of another record, it changes nothing."""
+    projector = Projector(store, CODEC)
+    genuine, forged = person("P1", [key("A")]), person("P1", [key("A"), key("B")])
+    stolen = tuple(writer_headers(CODEC, genuine))
+    projector.apply([
+        Consumed("persons", 0, 0, "P1", genuine, stolen),
+        Consumed("persons", 0, 1, "P1", forged),
+        Consumed("persons", 0, 2, "P1", forged, stolen),
+    ])  # fmt: skip
+    assert (store.person("P1") or (b"", []))[1] == [key("A")]
+    assert store.offsets("persons") == {0: 3}  # read, and passed over
+
+
+def test_results_belong_to_the_patient_of_their_subject_not_of_their_kafka_key(
+    store: Store,
+) -> None:
+    projector = Projector(store, CODEC)
+    feed(projector, "persons", [person("P1", [key("A")]), person("P2", [key("B")])], [None] * 2)
+    feed(projector, "observations", [observation(1, "B", GLUCOSE)], [key("A")])  # B's, keyed A
+    assert len(store.observations([key("A")]).rows) == 0
+    assert len(store.observations([key("B")]).rows) == 1

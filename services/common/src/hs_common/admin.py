@@ -1,7 +1,13 @@
 """`hs-admin`: development keyring, topics and schema history.
 
 hs-admin dev-keys         write a development keyring (HS_KEYRING_FILE) unless one exists
-hs-admin create-topics    create every catalogued topic that is missing
+hs-admin dev-credentials  as the broker's administrator: a SCRAM login per service and per
+                          institution (--institution CODE ...), written to --out as NAME.env, a
+                          client certificate per institution where the development CA's key is
+                          at hand, and the ACLs of hs_common.access
+hs-admin apply-acls       as the administrator: create the ACLs of hs_common.access (production)
+hs-admin create-topics    create every catalogued topic that is missing, and each institution's
+                          inbound and acknowledgement topics
 hs-admin release-schemas  record every current schema version in schemas/history/
 hs-admin counts           count the committed records on every catalogued topic
 """
@@ -10,14 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import sys
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from hs_common import topics
-from hs_common.crypto import Keyring
+from hs_common import access, devpki, topics
+from hs_common.crypto import MAC_WRITERS, Keyring
 from hs_common.kafka import make_admin, make_consumer
 from hs_common.schemas import HISTORY_DIR, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings
@@ -27,14 +38,91 @@ def dev_keys(settings: RuntimeSettings) -> str:
     if settings.environment is Environment.PRODUCTION:
         return "refused: development keys are not generated in production"
     if settings.keyring_file.exists():
-        return f"keyring {settings.keyring_file} exists; left as it is"
+        keyring = Keyring.from_file(settings.keyring_file)
+        if set(keyring.active_mac) >= set(MAC_WRITERS):
+            return f"keyring {settings.keyring_file} exists; left as it is"
+        fresh = Keyring.generate()  # a keyring from before control events were authenticated
+        replace(keyring, mac_keys=fresh.mac_keys, active_mac=fresh.active_mac).to_file(
+            settings.keyring_file
+        )
+        return f"keyring {settings.keyring_file}: MAC keys of {', '.join(MAC_WRITERS)} added"
     Keyring.generate().to_file(settings.keyring_file)
     return f"wrote development keyring {settings.keyring_file} (mode 600, not for production)"
 
 
-def create_topics(settings: RuntimeSettings) -> str:
+def dev_credentials(settings: RuntimeSettings, institutions: Sequence[str], out: Path) -> str:
+    if settings.environment is Environment.PRODUCTION:
+        return "refused: development credentials are not generated in production"
+    grants = access.policy(institutions)
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    passwords = {g.principal: _kept_password(out / f"{g.principal}.env") for g in grants}
+    admin = make_admin(settings)
+    access.upsert_scram_users(admin, passwords)
+    access.apply_acls(admin, grants)
+    for principal, password in passwords.items():
+        _write_private(out / f"{principal}.env", _login(settings, principal, password))
+    certificates = 0
+    ca = settings.kafka_ssl_ca
+    mtls_bootstrap = os.environ.get("HS_KAFKA_MTLS_BOOTSTRAP")
+    if ca is not None and (ca.parent / "ca.key").exists() and mtls_bootstrap:
+        for code in institutions:
+            principal = access.institution_principal(code)
+            certificate, key = devpki.issue_client_certificate(ca, principal, out)
+            _write_private(
+                out / f"{principal}-mtls.env",
+                {
+                    "HS_KAFKA_BOOTSTRAP": mtls_bootstrap,
+                    "HS_KAFKA_SECURITY_PROTOCOL": "SSL",
+                    "HS_KAFKA_SSL_CA_LOCATION": str(ca),
+                    "HS_KAFKA_SSL_CERTIFICATE_LOCATION": str(certificate),
+                    "HS_KAFKA_SSL_KEY_LOCATION": str(key),
+                },
+            )
+            certificates += 1
+    return (
+        f"{len(passwords)} principals ({', '.join(sorted(passwords))}) with SCRAM logins in "
+        f"{out}/NAME.env, {certificates} client certificates, ACLs applied"
+    )
+
+
+def _kept_password(path: Path) -> str:
+    """The principal's password from an earlier run (logins stay valid), else a new one."""
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("HS_KAFKA_SASL_PASSWORD="):
+                return line.split("=", 1)[1]
+    return secrets.token_urlsafe(24)
+
+
+def _login(settings: RuntimeSettings, principal: str, password: str) -> dict[str, str]:
+    login = {
+        "HS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "HS_KAFKA_SECURITY_PROTOCOL": settings.kafka_security.value,
+        "HS_KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+        "HS_KAFKA_SASL_USERNAME": principal,
+        "HS_KAFKA_SASL_PASSWORD": password,
+    }
+    if settings.kafka_ssl_ca is not None:
+        login["HS_KAFKA_SSL_CA_LOCATION"] = str(settings.kafka_ssl_ca)
+    return login
+
+
+def _write_private(path: Path, variables: dict[str, str]) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text("".join(f"{name}={value}\n" for name, value in variables.items()))
+
+
+def apply_acls(settings: RuntimeSettings, institutions: Sequence[str]) -> str:
+    count = access.apply_acls(make_admin(settings), access.policy(institutions))
+    return f"{count} ACL bindings applied on {settings.kafka_bootstrap}"
+
+
+def create_topics(settings: RuntimeSettings, institutions: Sequence[str] = ()) -> str:
+    specs = list(topics.ALL) + [t for code in institutions for t in topics.institution_topics(code)]
     created = topics.ensure_topics(
-        make_admin(settings), topics.ALL, settings.topic_partitions, settings.topic_replication
+        make_admin(settings), specs, settings.topic_partitions, settings.topic_replication
     )
     names = ", ".join(created) if created else "none (all exist)"
     return f"topics created on {settings.kafka_bootstrap}: {names}"
@@ -77,21 +165,34 @@ def counts(settings: RuntimeSettings) -> str:
     return "records per topic (committed):\n" + "\n".join(lines)
 
 
-COMMANDS = {
-    "dev-keys": dev_keys,
-    "create-topics": create_topics,
-    "release-schemas": release_schemas,
-    "counts": counts,
-}
+COMMANDS = (
+    "dev-keys", "dev-credentials", "apply-acls", "create-topics", "release-schemas", "counts"
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hs-admin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=sorted(COMMANDS))
+    parser.add_argument("command", choices=COMMANDS)
+    parser.add_argument("--institution", action="append", default=[], metavar="CODE")
+    parser.add_argument("--out", type=Path, default=Path(".local/kafka-clients"))
     args = parser.parse_args(argv)
-    result = COMMANDS[args.command](RuntimeSettings())
+    settings = RuntimeSettings()
+    institutions: list[str] = args.institution
+    match args.command:
+        case "dev-credentials":
+            result = dev_credentials(settings, institutions, args.out)
+        case "apply-acls":
+            result = apply_acls(settings, institutions)
+        case "create-topics":
+            result = create_topics(settings, institutions)
+        case "dev-keys":
+            result = dev_keys(settings)
+        case "release-schemas":
+            result = release_schemas(settings)
+        case _:
+            result = counts(settings)
     print(result)
     return 1 if result.startswith("refused") else 0
 

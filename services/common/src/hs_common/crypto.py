@@ -12,8 +12,9 @@ import json
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
+from hmac import compare_digest as hmac_compare
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -54,6 +55,22 @@ class DataKey:
         return algorithms.SM4(self.secret)
 
 
+# The writers whose control and identity events carry a MAC (hs_common.control).
+MAC_WRITERS = ("edge", "empi")
+
+
+@dataclass(frozen=True)
+class MacKey:
+    """An HMAC-SM3 key a writer authenticates its events with; consumers hold it to check."""
+
+    key_id: str
+    writer: str
+    secret: bytes
+
+    def __repr__(self) -> str:
+        return f"MacKey({self.key_id!r}, {self.writer!r}, <secret>)"
+
+
 @dataclass(frozen=True)
 class Keyring:
     """The keys one process holds. Build it with `Keyring.from_file` or `Keyring.generate`."""
@@ -61,6 +78,8 @@ class Keyring:
     keys: Mapping[str, DataKey]
     active: Mapping[Sensitivity, str]
     pseudonym_secret: bytes | None = None
+    mac_keys: Mapping[str, MacKey] = field(default_factory=dict)
+    active_mac: Mapping[str, str] = field(default_factory=dict)  # writer -> key id
 
     def __post_init__(self) -> None:
         for sensitivity, key_id in self.active.items():
@@ -69,6 +88,10 @@ class Keyring:
                 raise KeyringError(
                     f"active {sensitivity} key {key_id!r} is not a {sensitivity} key in the keyring"
                 )
+        for writer, key_id in self.active_mac.items():
+            mac_key = self.mac_keys.get(key_id)
+            if mac_key is None or mac_key.writer != writer:
+                raise KeyringError(f"active MAC key {key_id!r} of {writer!r} is not in the keyring")
 
     def __repr__(self) -> str:
         return f"Keyring(keys={sorted(self.keys)}, active={dict(self.active)})"
@@ -84,13 +107,23 @@ class Keyring:
             key_id = f"{sensitivity}-{secrets.token_hex(4)}"
             keys[key_id] = DataKey(key_id, sensitivity, os.urandom(KEY_BYTES))
         active = {k.sensitivity: k.key_id for k in keys.values()}
-        return cls(keys=keys, active=active, pseudonym_secret=os.urandom(32))
+        mac_keys = {
+            f"mac-{writer}-{secrets.token_hex(4)}": os.urandom(32) for writer in MAC_WRITERS
+        }
+        macs = {i: MacKey(i, i.split("-")[1], secret) for i, secret in mac_keys.items()}
+        return cls(
+            keys=keys,
+            active=active,
+            pseudonym_secret=os.urandom(32),
+            mac_keys=macs,
+            active_mac={k.writer: k.key_id for k in macs.values()},
+        )
 
     def restricted_to(self, *sensitivities: Sensitivity) -> Keyring:
         """The same keyring holding only these classes (what a less trusted consumer gets)."""
         keys = {i: k for i, k in self.keys.items() if k.sensitivity in sensitivities}
         active = {s: i for s, i in self.active.items() if s in sensitivities}
-        return Keyring(keys=keys, active=active, pseudonym_secret=self.pseudonym_secret)
+        return replace(self, keys=keys, active=active)
 
     @classmethod
     def from_file(cls, path: Path) -> Keyring:
@@ -110,6 +143,11 @@ class Keyring:
                 _sensitivity(s, "active"): str(i) for s, i in document.get("active", {}).items()
             }
             pseudonym = document.get("pseudonym_hex")
+            mac_keys = {
+                key_id: MacKey(key_id, str(entry["writer"]), bytes.fromhex(entry["hex"]))
+                for key_id, entry in document.get("mac_keys", {}).items()
+            }
+            active_mac = {str(w): str(i) for w, i in document.get("active_mac", {}).items()}
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KeyringError(
                 f"keyring file {path} is unreadable or malformed ({type(exc).__name__}: {exc})"
@@ -118,6 +156,8 @@ class Keyring:
             keys=keys,
             active=active,
             pseudonym_secret=bytes.fromhex(pseudonym) if pseudonym else None,
+            mac_keys=mac_keys,
+            active_mac=active_mac,
         )
 
     def to_file(self, path: Path) -> None:
@@ -128,6 +168,10 @@ class Keyring:
             },
             "active": dict(self.active),
             "pseudonym_hex": self.pseudonym_secret.hex() if self.pseudonym_secret else None,
+            "mac_keys": {
+                i: {"writer": k.writer, "hex": k.secret.hex()} for i, k in self.mac_keys.items()
+            },
+            "active_mac": dict(self.active_mac),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -166,6 +210,20 @@ class Keyring:
                 f"{aad_name}: sealed value failed authentication under key {sealed.key_id!r}"
             ) from None
 
+    def mac(self, writer: str, data: bytes) -> tuple[str, bytes]:
+        """(key id, HMAC-SM3 of `data`) under `writer`'s active MAC key."""
+        key_id = self.active_mac.get(writer)
+        if key_id is None:
+            raise KeyringError(f"no active MAC key of {writer!r}: this process may not write as it")
+        return key_id, _hmac_sm3(self.mac_keys[key_id].secret, data)
+
+    def mac_verifies(self, writer: str, key_id: str, data: bytes, mac: bytes) -> bool:
+        """Whether `mac` is `writer`'s MAC of `data` under key `key_id` (one of the writer's)."""
+        key = self.mac_keys.get(key_id)
+        if key is None or key.writer != writer:
+            return False
+        return hmac_compare(_hmac_sm3(key.secret, data), mac)
+
     def pseudonym(self, *parts: str) -> str:
         """A stable keyed pseudonym (HMAC-SM3) of identifying parts, for Kafka keys and joins.
 
@@ -177,6 +235,12 @@ class Keyring:
         mac = hmac.HMAC(self.pseudonym_secret, hashes.SM3())
         mac.update("\x1f".join(parts).encode())
         return mac.finalize()[:16].hex()
+
+
+def _hmac_sm3(secret: bytes, data: bytes) -> bytes:
+    mac = hmac.HMAC(secret, hashes.SM3())
+    mac.update(data)
+    return mac.finalize()
 
 
 def sm3(data: bytes) -> bytes:

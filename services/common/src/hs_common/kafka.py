@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from hs_common.errors import NotStoredError
 from hs_common.settings import RuntimeSettings
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes]]
 
 # librdkafka's own log lines (connection state, retries) go through Python logging, so services
 # write them as structured JSON like everything else; they name brokers, never message values.
@@ -185,7 +185,11 @@ class AsyncDurableProducer:
             self._producer.poll(0.05)
 
     async def write(
-        self, topic: str, value: bytes, key: str | bytes | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: str | bytes | None = None,
+        headers: Headers | None = None,
     ) -> tuple[int, int]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[int, int]] = loop.create_future()
@@ -200,7 +204,9 @@ class AsyncDurableProducer:
             loop.call_soon_threadsafe(_settle, done, outcome)
 
         try:
-            self._producer.produce(topic, value=value, key=key, on_delivery=delivered)
+            self._producer.produce(
+                topic, value=value, key=key, headers=headers, on_delivery=delivered
+            )
         except BufferError:
             raise NotStoredError(f"{topic}: producer queue full") from None
         try:

@@ -36,6 +36,7 @@ class Output:
     topic: str
     value: bytes
     key: str | bytes | None = None
+    headers: list[tuple[str, str | bytes]] | None = None  # e.g. hs_common.control's MAC
 
 
 Transform = Callable[[Message], Iterable[Output]]
@@ -119,7 +120,9 @@ class ExactlyOnceProcessor:
                 after[position] = offset + 1
                 self.metrics.consumed.labels(position[0]).inc()
                 for output in self._outputs(message):
-                    producer.produce(output.topic, value=output.value, key=output.key)
+                    producer.produce(
+                        output.topic, value=output.value, key=output.key, headers=output.headers
+                    )
                     self.metrics.produced.labels(output.topic).inc()
             offsets = [TopicPartition(t, p, o) for (t, p), o in after.items()]
             producer.send_offsets_to_transaction(

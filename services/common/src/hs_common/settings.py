@@ -48,12 +48,19 @@ class RuntimeSettings(BaseSettings):
         "to use that instead of the local broker.",
     )
     kafka_security: KafkaSecurity = Field(
-        KafkaSecurity.PLAINTEXT, alias="HS_KAFKA_SECURITY_PROTOCOL"
+        KafkaSecurity.SASL_SSL,
+        alias="HS_KAFKA_SECURITY_PROTOCOL",
+        description="SASL_SSL (SCRAM over TLS) or SSL with a client certificate; the others "
+        "only outside production.",
     )
     kafka_sasl_mechanism: str = Field("SCRAM-SHA-512", alias="HS_KAFKA_SASL_MECHANISM")
     kafka_sasl_username: str | None = Field(None, alias="HS_KAFKA_SASL_USERNAME")
     kafka_sasl_password: SecretStr | None = Field(None, alias="HS_KAFKA_SASL_PASSWORD")
     kafka_ssl_ca: Path | None = Field(None, alias="HS_KAFKA_SSL_CA_LOCATION")
+    kafka_ssl_certificate: Path | None = Field(
+        None, alias="HS_KAFKA_SSL_CERTIFICATE_LOCATION", description="mutual TLS: the client's"
+    )
+    kafka_ssl_key: Path | None = Field(None, alias="HS_KAFKA_SSL_KEY_LOCATION")
     topic_partitions: int = Field(6, ge=1, alias="HS_TOPIC_PARTITIONS")
     topic_replication: int = Field(1, ge=1, alias="HS_TOPIC_REPLICATION")
     keyring_file: Path = Field(
@@ -77,13 +84,17 @@ class RuntimeSettings(BaseSettings):
     @model_validator(mode="after")
     def _safe_outside_development(self) -> Self:
         if self.environment is Environment.PRODUCTION:
-            if self.kafka_security is KafkaSecurity.PLAINTEXT:
+            if self.kafka_security in (KafkaSecurity.PLAINTEXT, KafkaSecurity.SASL_PLAINTEXT):
                 raise ValueError(
-                    "HS_KAFKA_SECURITY_PROTOCOL=PLAINTEXT is refused in production: use SASL_SSL"
+                    f"HS_KAFKA_SECURITY_PROTOCOL={self.kafka_security} is refused in production: "
+                    "use SASL_SSL, or SSL with a client certificate"
                 )
-            if self.kafka_security.startswith("SASL") and not (
-                self.kafka_sasl_username and self.kafka_sasl_password
-            ):
+            if self.kafka_security is KafkaSecurity.SSL and not self._has_client_certificate():
+                raise ValueError(
+                    "SSL without a client certificate is refused in production: set "
+                    "HS_KAFKA_SSL_CERTIFICATE_LOCATION and HS_KAFKA_SSL_KEY_LOCATION"
+                )
+            if self.kafka_security is KafkaSecurity.SASL_SSL and not self._has_sasl_login():
                 raise ValueError("SASL needs HS_KAFKA_SASL_USERNAME and HS_KAFKA_SASL_PASSWORD")
             if ".local" in self.keyring_file.parts:
                 raise ValueError(
@@ -91,18 +102,32 @@ class RuntimeSettings(BaseSettings):
                 )
         return self
 
+    def _has_sasl_login(self) -> bool:
+        return bool(self.kafka_sasl_username and self.kafka_sasl_password)
+
+    def _has_client_certificate(self) -> bool:
+        return self.kafka_ssl_certificate is not None and self.kafka_ssl_key is not None
+
     def kafka_client_config(self) -> dict[str, str | int | bool]:
-        """librdkafka settings shared by producers, consumers and admin clients."""
+        """librdkafka settings shared by producers, consumers and admin clients. Raises
+        ValueError when SASL is asked for without a login (`make dev-credentials` writes one
+        per principal for the local broker)."""
         config: dict[str, str | int | bool] = {
             "bootstrap.servers": self.kafka_bootstrap,
             "security.protocol": self.kafka_security.value,
         }
         if self.kafka_security.startswith("SASL"):
+            if not self._has_sasl_login() or self.kafka_sasl_password is None:
+                raise ValueError(
+                    f"HS_KAFKA_SECURITY_PROTOCOL={self.kafka_security} needs "
+                    "HS_KAFKA_SASL_USERNAME and HS_KAFKA_SASL_PASSWORD"
+                )
             config["sasl.mechanism"] = self.kafka_sasl_mechanism
             config["sasl.username"] = self.kafka_sasl_username or ""
-            config["sasl.password"] = (
-                self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else ""
-            )
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
         if self.kafka_ssl_ca is not None:
             config["ssl.ca.location"] = str(self.kafka_ssl_ca)
+        if self.kafka_ssl_certificate is not None and self.kafka_ssl_key is not None:
+            config["ssl.certificate.location"] = str(self.kafka_ssl_certificate)
+            config["ssl.key.location"] = str(self.kafka_ssl_key)
         return config

@@ -2,10 +2,11 @@
 `postgres_dsn`). Load with `pytest_plugins = ["hs_common.testing"]`.
 
 The session broker is, in order of preference:
-1. the cluster named by KAFKA_BOOTSTRAP;
-2. a Kafka container through testcontainers, when a Docker engine answers;
-3. the project's own Apache Kafka (infra/kafka/kafka.sh) on free loopback ports, with its
-   state in a temporary folder, stopped at the end of the session.
+1. the cluster named by KAFKA_BOOTSTRAP, with the login the HS_KAFKA_* variables give;
+2. the project's own Apache Kafka (infra/kafka/kafka.sh) on free loopback ports, secured as in
+   production (SASL_SSL, ACLs), with its state in a temporary folder, stopped at the end of the
+   session. Its administrator's login is exported as HS_KAFKA_* variables, so every client the
+   tests make (settings, services started as subprocesses, `client_config`) authenticates.
 Every test gets fresh topics and consumer groups (uuid names), so tests never share data.
 """
 
@@ -22,7 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -32,13 +33,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from hs_common import control
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.schemas import EventSchema, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings
-
-KAFKA_IMAGE = "apache/kafka:4.1.1"
 
 
 def free_port() -> int:
@@ -46,13 +46,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _docker_engine_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)  # noqa: S607
-    return probe.returncode == 0
 
 
 def repository_root() -> Path:
@@ -68,25 +61,43 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
-    if _docker_engine_available():
-        from testcontainers.kafka import KafkaContainer  # noqa: PLC0415 - needs Docker only here
-
-        with KafkaContainer(KAFKA_IMAGE).with_kraft() as container:
-            yield str(container.get_bootstrap_server())
-        return
     script = repository_root() / "infra" / "kafka" / "kafka.sh"
     state = tmp_path_factory.mktemp("kafka")
-    port = free_port()
     env = os.environ | {
-        "KAFKA_PORT": str(port),
+        "KAFKA_PORT": str(free_port()),
+        "KAFKA_CERT_PORT": str(free_port()),
         "KAFKA_CONTROLLER_PORT": str(free_port()),
         "KAFKA_STATE_DIR": str(state),
     }
     subprocess.run([str(script), "up"], env=env, check=True)
+    os.environ.update(read_env_file(state / "admin.env"))
     try:
-        yield f"127.0.0.1:{port}"
+        yield os.environ["HS_KAFKA_BOOTSTRAP"]
     finally:
         subprocess.run([str(script), "down"], env=env, check=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_state_dir(kafka_bootstrap: str) -> Path:
+    """The project broker's state folder (its CA in tls/); only with the project's broker."""
+    ca = os.environ.get("HS_KAFKA_SSL_CA_LOCATION")
+    if not ca or not (Path(ca).parent / "ca.key").exists():
+        pytest.fail("this test needs the project's own broker (unset KAFKA_BOOTSTRAP)")
+    return Path(ca).parent.parent
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines (what kafka.sh and `hs-admin dev-credentials` write)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {name.strip(): value.strip() for name, value in pairs if not name.startswith("#")}
+
+
+def client_config(
+    bootstrap: str, extra: Mapping[str, str | int | bool] | None = None
+) -> dict[str, str | int | bool]:
+    """librdkafka settings for a test's own client of the session broker: its address, the
+    login the environment holds, and `extra`."""
+    return RuntimeSettings(HS_KAFKA_BOOTSTRAP=bootstrap).kafka_client_config() | dict(extra or {})
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +153,7 @@ def runtime_settings(kafka_bootstrap: str, tmp_path: Path) -> RuntimeSettings:
 
 @pytest.fixture
 def kafka_admin(kafka_bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+    return AdminClient(client_config(kafka_bootstrap))
 
 
 TopicFactory = Callable[..., str]
@@ -172,13 +183,15 @@ def read_all(
     """Every (key, value) on `topic` from the beginning. Stops once `expected` records
     arrived, after `idle` seconds without a new record, or at `timeout`."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "isolation.level": isolation,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        client_config(
+            bootstrap,
+            {
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "isolation.level": isolation,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
     )
     try:
         metadata = consumer.list_topics(topic, timeout=10)
@@ -196,6 +209,12 @@ def read_all(
         return records
     finally:
         consumer.close()
+
+
+def writer_headers(codec: Codec, value: bytes) -> list[tuple[str, str | bytes]]:
+    """The headers the value's writer adds (hs_common.control's MAC), for a test playing the
+    EMPI or the edge."""
+    return control.mac_headers(codec.keyring, codec.schema_of(value).name, value)
 
 
 def golden_example(schema: EventSchema, schema_root: Path) -> dict[str, Any]:

@@ -90,6 +90,34 @@ ALL: tuple[TopicSpec, ...] = (
 )
 
 
+def inbound_topic(institution: str) -> str:
+    """Where an institution publishes straight to Kafka (its principal alone may write it)."""
+    return f"hs.inbound.{institution}.v1"
+
+
+def inbound_ack_topic(institution: str) -> str:
+    """The answers to what an institution published (its principal alone may read them)."""
+    return f"hs.inbound.{institution}.ack.v1"
+
+
+def institution_topics(institution: str) -> tuple[TopicSpec, TopicSpec]:
+    return (
+        TopicSpec(
+            inbound_topic(institution),
+            "as published: HL7 v2, FHIR JSON, clinic JSON/CSV or device batches "
+            "(the content-type header names which)",
+            "the publisher's message id",
+            30 * DAY_MS,
+        ),
+        TopicSpec(
+            inbound_ack_topic(institution),
+            "hs.ingest.InboundAck",
+            "the publisher's message id",
+            30 * DAY_MS,
+        ),
+    )
+
+
 def ensure_topics(
     admin: AdminClient,
     specs: tuple[TopicSpec, ...] | list[TopicSpec],

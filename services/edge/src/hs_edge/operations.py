@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from hs_common import topics
+from hs_common import control, topics
 from hs_common.codec import Codec, Record
 from hs_common.envelope import derived_envelope
 from hs_common.errors import NotStoredError
@@ -344,8 +344,11 @@ def review_view(link: Record) -> View:
 
 async def send(edge: Edge, topic: str, schema: str, record: Record, key: str) -> None:
     """An event for another service, stored (acks=all) before the request is answered."""
+    value = edge.codec.encode(schema, record)
     try:
-        await edge.trail.producer.write(topic, edge.codec.encode(schema, record), key)
+        await edge.trail.producer.write(
+            topic, value, key, control.mac_headers(edge.codec.keyring, schema, value)
+        )
     except NotStoredError:
         raise Refused("event.unavailable", f"{schema} could not be stored", 503) from None
 

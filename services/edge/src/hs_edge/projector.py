@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from hs_common import topics
+from hs_common import control, topics
 from hs_common.codec import Codec, Record
-from hs_common.errors import HealthStreamError
+from hs_common.errors import HealthStreamError, SealedFieldError
 from hs_common.kafka import make_consumer
 from hs_common.settings import RuntimeSettings
 from hs_edge.store import Store, StoreUnavailable
@@ -33,6 +33,7 @@ class Consumed:
     offset: int
     key: str | None
     value: bytes
+    headers: tuple[tuple[str, str | bytes], ...] = ()
 
 
 def code_key(codec: Codec, coding: Record | None) -> str | None:
@@ -64,6 +65,7 @@ class Projector:
 
     def _project(self, message: Consumed) -> int:
         decoded = self.codec.decode(message.value)
+        control.check(self.codec.keyring, decoded.schema, message.value, message.headers)
         event = decoded.record
         if decoded.schema == topics.PERSON.value_schema:
             self.store.put_person(
@@ -73,7 +75,7 @@ class Projector:
         elif decoded.schema == topics.OBSERVATION.value_schema:
             institution = event["envelope"]["source"]["institution"]
             self.store.put_observation(
-                institution, event["observation_id"], self._patient_key(message, event),
+                institution, event["observation_id"], self._patient_key(event),
                 code_key(self.codec, event["result"]["code"]), event["category"],
                 event["effective_at"], message.value,
             )  # fmt: skip
@@ -81,7 +83,7 @@ class Projector:
             recorded = event["recorded_at"] or event["envelope"]["occurred_at"]
             self.store.put_condition(
                 event["envelope"]["source"]["institution"], event["condition_id"],
-                self._patient_key(message, event), recorded, message.value,
+                self._patient_key(event), recorded, message.value,
             )  # fmt: skip
         elif decoded.schema == topics.PERSON_LINK.value_schema:
             self.store.put_link(
@@ -96,12 +98,14 @@ class Projector:
             return 0
         return 1
 
-    def _patient_key(self, message: Consumed, event: Record) -> str:
-        """The record key a clinical event belongs to: its Kafka key, else derived."""
+    def _patient_key(self, event: Record) -> str:
+        """The record key a clinical event belongs to, from its sealed subject (never the Kafka
+        key, which anyone who may write the topic chooses)."""
+        local_id = event["subject"]["local_patient_id"]
+        if not isinstance(local_id, str):
+            raise SealedFieldError("subject.local_patient_id: the edge cannot open it")
         institution = event["envelope"]["source"]["institution"]
-        return message.key or self.codec.keyring.pseudonym(
-            institution, event["subject"]["local_patient_id"]
-        )
+        return self.codec.keyring.pseudonym(institution, local_id)
 
 
 def follow(
@@ -142,7 +146,9 @@ def resume(consumer: Consumer, store: Store, sources: tuple[str, ...]) -> None:
 
 def consumed(message: Message) -> Consumed:
     key = message.key()
+    headers = tuple((k, v) for k, v in message.headers() or () if v is not None)
     return Consumed(
         message.topic() or "", message.partition() or 0, message.offset() or 0,
         key.decode() if isinstance(key, bytes) and key else None, message.value() or b"",
+        headers,
     )  # fmt: skip

@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Message
 from pydantic import Field
 
-from hs_common import topics
+from hs_common import control, topics
 from hs_common.codec import Codec
 from hs_common.envelope import derived_envelope
 from hs_common.errors import RejectedInput
@@ -37,7 +37,7 @@ from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
 from hs_empi.golden import Linked, golden
 from hs_empi.identity import identity_fields
-from hs_empi.index import PersonIndex, Thresholds
+from hs_empi.index import REVIEW, PersonIndex, Thresholds
 from hs_empi.links import MERGED, SOURCE, UNLINKED, decided_record, link_record, standard_of
 from hs_empi.model import Model, estimate
 from hs_empi.standardize import Standard, standardize
@@ -92,6 +92,7 @@ class Empi:
         self.index = self._new_index()
         self.key_of: dict[str, str] = {}  # record id -> record key (pseudonym)
         self.record_of: dict[str, str] = {}  # and back
+        self.open_reviews: set[str] = set()  # record keys a reviewer has yet to decide on
 
     def _new_index(self) -> PersonIndex:
         return PersonIndex(self.model, self.thresholds, self._person_id)
@@ -104,6 +105,8 @@ class Empi:
         if decoded.schema == topics.PATIENT_IDENTITY.value_schema:
             yield from self._identity(message, decoded.record)
         elif decoded.schema == topics.REVIEW_DECISION.value_schema:
+            control.check(self.codec.keyring, decoded.schema, message.value() or b"",
+                          message.headers())  # fmt: skip
             yield from self._review(decoded.record)
         else:
             raise RejectedInput(f"the EMPI does not read {decoded.schema}", "empi.unexpected_event")
@@ -139,7 +142,12 @@ class Empi:
 
     def _review(self, decision: dict[str, Any]) -> Iterator[Output]:
         """A reviewer's LINK or UNLINK (naming the record to keep apart from, for a "no link"
-        on a suggested match), applied and written with who decided and why."""
+        on a suggested match), applied and written with who decided and why. Only a record
+        whose review is open is decided on."""
+        if decision["record_key"] not in self.open_reviews:
+            raise RejectedInput(
+                "review decision names a record with no open review", "empi.no_open_review"
+            )
         record_id = self._record_of(decision["record_key"])
         separated_from: str | None = self.index.person_of[record_id]
         if decision["action"] == "LINK":
@@ -177,6 +185,13 @@ class Empi:
         for changed in (person, *others):
             yield self._person(envelope, changed, person)
 
+    def _follow_reviews(self, link: dict[str, Any]) -> None:
+        """A REVIEW link opens the record's review; any later decision about it closes it."""
+        if link["action"] == REVIEW:
+            self.open_reviews.add(link["record_key"])
+        else:
+            self.open_reviews.discard(link["record_key"])
+
     def _know(self, record_id: str, record_key: str) -> None:
         self.key_of[record_id] = record_key
         self.record_of[record_key] = record_id
@@ -207,8 +222,7 @@ class Empi:
             "field_sources": sources,
             "flags": flags,
         }
-        value = self.codec.encode(topics.PERSON.value_schema, record)
-        return Output(self.person_topic, value, person)
+        return self._signed(self.person_topic, topics.PERSON.value_schema, record, person)
 
     def _key(self, message: Message, institution: str, local_id: str) -> str:
         key = message.key()
@@ -221,15 +235,23 @@ class Empi:
         return self.codec.keyring.pseudonym(institution, local_id)
 
     def _output(self, link: dict[str, Any]) -> Output:
-        value = self.codec.encode(topics.PERSON_LINK.value_schema, link)
-        return Output(self.link_topic, value, link["person_id"])
+        self._follow_reviews(link)
+        return self._signed(
+            self.link_topic, topics.PERSON_LINK.value_schema, link, link["person_id"]
+        )
+
+    def _signed(self, topic: str, schema: str, record: dict[str, Any], key: str) -> Output:
+        """An identity event with the EMPI's MAC (hs_common.control)."""
+        value = self.codec.encode(schema, record)
+        return Output(topic, value, key, control.mac_headers(self.codec.keyring, schema, value))
 
     def rebuild(self, links: Iterator[dict[str, Any]]) -> int:
         """Start over from the committed decisions; returns how many were applied."""
         self.index = self._new_index()
-        self.key_of, self.record_of = {}, {}
+        self.key_of, self.record_of, self.open_reviews = {}, {}, set()
         applied = 0
         for link in links:
+            self._follow_reviews(link)
             record = standard_of(link["record"])
             self._know(record.record_id, link["record_key"])
             apart = link["review_person_id"] if link["action"] == UNLINKED else None
@@ -241,9 +263,17 @@ class Empi:
 def read_topic(
     settings: RuntimeSettings, codec: Codec, topic: str, schema: str
 ) -> Iterator[dict[str, Any]]:
-    """Every committed record of `topic`, in order, up to its end when called."""
+    """Every committed record of `topic`, in order, up to its end when called; of identity
+    events, only those with the EMPI's valid MAC."""
     for message in read_range(settings, topic, "empi-reader"):
-        yield codec.decode(message.value() or b"", expect=schema).record
+        value = message.value() or b""
+        try:
+            control.check(codec.keyring, schema, value, message.headers())
+        except control.ForgedEvent:
+            log.warning("unauthenticated record skipped", extra={"topic": topic,
+                        "offset": message.offset()})  # fmt: skip
+            continue
+        yield codec.decode(value, expect=schema).record
 
 
 def load_model(settings: EmpiSettings, codec: Codec) -> Model:

@@ -1,19 +1,27 @@
-"""`hs-ingestion`: the MLLP listener and the HTTP intake in one process."""
+"""`hs-ingestion`: the MLLP listener, the HTTP intake and the Kafka door in one process."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 import uvloop
 from pydantic import Field
 
+from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
+from hs_common.metrics import RuntimeMetrics
+from hs_common.processor import ExactlyOnceProcessor
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
 from hs_ingestion.httpapi import Intake, create_app
+from hs_ingestion.inbound import STAGE as INBOUND_STAGE
+from hs_ingestion.inbound import InboundStage
+from hs_ingestion.kafkadoor import inbound_topics
 from hs_ingestion.mllp import MllpLimits, MllpServer
 from hs_ingestion.recent import read_recent
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
@@ -35,6 +43,7 @@ class IngestionSettings(RuntimeSettings):
         description="How long a write may wait for Kafka before the sender gets AE/CE or 503.",
     )  # fmt: skip
     sources_dir: Path = Field(default_factory=default_sources_dir, alias="HS_INGESTION_SOURCES_DIR")
+    group_id: str = Field("hs-ingestion", alias="HS_INGESTION_GROUP")
 
 
 async def run(settings: IngestionSettings) -> None:
@@ -55,6 +64,7 @@ async def run(settings: IngestionSettings) -> None:
     for port in sources.listener_ports():  # senders known by the port they send to
         listeners.append(await mllp.serve(settings.mllp_host, port))
     intake = Intake(sources, store, registry, settings.max_message_bytes)
+    kafka_door = start_kafka_door(settings, runtime.codec, sources, runtime.metrics)
     config = uvicorn.Config(
         create_app(intake),
         host=settings.http_host,
@@ -68,7 +78,45 @@ async def run(settings: IngestionSettings) -> None:
         listener.close()
     await mllp.drain()
     producer.close()
+    if kafka_door is not None:
+        kafka_door.stop()
     log.info("ingestion stopped")
+
+
+@dataclass
+class KafkaDoor:
+    thread: threading.Thread
+    stopping: threading.Event
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit it, and close the clients."""
+        self.stopping.set()
+        self.thread.join(60)
+
+
+def start_kafka_door(
+    settings: IngestionSettings, codec: Codec, sources: SourceRegistry, metrics: RuntimeMetrics
+) -> KafkaDoor | None:
+    """The inbound topics of the sources that publish to Kafka, read exactly once in a thread."""
+    inbound = inbound_topics(sources)
+    if not inbound:
+        return None
+    processor = ExactlyOnceProcessor(
+        settings,
+        stage=INBOUND_STAGE,
+        group_id=f"{settings.group_id}-kafka",
+        input_topics=inbound,
+        transform=InboundStage(codec, sources, settings.max_message_bytes),
+        codec=codec,
+        metrics=metrics,
+    )
+    stopping = threading.Event()
+    thread = threading.Thread(
+        target=processor.run, args=(stopping,), name="kafka-door", daemon=True
+    )
+    thread.start()
+    log.info("kafka door reading", extra={"count": len(inbound)})
+    return KafkaDoor(thread, stopping)
 
 
 def main() -> int:

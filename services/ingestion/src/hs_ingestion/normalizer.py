@@ -9,20 +9,22 @@ order on one partition.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from confluent_kafka import Message
 from pydantic import Field
 
 from hs_common import topics
-from hs_common.codec import Codec
+from hs_common.codec import Codec, Record
 from hs_common.deadletter import DeadLetter, Origin
 from hs_common.errors import RejectedInput
 from hs_common.lifecycle import stop_on_signals
 from hs_common.processor import ExactlyOnceProcessor, Output
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
+from hs_ingestion.inbound import ACK_SCHEMA
+from hs_ingestion.kafkadoor import inbound_ack
 from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.recent import RecentMessages, read_recent
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
@@ -30,6 +32,7 @@ from hs_ingestion.sources import SourceRegistry, default_sources_dir
 STAGE = "ingestion.normalize"
 REMEMBER = 100_000  # messages remembered for repeat detection
 TOPIC_OF = {spec.value_schema: spec.name for spec in topics.ALL}
+Reason = tuple[str | None, str, str]  # what an institution is told: item, reason code, reason
 
 
 class NormalizerSettings(RuntimeSettings):
@@ -59,6 +62,27 @@ class Normalizer:
 
     def __call__(self, message: Message) -> Iterator[Output]:
         raw = self.codec.decode(message.value() or b"", expect=topics.RAW.value_schema).record
+        if raw["transport"] != "KAFKA":
+            yield from self._normalize(message, raw)[0]
+            return
+        # published straight to Kafka: the institution is answered on its acknowledgement topic
+        try:
+            outputs, refused = self._normalize(message, raw)
+        except RejectedInput as error:
+            yield self._dead_letter(message, raw, error.reason_code, str(error))
+            yield self._ack(raw, "REJECTED", [(None, error.reason_code, str(error))])
+            return
+        yield from outputs
+        if not outputs:
+            reason = "already received; its events were made the first time"
+            yield self._ack(raw, "ACCEPTED", [(None, "ingest.repeat", reason)])
+        elif refused:
+            yield self._ack(raw, "PARTIAL" if len(refused) < len(outputs) else "REJECTED", refused)
+        else:
+            yield self._ack(raw, "ACCEPTED")
+
+    def _normalize(self, message: Message, raw: Record) -> tuple[list[Output], list[Reason]]:
+        """The message's events and item dead letters, and the reasons of those."""
         institution = raw["envelope"]["source"]["institution"]
         source = self.sources.get(institution)
         if source is None:
@@ -67,28 +91,36 @@ class Normalizer:
             repeat = (institution, raw["sender_message_id"], bytes(raw["content_sha256"]))
             position = (int(message.partition() or 0), int(message.offset() or 0))
             if self.recent.first_seen(repeat, position) != position:
-                return  # the same message stored twice (a resend after a lost acknowledgement)
+                return [], []  # the same message stored twice (a resend after a lost answer)
         mapped = normalize_raw(raw, source)
         keys: dict[tuple[str, str], str] = {}  # a message's events are mostly about one patient
+        outputs = []
         for event in mapped.events:
             owner = (event.institution or institution, event.patient)
             key = keys.get(owner) or keys.setdefault(owner, self.codec.keyring.pseudonym(*owner))
-            yield Output(
-                self.topic_of[event.schema], self.codec.encode(event.schema, event.record), key
-            )
-        for failure in mapped.failures:
-            letter = DeadLetter(
-                STAGE,
-                failure.reason_code,
-                failure.reason,
-                message.value() or b"",
-                Origin("KAFKA", message.topic(), message.partition(), message.offset()),
-                institution,
-                raw["envelope"]["source"]["system"],
-                raw["envelope"]["trace_id"],
-                item=failure.item,
-            )
-            yield Output(self.dead_letter_topic, letter.encode(self.codec), letter.key)
+            value = self.codec.encode(event.schema, event.record)
+            outputs.append(Output(self.topic_of[event.schema], value, key))
+        refused: list[Reason] = [(f.item, f.reason_code, f.reason) for f in mapped.failures]
+        outputs += [self._dead_letter(message, raw, code, why, item) for item, code, why in refused]
+        return outputs, refused
+
+    def _dead_letter(
+        self, message: Message, raw: Record, code: str, reason: str, item: str | None = None
+    ) -> Output:
+        envelope = raw["envelope"]
+        letter = DeadLetter(
+            STAGE, code, reason, message.value() or b"",
+            Origin("KAFKA", message.topic(), message.partition(), message.offset()),
+            envelope["source"]["institution"], envelope["source"]["system"],
+            envelope["trace_id"], item=item,
+        )  # fmt: skip
+        return Output(self.dead_letter_topic, letter.encode(self.codec), letter.key)
+
+    def _ack(self, raw: Record, status: str, reasons: Sequence[Reason] = ()) -> Output:
+        ack = inbound_ack(raw, status, reasons)
+        institution = raw["envelope"]["source"]["institution"]
+        value = self.codec.encode(ACK_SCHEMA, ack)
+        return Output(topics.inbound_ack_topic(institution), value, ack["message_id"])
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ a new file. Unknown senders are refused."""
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from pathlib import Path
@@ -91,6 +91,9 @@ class SourceRegistry:
 
     def __len__(self) -> int:
         return len(self._sources)
+
+    def __iter__(self) -> Iterator[Source]:
+        return iter(self._sources.values())
 
 
 def _source(path: Path) -> Source:

@@ -36,11 +36,12 @@ from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 from quixstreams import Application, State, message_context
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import TopicConfig
 from quixstreams.models.serializers import Serializer
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from hs_common import topics
+from hs_common import control, topics
 from hs_common.codec import Codec, Record
 from hs_common.crypto import Sealed
 from hs_common.deadletter import DeadLetter, Origin
@@ -173,7 +174,7 @@ class Vitals:
 
     # --- stage 1: a source record to patient inputs -------------------------------------
 
-    def mapper(self, source: str) -> Callable[[bytes], list[Out]]:
+    def mapper(self, source: str) -> Callable[[bytes, Any, int, Any], list[Out]]:
         pseudonym = self.codec.keyring.pseudonym
         to_inputs: dict[str, Callable[[Record], list[Record]]] = {
             topics.DEVICE_READING.value_schema: lambda r: inputs.from_device(r, pseudonym),
@@ -185,9 +186,11 @@ class Vitals:
             topics.VITALS_ACK.value_schema: inputs.from_acknowledgement,
         }
 
-        def map_record(value: bytes) -> list[Out]:
+        def map_record(value: bytes, _key: Any, _timestamp: int, headers: Any) -> list[Out]:
             try:
                 decoded = self.codec.decode(value)
+                # golden records and acknowledgements: only as the EMPI and the edge wrote them
+                control.check(self.codec.keyring, decoded.schema, value, headers)
             except HealthStreamError as error:
                 return [self.dead_letter(value, source, str(error))]
             convert = to_inputs.get(decoded.schema)
@@ -381,8 +384,10 @@ class EscalationClock:
 def build(vitals: Vitals) -> Application:
     settings, codec = vitals.settings, vitals.codec
     app = Application(
-        broker_address=settings.kafka_bootstrap,
+        broker_address=ConnectionConfig.from_librdkafka_dict(settings.kafka_client_config()),
         consumer_group=settings.group_id,
+        # a stable transactional id under the service's prefix (the broker's ACLs allow only it)
+        producer_extra_config={"transactional.id": f"{settings.group_id}-{settings.instance_id}"},
         processing_guarantee="exactly-once",
         auto_offset_reset="earliest",
         state_dir=str(settings.state_dir),
@@ -420,7 +425,7 @@ def build(vitals: Vitals) -> Application:
     )  # fmt: skip
     for name in sources:
         source = app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
-        app.dataframe(source).apply(vitals.mapper(name), expand=True).to_topic(
+        app.dataframe(source).apply(vitals.mapper(name), expand=True, metadata=True).to_topic(
             route, key=lambda out: out.key
         )
     steps = app.dataframe(patient_inputs).apply(vitals.step, stateful=True, expand=True)

@@ -103,7 +103,7 @@ format: ## apply ruff fixes and formatting
 	$(RUN) ruff format .
 
 typecheck: ## mypy --strict over all code
-	$(RUN) mypy services tests bench
+	$(RUN) mypy services tests bench examples
 
 test-unit: ## unit tests (no broker)
 	$(RUN) pytest -m "not integration" $(PYTEST_ARGS)

@@ -103,8 +103,8 @@ up() {
     return
   fi
   if [[ -f "$state_dir/log/meta.properties" && ! -f "$admin_env" ]]; then
-    echo "$state_dir holds a broker formatted without credentials (an unsecured one);" \
-      "remove that folder to start a secured broker" >&2
+    echo "$state_dir holds a broker formatted without credentials (an unsecured one): remove it," \
+      "and the services' state made against it (.local/vitals-state), to start a secured one" >&2
     exit 1
   fi
   tls_material

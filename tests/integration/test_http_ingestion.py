@@ -334,3 +334,19 @@ def test_503_with_retry_after_when_kafka_cannot_store(
 def test_openapi_documents_the_endpoints(intake: Running) -> None:
     paths = httpx.get(f"{intake.url}/openapi.json").json()["paths"]
     assert {"/fhir", "/ingest/clinics/{source}", "/ingest/devices/{source}"} <= set(paths)
+
+
+def test_a_chunked_body_is_counted_as_it_arrives(intake: Running) -> None:
+    """No Content-Length to check first: the body is refused once over the limit."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(64):
+            yield b"x" * 1024
+
+    response = httpx.post(
+        f"{intake.url}/ingest/devices/W01",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert (response.status_code, response.json()["reason_code"]) == (413, "http.too_large")

@@ -5,8 +5,12 @@ institution is refused; the answers are HZ01's alone to read."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +20,25 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from hs_common import access, admin, topics
 from hs_common.codec import Codec
 from hs_common.processor import ExactlyOnceProcessor
+from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import Environment, RuntimeSettings
-from hs_common.testing import TopicFactory, processing, read_all, read_env_file
+from hs_common.testing import (
+    TopicFactory,
+    golden_example,
+    processing,
+    read_all,
+    read_env_file,
+    repository_root,
+)
 from hs_ingestion.inbound import InboundStage
+from hs_ingestion.kafkadoor import inbound_topics
 from hs_ingestion.normalizer import Normalizer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 
 pytestmark = pytest.mark.integration
 
 HL7 = "application/hl7-v2"
+EXAMPLES = repository_root() / "examples"
 ORU = (
     "MSH|^~\\&|LIS|{facility}|HEALTHSTREAM|HS|20260101080000||ORU^R01^ORU_R01|{control}|P|2.5\r"
     "PID|1||HZ-{control}^^^HZ01^MR||WANG^WEI||19800101|M\r"
@@ -82,11 +96,32 @@ def doors(new_topic: TopicFactory) -> dict[str, str]:
     return {"raw": new_topic("raw", 3), "events": new_topic("events", 3), "dead": new_topic("dead")}
 
 
+@contextmanager
+def running(settings: RuntimeSettings, codec: Codec, doors: dict[str, str]) -> Iterator[None]:
+    """The Kafka door's stage and the normalizer, on the test's own raw and event topics."""
+    sources = SourceRegistry.load(default_sources_dir())
+    run = uuid.uuid4().hex[:8]
+    topic_of = {s.value_schema: doors["events"] for s in topics.ALL}
+    door = ExactlyOnceProcessor(
+        settings, stage="ingestion.kafka", group_id=f"door-{run}",
+        input_topics=inbound_topics(sources),
+        transform=InboundStage(codec, sources, 1 << 20, doors["raw"], doors["dead"]),
+        codec=codec, dead_letter_topic=doors["dead"], poll_timeout=0.2,
+    )  # fmt: skip
+    normalizer = ExactlyOnceProcessor(
+        settings, stage="ingestion.normalize", group_id=f"normalize-{run}",
+        input_topics=[doors["raw"]],
+        transform=Normalizer(codec, sources, topic_of, dead_letter_topic=doors["dead"]),
+        codec=codec, dead_letter_topic=doors["dead"], poll_timeout=0.2,
+    )  # fmt: skip
+    with processing(door), processing(normalizer):
+        yield
+
+
 def test_what_an_institution_publishes_is_kept_normalized_and_answered_to_it_alone(
     runtime_settings: RuntimeSettings, codec: Codec, logins: Path, doors: dict[str, str],
     kafka_bootstrap: str,
 ) -> None:  # fmt: skip
-    sources = SourceRegistry.load(default_sources_dir())
     run = uuid.uuid4().hex[:8]
     ids = {name: f"{name}-{run}" for name in ("good", "partial", "claims", "untyped", "clinic")}
     publish(logins, "HZ01", [
@@ -106,20 +141,7 @@ def test_what_an_institution_publishes_is_kept_normalized_and_answered_to_it_alo
     publish(logins, "HZC01", [
         (clinic.encode(), {"content-type": "application/json", "message-id": ids["clinic"]}),
     ])  # fmt: skip
-    topic_of = {s.value_schema: doors["events"] for s in topics.ALL}
-    door = ExactlyOnceProcessor(
-        runtime_settings, stage="ingestion.kafka", group_id=f"door-{run}",
-        input_topics=[topics.inbound_topic("HZ01"), topics.inbound_topic("HZC01")],
-        transform=InboundStage(codec, sources, 1 << 20, doors["raw"], doors["dead"]),
-        codec=codec, dead_letter_topic=doors["dead"], poll_timeout=0.2,
-    )  # fmt: skip
-    normalizer = ExactlyOnceProcessor(
-        runtime_settings, stage="ingestion.normalize", group_id=f"normalize-{run}",
-        input_topics=[doors["raw"]],
-        transform=Normalizer(codec, sources, topic_of, dead_letter_topic=doors["dead"]),
-        codec=codec, dead_letter_topic=doors["dead"], poll_timeout=0.2,
-    )  # fmt: skip
-    with processing(door), processing(normalizer):
+    with running(runtime_settings, codec, doors):
         hz01 = answers(logins, "HZ01", {ids["good"], ids["partial"], ids["claims"], ids["untyped"]})
         hzc01 = answers(logins, "HZC01", {ids["clinic"]})
     decoded = {k: codec.decode(v).record for k, v in (hz01 | hzc01).items()}
@@ -147,3 +169,37 @@ def test_what_an_institution_publishes_is_kept_normalized_and_answered_to_it_alo
         "hl7.invalid_value", "kafka.content_type", "kafka.sender_mismatch",
     ]  # fmt: skip
     assert all(d["original"] for d in letters)  # the bytes as published, kept
+
+
+def test_the_publisher_and_dashboard_examples_work_as_documented(
+    runtime_settings: RuntimeSettings, codec: Codec, logins: Path, doors: dict[str, str],
+    catalogue: SchemaCatalogue, schema_root: Path, tmp_path: Path,
+) -> None:  # fmt: skip
+    control_id = f"EX-{uuid.uuid4().hex[:8]}"
+    message = tmp_path / "result.hl7"
+    message.write_text(ORU.format(facility="HZ01", control=control_id, creatinine="?7"))
+    with running(runtime_settings, codec, doors):
+        published = subprocess.run(
+            [sys.executable, str(EXAMPLES / "publish_to_kafka.py"), str(message),
+             "--login", str(logins / "inst-HZ01.env"), "--institution", "HZ01", "--wait", "90"],
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+    assert published.stdout.splitlines()[:2] == [
+        f"{control_id}: PARTIAL", "    OBX 2: hl7.invalid_value: " + published.stdout.split(
+            "hl7.invalid_value: ")[1].splitlines()[0],
+    ]  # fmt: skip
+
+    alert = golden_example(catalogue.get("hs.vitals.Alert"), schema_root)
+    value = codec.encode("hs.vitals.Alert", alert | {"alert_id": f"A-{control_id}"})
+    producer = Producer(runtime_settings.kafka_client_config())  # as vitals would
+    producer.produce(topics.VITALS_ALERT.name, value, key=alert["patient_key"])
+    assert producer.flush(10) == 0
+    shown = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dashboard_alerts.py"),
+         "--login", str(logins / "dashboard.env"), "--seconds", "12"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    done = shown.stdout.strip().splitlines()[-1]
+    assert done.startswith("done: ") and int(done.split()[1]) >= 1, shown.stdout

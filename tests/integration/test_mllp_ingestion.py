@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterator
@@ -267,3 +268,26 @@ def test_a_message_resent_after_a_restart_is_acknowledged_but_not_stored_again(
     producer.close()
     loop.stop()
     assert len(read_all(kafka_bootstrap, raw, idle=2)) == 1
+
+
+def test_bytes_with_no_frame_start_or_end_are_capped_kept_and_the_connection_closed(
+    ingestion: tuple[int, str, str], kafka_bootstrap: str, codec: Codec
+) -> None:
+    """Unframed bytes are not buffered without end: past the message limit (4 KiB here) the
+    first 4 KiB are a dead letter and the connection is closed."""
+    port, _, dead = ingestion
+    sent = 0
+    with connect(port) as sock:
+        try:
+            while sent < 4 << 20:  # 4 MiB, a thousand times the limit
+                sock.sendall(b"A" * 65536)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):
+            assert sock.recv(1) == b""  # closed by the server
+    assert sent < 4 << 20, "the server read 4 MiB of unframed bytes without closing"
+    [(_, value)] = read_all(kafka_bootstrap, dead, expected=1)
+    letter = codec.decode(value).record
+    assert len(letter["original"]) == 4096 and set(letter["original"]) == {ord("A")}

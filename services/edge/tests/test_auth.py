@@ -59,6 +59,8 @@ def test_a_good_token_names_the_caller() -> None:
         (f"Bearer {token(iss='https://evil.test')}", "token.iss"),
         (f"Bearer {token(exp=None)}", "token.exp"),
         (f"Bearer {token(key=OTHER)}", "token.signature"),
+        (f"Bearer {token(iat=None)}", "token.iat"),
+        (f"Bearer {token(exp=NOW + 86_400)}", "token.lifetime"),  # a day: too long to live
         (f"Bearer {token(key=OctKey.generate_key(256), alg='HS256')}", "token.malformed"),
     ],
 )
@@ -135,3 +137,12 @@ def test_only_so_many_tokens_are_remembered() -> None:
     assert validator.caller(bearers[2]) is callers[2]
     assert validator.caller(bearers[0]) is not callers[0]  # forgotten, verified again
     assert validator.caller(bearers[0]) == callers[0]
+
+
+def test_scopes_count_only_in_their_role_s_smart_context() -> None:
+    nurse = VALIDATOR.caller(f"Bearer {token(scope='patient/*.read user/Patient.read')}")
+    assert [(s.context, s.resource) for s in nurse.scopes] == [("user", "Patient")]
+    patient = VALIDATOR.caller(
+        f"Bearer {token(role='patient', person_id='P1', scope='user/*.read patient/*.read')}"
+    )
+    assert [s.context for s in patient.scopes] == ["patient"]

@@ -45,7 +45,8 @@ class RuntimeMetrics:
             ),
         )
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on 127.0.0.1-or-all interfaces at `port` (0 leaves it off)."""
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        """Expose /metrics at host:port (0 leaves it off); loopback unless a deployment puts it
+        behind its own authenticated scraper network (HS_METRICS_HOST)."""
         if port:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)

@@ -31,7 +31,7 @@ class Runtime:
             )
         codec = Codec(catalogue, Keyring.from_file(settings.keyring_file))
         metrics = RuntimeMetrics.create()
-        metrics.serve(settings.metrics_port)
+        metrics.serve(settings.metrics_port, settings.metrics_host)
         return cls(settings, codec, metrics)
 
     @staticmethod

@@ -79,6 +79,11 @@ class RuntimeSettings(BaseSettings):
         alias="HS_METRICS_PORT",
         description="Prometheus /metrics port; 0 turns it off.",
     )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        alias="HS_METRICS_HOST",
+        description="Where /metrics listens: loopback, or a scrape network the site secures.",
+    )
     log_level: str = Field("INFO", alias="HS_LOG_LEVEL")
 
     @model_validator(mode="after")

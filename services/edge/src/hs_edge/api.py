@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hs_common.errors import NotStoredError
-from hs_edge import audit, fhir_api
+from hs_edge import fhir_api
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused
 from hs_edge.fhir_api import is_fhir
@@ -54,6 +54,32 @@ def check_size(request: Request) -> None:
         raise Refused("request.too_large", f"request bodies are limited to {MAX_BODY} bytes", 413)
 
 
+async def _read_body(receive: Receive) -> Receive:
+    """A `receive` handing the app the whole body, read first and counted as it arrived (a
+    chunked body declares no length); Refused once more than MAX_BODY bytes have come."""
+    body, more = bytearray(), True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+        if len(body) > MAX_BODY:
+            raise Refused(
+                "request.too_large", f"request bodies are limited to {MAX_BODY} bytes", 413
+            )
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()  # what comes after the body: the client's disconnect
+        delivered = True
+        return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+    return replay
+
+
 class Guard:
     """The ASGI middleware every request passes: authenticate, limit, serve, and audit it
     whatever its outcome. The audit entry is written (acks=all) when the answer starts, before
@@ -70,6 +96,7 @@ class Guard:
         answer = _Answer(self.edge, request, send)
         try:
             self._admit(request, answer)
+            receive = await _read_body(receive)
             await self.app(scope, receive, answer.send)
         except Refused as refused:
             await answer.refuse(refused.status, refused.code, str(refused), refused.headers)
@@ -79,22 +106,18 @@ class Guard:
             await answer.refuse(500, "internal.error", "the request could not be served")
 
     def _admit(self, request: Request, answer: _Answer) -> None:
-        """The caller on the answer and in the request's state, or Refused: body too large,
-        token not accepted, or rate exceeded. A public path (no token yet) is limited by the
-        peer's address."""
+        """The caller on the answer and in the request's state, or Refused: body too large, or
+        refused by `operations.admit`."""
         check_size(request)
-        if request.url.path in PUBLIC:
-            key = f"peer:{request.client.host if request.client else 'unknown'}"
-        else:
-            answer.caller = request.state.caller = self.edge.tokens.caller(
-                request.headers.get("authorization")
-            )
-            key = answer.caller.client_id
-        decision = self.edge.limiter.take(key, self.edge.clock())
-        if not decision.allowed:
-            raise Refused("rate.limited", "too many requests", 429, decision.headers())
-        if answer.caller is not None:
-            answer.headers = decision.headers()
+        admitted = op.admit(
+            self.edge,
+            request.headers.get("authorization"),
+            request.client.host if request.client else "unknown",
+            public=request.url.path in PUBLIC,
+        )
+        answer.caller = request.state.caller = admitted.caller
+        if admitted.caller is not None:
+            answer.headers = admitted.headers
 
 
 @dataclass
@@ -284,17 +307,13 @@ async def _audited(
 ) -> bool:
     """Write the request's audit entry (acks=all); False when it cannot be written."""
     route = request.scope.get("route")
-    client = caller.client_id if caller else getattr(request.state, "client", None)
-    entry = audit.Request(
-        at=datetime.now(UTC),
-        client_id=client or "unauthenticated",
-        subject=caller.subject if caller else None,
-        role=caller.role.value if caller else None,
-        operation=f"{request.method} {getattr(route, 'path', request.url.path)}",
-        person_id=request.path_params.get("person_id") or getattr(request.state, "person_id", None),
-        outcome=audit.Outcome.ALLOWED if status < 400 else audit.Outcome.DENIED,
-        status=status,
-        reason=reason,
+    entry = op.audit_entry(
+        caller,
+        f"{request.method} {getattr(route, 'path', request.url.path)}",
+        request.path_params.get("person_id") or getattr(request.state, "person_id", None),
+        status,
+        reason,
+        getattr(request.state, "client", None),
     )
     try:
         await edge.trail.record(entry)

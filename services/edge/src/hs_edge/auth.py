@@ -113,6 +113,9 @@ class Caller:
             raise forbidden("patient.other_person", "a patient may see only their own record")
 
 
+MAX_TOKEN_SECONDS = 3600  # longer-lived tokens are refused: a stolen one stays useful too long
+
+
 class TokenValidator:
     """Tokens checked once: a valid token's caller is remembered (up to `remembered` tokens)
     until the token expires, so a client's next requests skip the signature check."""
@@ -152,9 +155,10 @@ class TokenValidator:
                 now=self.now, leeway=LEEWAY_SECONDS,
                 iss={"essential": True, "value": self.issuer},
                 aud={"essential": True, "value": self.audience},
-                exp={"essential": True}, sub={"essential": False},
+                exp={"essential": True}, iat={"essential": True}, sub={"essential": False},
             )  # fmt: skip
             registry.validate(decoded.claims)
+            lifetime = int(decoded.claims["exp"]) - int(decoded.claims["iat"])
         except ExpiredTokenError:
             raise unauthorized("token.expired", "the token has expired") from None
         except BadSignatureError:
@@ -162,8 +166,12 @@ class TokenValidator:
         except (InvalidClaimError, MissingClaimError) as error:
             claim = getattr(error, "claim", "a claim")
             raise unauthorized(f"token.{claim}", f"the token's {claim} is not accepted") from None
-        except (InvalidTokenError, JoseError, ValueError):
+        except (InvalidTokenError, JoseError, ValueError, TypeError):
             raise unauthorized("token.malformed", "the token cannot be read") from None
+        if lifetime > MAX_TOKEN_SECONDS:
+            raise unauthorized(
+                "token.lifetime", f"tokens may live at most {MAX_TOKEN_SECONDS} s (exp - iat)"
+            )
         return caller_of(decoded.claims), int(decoded.claims["exp"])
 
 
@@ -172,7 +180,11 @@ def caller_of(claims: dict[str, object]) -> Caller:
         role = Role(str(claims.get("role")))
     except ValueError:
         raise forbidden("role.unknown", "the token names no known role") from None
-    scopes = tuple(s for s in map(Scope.parse, str(claims.get("scope", "")).split()) if s)
+    # SMART contexts: patient/ scopes for a patient's own compartment only, user/ and system/
+    # for staff and back-end clients; a scope out of its role's context grants nothing
+    contexts = ("patient",) if role is Role.PATIENT else ("user", "system")
+    parsed = map(Scope.parse, str(claims.get("scope", "")).split())
+    scopes = tuple(s for s in parsed if s is not None and s.context in contexts)
     client = str(claims.get("client_id") or claims.get("azp") or claims.get("sub") or "")
     if not client:
         raise unauthorized("token.client_id", "the token names no client")

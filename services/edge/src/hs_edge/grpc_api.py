@@ -23,7 +23,6 @@ from typing_extensions import override
 
 from hs_common.codec import Record
 from hs_common.errors import NotStoredError
-from hs_edge import audit
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused
 from hs_edge.operations import Edge
@@ -132,18 +131,19 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         return await self._serve(context, method, person_id, work)
 
     async def _admit(self, call: Call) -> Caller:
-        """The caller, when its token is good and its rate allows; else the call is aborted."""
+        """The caller admitted by `operations.admit`; else the call is aborted."""
         try:
-            caller = self.edge.tokens.caller(_metadata(call.context).get("authorization"))
+            admitted = op.admit(
+                self.edge, _metadata(call.context).get("authorization"), _peer(call.context)
+            )
         except Refused as refused:
+            call.trailing = [(k.lower(), v) for k, v in (refused.headers or {}).items()]
             await self._refuse(call, None, refused)
             raise  # not reached: _refuse aborts the call
-        decision = self.edge.limiter.take(caller.client_id, self.edge.clock())
-        call.trailing = [(k.lower(), v) for k, v in decision.headers().items()]
-        if not decision.allowed:
-            await self._refuse(call, caller, Refused("rate.limited", "too many requests", 429))
+        assert admitted.caller is not None
+        call.trailing = [(k.lower(), v) for k, v in admitted.headers.items()]
         call.context.set_trailing_metadata(call.trailing)
-        return caller
+        return admitted.caller
 
     async def _refuse(self, call: Call, caller: Caller | None, refused: Refused) -> None:
         await self._audit(call, caller, refused.status, refused.code)
@@ -154,17 +154,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
     async def _audit(
         self, call: Call, caller: Caller | None, status: int, reason: str | None
     ) -> None:
-        entry = audit.Request(
-            at=datetime.now(UTC),
-            client_id=caller.client_id if caller else "unauthenticated",
-            subject=caller.subject if caller else None,
-            role=caller.role.value if caller else None,
-            operation=call.operation,
-            person_id=call.person_id,
-            outcome=audit.Outcome.ALLOWED if status < 400 else audit.Outcome.DENIED,
-            status=status,
-            reason=reason,
-        )
+        entry = op.audit_entry(caller, call.operation, call.person_id, status, reason)
         try:
             await self.edge.trail.record(entry)
         except NotStoredError:
@@ -301,6 +291,11 @@ class Call:
 
 def _metadata(context: Context) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def _peer(context: Context) -> str:
+    """The caller's address without its port ('ipv4:127.0.0.1:50211' -> 'ipv4:127.0.0.1')."""
+    return context.peer().rsplit(":", 1)[0]
 
 
 async def start(

@@ -20,7 +20,7 @@ from hs_common.kafka import AsyncDurableProducer
 from hs_edge import audit
 from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
 from hs_edge.projector import code_key
-from hs_edge.ratelimit import RateLimiter
+from hs_edge.ratelimit import Decision, RateLimiter
 from hs_edge.store import Page, Store, StoreUnavailable
 from hs_edge.trends import Point, Trend, kidney_trend, trend
 
@@ -100,10 +100,63 @@ class Edge:
     poll_seconds: float = 0.5  # how often the live alert stream looks for new alerts
     clock: Callable[[], float] = field(default=time.monotonic)
     opened_size: int = 10_000  # decoded events kept (0: none)
+    # Tokens not accepted, per peer: a peer past this limit is refused before its token is
+    # even checked (guessing and flooding cost it, not the edge).
+    bad_tokens: RateLimiter = field(default_factory=lambda: RateLimiter(rate=0.5, capacity=20))
     opened: Opened = field(init=False)
 
     def __post_init__(self) -> None:
         self.opened = Opened(self.codec, self.opened_size)
+
+
+# --- admission and audit: one path for REST and gRPC -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Admission:
+    caller: Caller | None  # None on a public path
+    headers: dict[str, str]  # the rate limit's, for the answer
+
+
+def admit(edge: Edge, authorization: str | None, peer: str, public: bool = False) -> Admission:
+    """The caller and its rate headers, or Refused: a peer that sent too many tokens that were
+    not accepted, a token not accepted, or too many requests. A public path (no token yet) is
+    limited by the peer's address."""
+    now = edge.clock()
+    if public:
+        return Admission(None, _within(edge.limiter.take(f"peer:{peer}", now)))
+    if edge.bad_tokens.exhausted(peer, now):
+        raise Refused("rate.limited", "too many requests with tokens that were not accepted", 429)
+    try:
+        caller = edge.tokens.caller(authorization)
+    except Refused:
+        edge.bad_tokens.take(peer, now)
+        raise
+    return Admission(caller, _within(edge.limiter.take(caller.client_id, now)))
+
+
+def _within(decision: Decision) -> dict[str, str]:
+    if not decision.allowed:
+        raise Refused("rate.limited", "too many requests", 429, decision.headers())
+    return decision.headers()
+
+
+def audit_entry(
+    caller: Caller | None, operation: str, person_id: str | None, status: int,
+    reason: str | None, client: str | None = None,
+) -> audit.Request:  # fmt: skip
+    """The audit entry of one request or call, allowed or denied."""
+    return audit.Request(
+        at=datetime.now(UTC),
+        client_id=caller.client_id if caller else client or "unauthenticated",
+        subject=caller.subject if caller else None,
+        role=caller.role.value if caller else None,
+        operation=operation,
+        person_id=person_id,
+        outcome=audit.Outcome.ALLOWED if status < 400 else audit.Outcome.DENIED,
+        status=status,
+        reason=reason,
+    )
 
 
 @dataclass(frozen=True)
@@ -353,20 +406,43 @@ async def send(edge: Edge, topic: str, schema: str, record: Record, key: str) ->
         raise Refused("event.unavailable", f"{schema} could not be stored", 503) from None
 
 
-def mask(identifier: str | None, keep_start: int = 6, keep_end: int = 4) -> str | None:
-    if identifier is None or len(identifier) <= keep_start + keep_end:
-        return None if identifier is None else "*" * len(identifier)
-    hidden = len(identifier) - keep_start - keep_end
-    return identifier[:keep_start] + "*" * hidden + identifier[-keep_end:]
+def mask(identifier: str | None, keep_end: int) -> str | None:
+    """Only the last `keep_end` characters, and never more than a third of the value."""
+    if identifier is None:
+        return None
+    shown = min(keep_end, len(identifier) // 3)
+    return "*" * (len(identifier) - shown) + identifier[len(identifier) - shown :]
+
+
+# Minimum necessary: the golden-record fields each role sees, and which of them masked.
+# Public health sees what a case report's follow-up needs (sex, birth date, district), not the
+# name, full number or address; researchers see no golden record at all (person_view).
+GOLDEN_FIELDS = frozenset(
+    ("family_han", "given_han", "family", "given", "id_number", "birth_date", "sex", "phone",
+     "address", "district")
+)  # fmt: skip
+VISIBLE_FIELDS: dict[Role, frozenset[str]] = {
+    Role.PATIENT: GOLDEN_FIELDS,
+    Role.CLINICIAN: GOLDEN_FIELDS,
+    Role.ADMINISTRATOR: GOLDEN_FIELDS - {"address"},
+    Role.PUBLIC_HEALTH: frozenset(("id_number", "birth_date", "sex", "district")),
+}
+# Characters left visible, for every role but the patient's own. A resident ID is the region (6
+# digits, guessable from the district), the birth date (8, shown), a sequence (3) and a check
+# digit: its last 4 would rebuild it; its last 2 leave about ten candidates.
+MASKED_FIELDS = {"id_number": 2, "phone": 4}
 
 
 def visible_golden(caller: Caller, person: Record) -> Record:
-    """The golden record with the identifiers the caller's role may not see masked."""
+    """The golden record as the caller's role may see it: its fields only, identifiers masked
+    unless they are the caller's own."""
     golden = dict(person["golden"] or {})
-    if caller.role in (Role.CLINICIAN, Role.PUBLIC_HEALTH):
-        golden["id_number"] = mask(golden.get("id_number"))
-        golden["phone"] = mask(golden.get("phone"), 3, 4)
-    return golden
+    allowed = VISIBLE_FIELDS.get(caller.role, frozenset())
+    visible = {name: (value if name in allowed else None) for name, value in golden.items()}
+    if caller.role is not Role.PATIENT:
+        for name, keep in MASKED_FIELDS.items():
+            visible[name] = mask(visible.get(name), keep)
+    return visible
 
 
 def person_view(caller: Caller, person: Record, record_keys: list[str]) -> View:

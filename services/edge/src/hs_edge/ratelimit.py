@@ -58,6 +58,11 @@ class RateLimiter:
         reset = math.ceil((self.capacity - bucket.tokens) / self.rate)
         return Decision(allowed, self.capacity, int(bucket.tokens), retry, reset)
 
+    def exhausted(self, client: str, now: float) -> bool:
+        """Whether the client's next request would be refused (nothing is taken)."""
+        bucket = self.buckets.get(client)
+        return bucket is not None and bucket.tokens + (now - bucket.at) * self.rate < 1
+
     def _forget_full(self, now: float) -> None:
         """Drop clients whose buckets have refilled: they are as if never seen."""
         full = [

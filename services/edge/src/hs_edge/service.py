@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -118,11 +119,15 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
     grpc_server, _ = await grpc_api.start(
         edge, f"{settings.host}:{settings.grpc_port}", credentials
     )
-    rest = uvicorn.Server(uvicorn.Config(
+    config = uvicorn.Config(
         create_app(edge), host=settings.host, port=settings.port, log_level="warning",
         ssl_certfile=str(settings.tls_cert), ssl_keyfile=str(settings.tls_key),
         timeout_graceful_shutdown=5,
-    ))  # fmt: skip
+    )  # fmt: skip
+    config.load()
+    if config.ssl is not None:
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
+    rest = uvicorn.Server(config)
     gc.freeze()  # what start-up made lives as long as the process: no collection scans it
     runtime.ready()
     try:

@@ -50,19 +50,21 @@ class Intake:
     async def receive(
         self, request: Request, source_code: str, formats: tuple[str, ...]
     ) -> Response:
-        """An HTTP request: size checked before the body is read, then `receive_body`."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        """An HTTP request: its size checked before the body is read (when declared) and as
+        it arrives, then `receive_body`."""
+        declared = request.headers.get("content-length", "")
+        over = declared.isdigit() and int(declared) > self.max_body_bytes
+        body = None if over else await _body(request, self.max_body_bytes)
+        if body is None:
             detail = f"at most {self.max_body_bytes} bytes"
-            too_large = door_error(formats == ("fhir",), 413, detail, "http.too_large")
-            response = _response(too_large)
+            response = _response(door_error(formats == ("fhir",), 413, detail, "http.too_large"))
         else:
             peer = f"{request.client.host}:{request.client.port}" if request.client else None
             response = await self.receive_body(
                 source_code,
                 formats,
                 request.headers.get("content-type", ""),
-                await request.body(),
+                body,
                 peer,
                 request.headers.get("x-request-id"),
             )
@@ -131,6 +133,16 @@ class Intake:
         await self.store.producer.write(
             self.store.dead_letter_topic, letter.encode(self.store.codec), letter.key
         )
+
+
+async def _body(request: Request, limit: int) -> bytes | None:
+    """The body as it arrives; None once more than `limit` bytes came (declared or chunked)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def _response(answer: Answer) -> Response:

@@ -71,6 +71,9 @@ async def read_chunks(reader: asyncio.StreamReader, limits: MllpLimits) -> Async
             if start == -1:
                 end = buffer.find(END)
                 if end == -1:
+                    if len(buffer) > limits.max_message_bytes:  # no frame start or end at all
+                        yield Chunk(buffer[: limits.max_message_bytes], framed=False)
+                        raise MessageTooLarge
                     break
                 yield Chunk(buffer[:end], framed=False)  # frame without a start block
                 buffer = buffer[end + len(END) :]

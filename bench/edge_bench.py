@@ -504,7 +504,7 @@ def step_costs(setup: Setup, token: str) -> dict[str, float]:
     view = op.list_observations(edge, caller, PERSON_ID, query)
     grpc_view = view | {"next_page_token": view["next_cursor"] or ""}
     del grpc_view["next_cursor"]
-    chain = audit.Chain("bench@0")
+    chain = audit.Chain("bench@0", codec.keyring)
     rest_answer = TypeAdapter(dict[str, Any])  # FastAPI's response field for `-> dict[str, Any]`
 
     def read_rows() -> object:

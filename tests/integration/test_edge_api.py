@@ -132,7 +132,7 @@ def edge_url(
     fill(store, codec, catalogue, schema_root)
     topic = new_topic("audit", 3)
     producer = AsyncDurableProducer(runtime_settings, "edge-test")
-    trail = AuditTrail(producer, codec, topic, audit.Chain("edge-test@1"))
+    trail = AuditTrail(producer, codec, topic, audit.Chain("edge-test@1", codec.keyring))
     ack_topic, review_topic = new_topic("ack", 1), new_topic("review", 1)
     edge = Edge(store, codec, TokenValidator(KeySet([KEY]), ISSUER, AUDIENCE),
                 RateLimiter(rate=0.5, capacity=20), trail, ack_topic=ack_topic,
@@ -230,7 +230,7 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
     entries = [audit.from_record(codec.decode(v).record) for _, v in stored]
     assert len(entries) == requests
     assert audit.verify(
-        (e, i) for i, e in enumerate(sorted(entries, key=lambda e: e.sequence))
+        ((e, i) for i, e in enumerate(sorted(entries, key=lambda e: e.sequence))), codec.keyring
     ).intact
     outcomes = {
         (e.request.reason, e.request.status)
@@ -684,7 +684,9 @@ def test_nothing_is_served_unaudited_and_a_failure_is_audited(
     monkeypatch.undo()
 
     unwritable = AsyncDurableProducer(runtime_settings, "edge-test-down", timeout=1.0)
-    edge_url.edge.trail = AuditTrail(unwritable, codec, "no-such-topic", audit.Chain("down@1"))
+    edge_url.edge.trail = AuditTrail(
+        unwritable, codec, "no-such-topic", audit.Chain("down@1", codec.keyring)
+    )
     try:
         refused = get(edge_url.url, "/persons/P1", clinician)
         assert (refused.status_code, refused.json()["title"]) == (503, "audit.unavailable")

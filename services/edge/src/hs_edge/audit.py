@@ -1,15 +1,19 @@
 """The tamper-evident audit trail: every request, allowed or denied, is an audit entry, and
-entries are hash-chained with SM3. Pure.
+entries are chained with a keyed hash. Pure.
 
 Each edge process writes its own chain, so replicas need no coordination:
 - a chain is named by its writer and start time;
 - its entries are numbered from 0;
-- each entry's hash is SM3(the previous entry's hash ‖ the entry's canonical bytes);
+- each entry's hash is HMAC-SM3 under one of the edge's audit keys (the registry of writers:
+  the keyring's MAC keys of writer `edge`, named in the entry by `key_id`) over the previous
+  entry's hash ‖ the entry's canonical bytes. Without the key no one can write an entry that
+  verifies, so a chain forged from scratch, or rewritten after a change, shows;
 - the first entry's "previous" is the head of the writer's last chain (when the writer found
   one at start), so removing a whole chain shows too.
 
 Verification walks every chain in log order. The first entry whose hash does not match its
-content, whose previous hash is not its predecessor's, or whose number skips, is named.
+content under its writer's key, whose previous hash is not its predecessor's, or whose number
+skips, is named.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from hs_common.crypto import sm3
+from hs_common.crypto import Keyring
 
 GENESIS = "0" * 64
+WRITER = "edge"  # the MAC keys of this writer key the trail
 
 
 class Outcome(StrEnum):
@@ -52,7 +57,8 @@ class Entry:
     sequence: int
     previous: str  # hex SM3 of the previous entry (GENESIS, or the writer's last chain head)
     request: Request
-    hash: str  # hex SM3(previous ‖ canonical(chain, sequence, request))
+    hash: str  # hex HMAC-SM3(key, previous ‖ canonical(chain, sequence, request))
+    key_id: str | None  # the edge's MAC key that keyed it (None: written before keys; refused)
 
 
 def canonical(chain: str, sequence: int, request: Request) -> bytes:
@@ -73,22 +79,24 @@ def canonical(chain: str, sequence: int, request: Request) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def entry_hash(previous: str, chain: str, sequence: int, request: Request) -> str:
-    return sm3(bytes.fromhex(previous) + canonical(chain, sequence, request)).hex()
+def covered(previous: str, chain: str, sequence: int, request: Request) -> bytes:
+    return bytes.fromhex(previous) + canonical(chain, sequence, request)
 
 
 class Chain:
-    """One writer's chain: each request appended becomes the next entry."""
+    """One writer's chain: each request appended becomes the next entry, keyed with the
+    writer's active MAC key."""
 
-    def __init__(self, name: str, previous_head: str = GENESIS) -> None:
-        self.name = name
+    def __init__(self, name: str, keyring: Keyring, previous_head: str = GENESIS) -> None:
+        self.name, self.keyring = name, keyring
         self.head = previous_head
         self.sequence = 0
 
     def append(self, request: Request) -> Entry:
-        digest = entry_hash(self.head, self.name, self.sequence, request)
-        entry = Entry(self.name, self.sequence, self.head, request, digest)
-        self.head, self.sequence = digest, self.sequence + 1
+        data = covered(self.head, self.name, self.sequence, request)
+        key_id, mac = self.keyring.mac(WRITER, data)
+        entry = Entry(self.name, self.sequence, self.head, request, mac.hex(), key_id)
+        self.head, self.sequence = entry.hash, self.sequence + 1
         return entry
 
 
@@ -110,10 +118,13 @@ class Anchor:
     hash: str
 
 
-def verify(entries: Iterable[tuple[Entry, Any]], anchors: Iterable[Anchor] = ()) -> Verdict:
+def verify(
+    entries: Iterable[tuple[Entry, Any]], keyring: Keyring, anchors: Iterable[Anchor] = ()
+) -> Verdict:
     """Check every chain in `entries`: (entry, where it was found, e.g. its offset), each chain
-    in its own order (chains may be interleaved, or in different partitions). Any change,
-    removal, insertion or reordering shows; removing the newest entries of a writer's newest
+    in its own order (chains may be interleaved, or in different partitions), against the
+    edge's MAC keys in `keyring`. Any change, removal, insertion or reordering shows, and so
+    does an entry not keyed by the edge; removing the newest entries of a writer's newest
     chain shows only against `anchors`, the heads recorded elsewhere: the trail must hold each
     anchored entry."""
     chains: dict[str, list[tuple[Entry, Any]]] = {}
@@ -124,7 +135,7 @@ def verify(entries: Iterable[tuple[Entry, Any]], anchors: Iterable[Anchor] = ())
     for name, found in chains.items():
         previous: str | None = None
         for entry, where in found:
-            problem = _problem(entry, previous, heads, name)
+            problem = _problem(entry, previous, heads, name, keyring)
             if problem is not None:
                 return Verdict(False, count, len(chains), (name, entry.sequence, where), problem)
             previous = entry.hash
@@ -142,7 +153,7 @@ def verify(entries: Iterable[tuple[Entry, Any]], anchors: Iterable[Anchor] = ())
 
 
 def _problem(
-    entry: Entry, previous: str | None, heads: Mapping[str, str], chain: str
+    entry: Entry, previous: str | None, heads: Mapping[str, str], chain: str, keyring: Keyring
 ) -> str | None:
     if previous is None:  # the chain's first entry
         if entry.sequence != 0:
@@ -152,8 +163,17 @@ def _problem(
             return "it continues a chain whose last entries are not in the trail"
     elif entry.previous != previous:
         return "its previous hash is not its predecessor's: entries were removed or moved"
-    if entry_hash(entry.previous, entry.chain, entry.sequence, entry.request) != entry.hash:
-        return "its content does not match its hash: it was changed"
+    if entry.key_id is None:
+        return "it is not keyed: anyone could have written it"
+    if entry.key_id not in keyring.mac_keys or keyring.mac_keys[entry.key_id].writer != WRITER:
+        return f"its key {entry.key_id!r} is not one of the edge's: it was written by another"
+    data = covered(entry.previous, entry.chain, entry.sequence, entry.request)
+    try:
+        mac = bytes.fromhex(entry.hash)
+    except ValueError:
+        return "its hash is not hexadecimal"
+    if not keyring.mac_verifies(WRITER, entry.key_id, data, mac):
+        return "its content does not match its keyed hash: it was changed or forged"
     return None
 
 
@@ -162,7 +182,8 @@ def to_record(entry: Entry) -> dict[str, Any]:
     r = entry.request
     return {
         "chain": entry.chain, "sequence": entry.sequence, "previous": entry.previous,
-        "hash": entry.hash, "at": r.at, "client_id": r.client_id, "subject": r.subject,
+        "hash": entry.hash, "key_id": entry.key_id, "at": r.at, "client_id": r.client_id,
+        "subject": r.subject,
         "role": r.role, "operation": r.operation, "person_id": r.person_id,
         "outcome": r.outcome.value, "status": r.status, "reason": r.reason,
     }  # fmt: skip
@@ -174,4 +195,7 @@ def from_record(record: Mapping[str, Any]) -> Entry:
         record["operation"], record["person_id"], Outcome(record["outcome"]), record["status"],
         record["reason"],
     )  # fmt: skip
-    return Entry(record["chain"], record["sequence"], record["previous"], request, record["hash"])
+    return Entry(
+        record["chain"], record["sequence"], record["previous"], request, record["hash"],
+        record["key_id"],
+    )  # fmt: skip

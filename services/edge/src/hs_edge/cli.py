@@ -33,12 +33,11 @@ def trail(settings: RuntimeSettings, codec: Codec, topic: str) -> Iterator[tuple
 
 def verify_audit(topic: str, database: str | None) -> int:
     settings = RuntimeSettings()
-    # audit events carry no sealed fields: no key is needed to read them
-    codec = Codec(
-        SchemaCatalogue.load(settings.schema_dir or default_schema_root()), Keyring.empty()
-    )
+    # the edge's MAC keys check the entries (audit events carry no sealed fields)
+    keyring = Keyring.from_file(settings.keyring_file)
+    codec = Codec(SchemaCatalogue.load(settings.schema_dir or default_schema_root()), keyring)
     anchors = [Anchor(*a) for a in Store.open(database).anchors()] if database else []
-    verdict = verify(trail(settings, codec, topic), anchors)
+    verdict = verify(trail(settings, codec, topic), keyring, anchors)
     if verdict.intact:
         held = f"anchored heads held: {len(anchors)}" if database else "no anchors checked"
         print(f"intact: {verdict.entries} entries in {verdict.chains} chains on {topic} ({held})")

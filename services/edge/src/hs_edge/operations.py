@@ -34,14 +34,15 @@ View = dict[str, Any]
 @dataclass
 class AuditTrail:
     """This process's chain, written to the audit topic; its head is anchored in `anchors` (the
-    read model's database) at most every `anchor_seconds`, and by `anchor()`."""
+    read model's database) after every entry, before the request is answered (at most every
+    `anchor_seconds` when set), and by `anchor()`."""
 
     producer: AsyncDurableProducer
     codec: Codec
     topic: str
     chain: audit.Chain
     anchors: Store | None = None
-    anchor_seconds: float = 1.0
+    anchor_seconds: float = 0.0
     clock: Callable[[], float] = field(default=time.monotonic)
     _anchored_at: float = field(default=float("-inf"), init=False)
     _written: audit.Entry | None = field(default=None, init=False)

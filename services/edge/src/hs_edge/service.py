@@ -105,8 +105,9 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
     keys = KeySet.import_key_set(json.loads(settings.jwks_file.read_text()))
     instance = settings.instance_id
     chain = audit.Chain(
-        f"{instance}@{time.time_ns() // 1_000_000}", chain_head(settings, runtime.codec, instance)
-    )
+        f"{instance}@{time.time_ns() // 1_000_000}", runtime.codec.keyring,
+        chain_head(settings, runtime.codec, instance),
+    )  # fmt: skip
     producer = AsyncDurableProducer(settings, "hs-edge-audit")
     store = Store.open(settings.database)
     trail = AuditTrail(producer, runtime.codec, settings.audit_topic, chain, anchors=store)

@@ -12,7 +12,9 @@ Figures (medians where repeated):
   acks=all and waiting for each batch, i.e. the broker's own cost without MLLP, parsing or
   normalization.
 
-Needs a broker (`make kafka-up`, or HS_KAFKA_BOOTSTRAP) and a keyring (`make dev-keys`).
+Needs a broker (`make kafka-up`, or HS_KAFKA_BOOTSTRAP with the HS_KAFKA_* login, e.g.
+`set -a; . .local/kafka/admin.env`) and a keyring (`make dev-keys`);
+bench/broker_security_bench.py runs it on a plaintext and on a secured broker.
     uv run python bench/ingestion_bench.py [--messages 20000]
 """
 
@@ -91,9 +93,14 @@ async def drive(
     return latencies, time.perf_counter() - started
 
 
+def login(bootstrap: str) -> dict[str, str | int | bool]:
+    """The broker's address and the login the HS_KAFKA_* variables hold (none for PLAINTEXT)."""
+    return RuntimeSettings(HS_KAFKA_BOOTSTRAP=bootstrap).kafka_client_config()
+
+
 def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
     """The bench's normalizer group starts after what earlier runs left on the raw topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    consumer = Consumer(login(bootstrap) | {"group.id": group})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     ends = [
         TopicPartition(
@@ -106,7 +113,7 @@ def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
 
 
 def observation_ends(bootstrap: str) -> list[TopicPartition]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}"})
+    consumer = Consumer(login(bootstrap) | {"group.id": f"bench-{uuid.uuid4().hex}"})
     name = topics.OBSERVATION.name
     partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
     ends = [
@@ -124,8 +131,8 @@ def wait_for_observations(
 ) -> None:
     """Return once `expected` observation events written after `start` are readable (read_committed)."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
+        login(bootstrap)
+        | {
             "group.id": f"bench-{uuid.uuid4().hex}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
@@ -142,10 +149,10 @@ def wait_for_observations(
 
 def baseline_rate(bootstrap: str, messages: int) -> float:
     topic = f"bench-baseline-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(login(bootstrap))
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "linger.ms": 1}
+        login(bootstrap) | {"acks": "all", "enable.idempotence": True, "linger.ms": 1}
     )
     payloads = [oru(n) for n in range(messages)]
     while not producer.list_topics(topic, timeout=10).topics[topic].partitions:
@@ -175,7 +182,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     args = parser.parse_args()
     bootstrap = RuntimeSettings().kafka_bootstrap
-    broker_pid = repository_root() / ".local" / "kafka" / "broker.pid"
+    broker_pid = Path(os.environ.get("KAFKA_STATE_DIR", repository_root() / ".local" / "kafka")) / "broker.pid"
     mllp_port, http_port = free_port(), free_port()
     env = os.environ | {"HS_KAFKA_BOOTSTRAP": bootstrap, "HS_INGESTION_MLLP_PORT": str(mllp_port),
                         "HS_INGESTION_HTTP_PORT": str(http_port), "HS_METRICS_PORT": "0", "HS_LOG_LEVEL": "WARNING",

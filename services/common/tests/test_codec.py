@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import uuid
 import copy
 from pathlib import Path
 from typing import Any
@@ -195,3 +197,30 @@ def test_corrupted_events_never_crash_the_decoder(
     cut = data.draw(st.integers(HEADER_BYTES, len(encoded)))
     with contextlib.suppress(CodecError):
         codec.decode(bytes(encoded[:cut]))
+
+
+def test_a_sealed_value_moved_to_another_record_fails_authentication(
+    codec: Codec, catalogue: SchemaCatalogue, observation: dict[str, Any]
+) -> None:
+    """The security review's swap: Observation.subject (whose patient it is) copied from one
+    record into another, by a relay that cannot read it. The value is bound to its record."""
+    blind = Codec(catalogue, Keyring.empty())
+    other = observation | {"envelope": observation["envelope"] | {"event_id": str(uuid.uuid4())}}
+    donor = blind.decode(codec.encode(OBSERVATION, other)).record
+    target = blind.decode(codec.encode(OBSERVATION, observation)).record
+    target["subject"] = donor["subject"]
+    with pytest.raises(SealedFieldError, match=r"moved from another field or record"):
+        codec.decode(blind.encode(OBSERVATION, target))
+
+
+def test_keys_made_before_binding_still_open_what_they_sealed(
+    catalogue: SchemaCatalogue, keyring: Keyring, observation: dict[str, Any]
+) -> None:
+    legacy = Keyring(
+        keys={i: dataclasses.replace(k, binds_record=False) for i, k in keyring.keys.items()},
+        active=keyring.active,
+    )
+    sealed = Codec(catalogue, legacy).encode(OBSERVATION, observation)
+    assert Codec(catalogue, legacy).decode(sealed).record == observation
+    assert not any(k.binds_record for k in legacy.keys.values())
+    assert all(k.binds_record for k in Keyring.generate().keys.values())

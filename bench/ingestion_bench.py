@@ -182,7 +182,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     args = parser.parse_args()
     bootstrap = RuntimeSettings().kafka_bootstrap
-    broker_pid = Path(os.environ.get("KAFKA_STATE_DIR", repository_root() / ".local" / "kafka")) / "broker.pid"
+    broker_pid = (
+        Path(os.environ.get("KAFKA_STATE_DIR", repository_root() / ".local" / "kafka"))
+        / "broker.pid"
+    )
     mllp_port, http_port = free_port(), free_port()
     env = os.environ | {"HS_KAFKA_BOOTSTRAP": bootstrap, "HS_INGESTION_MLLP_PORT": str(mllp_port),
                         "HS_INGESTION_HTTP_PORT": str(http_port), "HS_METRICS_PORT": "0", "HS_LOG_LEVEL": "WARNING",

@@ -11,7 +11,8 @@
 # CA to KAFKA_STATE_DIR/tls/ca.pem; `hs-admin dev-credentials` issues every other principal's.
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CERT_PORT (9094), KAFKA_CONTROLLER_PORT (9093),
 # KAFKA_STATE_DIR (<repo>/.local/kafka), KAFKA_CACHE_DIR (~/.cache/healthstream),
-# KAFKA_HEAP (512m), KAFKA_READY_TIMEOUT seconds (90).
+# KAFKA_HEAP (512m), KAFKA_READY_TIMEOUT seconds (90). KAFKA_PLAINTEXT=1 starts an unsecured
+# broker instead (server.plaintext.properties.template): only as a benchmark's baseline.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,8 +52,12 @@ running_pid() {
   return 1
 }
 
+plaintext="${KAFKA_PLAINTEXT:-}"
+
 wait_ready() {
-  python3 "$here/wait_ready.py" "127.0.0.1:$cert_port" --tls-dir "$tls_dir" \
+  local probe=("127.0.0.1:$cert_port" --tls-dir "$tls_dir")
+  if [[ -n "$plaintext" ]]; then probe=("127.0.0.1:$port"); fi
+  python3 "$here/wait_ready.py" "${probe[@]}" \
     --timeout "${KAFKA_READY_TIMEOUT:-90}" --pid "$(cat "$pid_file")" --log "$log_file"
 }
 
@@ -102,6 +107,10 @@ up() {
     wait_ready
     return
   fi
+  if [[ -n "$plaintext" ]]; then
+    up_plaintext
+    return
+  fi
   if [[ -f "$state_dir/log/meta.properties" && ! -f "$admin_env" ]]; then
     echo "$state_dir holds a broker formatted without credentials (an unsecured one): remove it," \
       "and the services' state made against it (.local/vitals-state), to start a secured one" >&2
@@ -122,13 +131,32 @@ up() {
       format --standalone -t "$cluster_id" -c "$state_dir/server.properties" \
       --add-scram "SCRAM-SHA-512=[name=admin,password=$password]" >>"$log_file" 2>&1
   fi
+  start_broker "$cp"
+  echo "broker up on 127.0.0.1:$port (SASL_SSL; mutual TLS on $cert_port; pid $(cat "$pid_file"), log $log_file, admin settings $admin_env)" >&2
+}
+
+up_plaintext() {
+  sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" \
+    -e "s|@DATA_DIR@|$state_dir|g" "$here/server.plaintext.properties.template" \
+    >"$state_dir/server.properties"
+  local cp
+  cp="$(classpath)"
+  if [[ ! -f "$state_dir/log/meta.properties" ]]; then
+    java -cp "$cp" -Dlog4j2.configurationFile="$here/log4j2.properties" kafka.tools.StorageTool \
+      format --standalone -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
+      -c "$state_dir/server.properties" >>"$log_file" 2>&1
+  fi
+  start_broker "$cp"
+  echo "UNSECURED broker up on 127.0.0.1:$port (benchmark baseline only; pid $(cat "$pid_file"))" >&2
+}
+
+start_broker() {
   # setsid: the broker outlives the shell that started it and ignores its terminal's signals.
   setsid java -Xms"${KAFKA_HEAP:-512m}" -Xmx"${KAFKA_HEAP:-512m}" -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$here/log4j2.properties" \
-    -cp "$cp" kafka.Kafka "$state_dir/server.properties" >>"$log_file" 2>&1 </dev/null &
+    -cp "$1" kafka.Kafka "$state_dir/server.properties" >>"$log_file" 2>&1 </dev/null &
   echo $! >"$pid_file"
   wait_ready
-  echo "broker up on 127.0.0.1:$port (SASL_SSL; mutual TLS on $cert_port; pid $(cat "$pid_file"), log $log_file, admin settings $admin_env)" >&2
 }
 
 down() {

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import uuid
-import copy
 from pathlib import Path
 from typing import Any
 

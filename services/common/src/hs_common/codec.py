@@ -50,7 +50,7 @@ class Codec:
 
     def encode(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
         schema = self.catalogue.get(schema_name)
-        wire_record = self._seal(schema.plan, record) if schema.plan else record
+        wire_record = self._seal(schema.plan, record, record_id(record)) if schema.plan else record
         out = bytearray(schema.header)
         try:
             schema.write_wire(wire_record, out)
@@ -98,18 +98,18 @@ class Codec:
         if not isinstance(record, dict):
             raise CodecError(f"{schema.name} body decoded to {type(record).__name__}, not a record")
         if current.plan:
-            record = self._open(current.plan, record, schema.sealed_fields)
+            record = self._open(current.plan, record, schema.sealed_fields, record_id(record))
         return Decoded(schema.name, record)
 
     # sealing walks only the parts of a record that contain tagged fields
-    def _seal(self, plan: RecordPlan, record: Mapping[str, Any]) -> Record:
+    def _seal(self, plan: RecordPlan, record: Mapping[str, Any], bound: str) -> Record:
         out = dict(record)
         for name, field_plan in plan.fields:
             if name in out:
-                out[name] = self._seal_value(field_plan, out[name])
+                out[name] = self._seal_value(field_plan, out[name], bound)
         return out
 
-    def _seal_value(self, plan: Plan, value: Any) -> Any:
+    def _seal_value(self, plan: Plan, value: Any, bound: str) -> Any:
         if isinstance(plan, SealedField):
             if value is None and plan.nullable:
                 return None
@@ -121,29 +121,34 @@ class Codec:
             except AvroWriteError as error:
                 where = ".".join([plan.aad_name, *error.path[1:]])  # path[0] is the wrapper's "v"
                 raise CodecError(f"{where}: {error.expected}") from None
-            return _sealed_to_wire(self.keyring.seal(plan.sensitivity, plan.aad_name, bytes(plain)))
+            sealed = self.keyring.seal(plan.sensitivity, plan.aad_name, bytes(plain), bound)
+            return _sealed_to_wire(sealed)
         if value is None:
             return None
         if isinstance(plan, RecordPlan):
-            return self._seal(plan, value)
+            return self._seal(plan, value, bound)
         if isinstance(plan, NullablePlan):
-            return self._seal_value(plan.inner, value)
+            return self._seal_value(plan.inner, value, bound)
         if isinstance(plan, ArrayPlan):
-            return [self._seal_value(plan.items, item) for item in value]
-        return {k: self._seal_value(plan.values, v) for k, v in value.items()}
+            return [self._seal_value(plan.items, item, bound) for item in value]
+        return {k: self._seal_value(plan.values, v, bound) for k, v in value.items()}
 
-    def _open(self, plan: RecordPlan, record: Record, writers: Mapping[str, SealedField]) -> Record:
+    def _open(
+        self, plan: RecordPlan, record: Record, writers: Mapping[str, SealedField], bound: str
+    ) -> Record:
         for name, field_plan in plan.fields:
-            record[name] = self._open_value(field_plan, record[name], writers)
+            record[name] = self._open_value(field_plan, record[name], writers, bound)
         return record
 
-    def _open_value(self, plan: Plan, value: Any, writers: Mapping[str, SealedField]) -> Any:
+    def _open_value(
+        self, plan: Plan, value: Any, writers: Mapping[str, SealedField], bound: str
+    ) -> Any:
         """Open sealed values; `writers` are the sealed fields of the version that wrote them."""
         if value is None:
             return None
         if isinstance(plan, SealedField):
             sealed = Sealed(value["key_id"], value["nonce"], value["ciphertext"])
-            plain = self.keyring.open(plan.aad_name, sealed)
+            plain = self.keyring.open(plan.aad_name, sealed, bound)
             if plain is None:
                 return sealed
             writer = writers.get(plan.aad_name, plan)
@@ -156,12 +161,21 @@ class Codec:
                     f"{plan.aad_name}: opened value does not decode: {_describe(exc)}"
                 ) from None
         if isinstance(plan, RecordPlan):
-            return self._open(plan, value, writers)
+            return self._open(plan, value, writers, bound)
         if isinstance(plan, NullablePlan):
-            return self._open_value(plan.inner, value, writers)
+            return self._open_value(plan.inner, value, writers, bound)
         if isinstance(plan, ArrayPlan):
-            return [self._open_value(plan.items, item, writers) for item in value]
-        return {k: self._open_value(plan.values, v, writers) for k, v in value.items()}
+            return [self._open_value(plan.items, item, writers, bound) for item in value]
+        return {k: self._open_value(plan.values, v, writers, bound) for k, v in value.items()}
+
+
+def record_id(record: Mapping[str, Any]) -> str:
+    """What sealed values are bound to: the record's event id (envelope.event_id), or, for a
+    record without an envelope (hs.vitals.PatientInput), the patient key it is about."""
+    envelope = record.get("envelope")
+    if isinstance(envelope, Mapping) and envelope.get("event_id") is not None:
+        return str(envelope["event_id"])
+    return str(record.get("patient_key") or "")
 
 
 def _sealed_to_wire(sealed: Sealed) -> Record:

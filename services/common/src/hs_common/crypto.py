@@ -46,6 +46,9 @@ class DataKey:
     key_id: str
     sensitivity: Sensitivity
     secret: bytes
+    # A value sealed under a binding key is bound to its record (the associated data names the
+    # record), so it cannot be moved to another record; keys made before this are not.
+    binds_record: bool = False
 
     def __repr__(self) -> str:
         return f"DataKey({self.key_id!r}, {self.sensitivity!r}, <secret>)"
@@ -105,7 +108,7 @@ class Keyring:
         keys = {}
         for sensitivity in sensitivities:
             key_id = f"{sensitivity}-{secrets.token_hex(4)}"
-            keys[key_id] = DataKey(key_id, sensitivity, os.urandom(KEY_BYTES))
+            keys[key_id] = DataKey(key_id, sensitivity, os.urandom(KEY_BYTES), binds_record=True)
         active = {k.sensitivity: k.key_id for k in keys.values()}
         mac_keys = {
             f"mac-{writer}-{secrets.token_hex(4)}": os.urandom(32) for writer in MAC_WRITERS
@@ -136,6 +139,7 @@ class Keyring:
                     key_id,
                     _sensitivity(entry["sensitivity"], key_id),
                     _secret(entry["hex"], key_id),
+                    binds_record=entry.get("binds") == "record",
                 )
                 for key_id, entry in document["keys"].items()
             }
@@ -164,6 +168,7 @@ class Keyring:
         document = {
             "keys": {
                 i: {"sensitivity": k.sensitivity, "hex": k.secret.hex()}
+                | ({"binds": "record"} if k.binds_record else {})
                 for i, k in self.keys.items()
             },
             "active": dict(self.active),
@@ -181,7 +186,10 @@ class Keyring:
     def can_seal(self, sensitivity: Sensitivity) -> bool:
         return sensitivity in self.active
 
-    def seal(self, sensitivity: Sensitivity, aad_name: str, plaintext: bytes) -> Sealed:
+    def seal(
+        self, sensitivity: Sensitivity, aad_name: str, plaintext: bytes, record: str = ""
+    ) -> Sealed:
+        """`plaintext` sealed for field `aad_name` of `record` (its id: see Codec)."""
         key_id = self.active.get(sensitivity)
         if key_id is None:
             raise KeyringError(
@@ -189,12 +197,13 @@ class Keyring:
             )
         nonce = os.urandom(NONCE_BYTES)
         encryptor = Cipher(self.keys[key_id].cipher, modes.GCM(nonce)).encryptor()
-        encryptor.authenticate_additional_data(_aad(aad_name, key_id))
+        encryptor.authenticate_additional_data(_aad(self.keys[key_id], aad_name, record))
         body = encryptor.update(plaintext) + encryptor.finalize()
         return Sealed(key_id, nonce, body + encryptor.tag)
 
-    def open(self, aad_name: str, sealed: Sealed) -> bytes | None:
-        """The plaintext, or None when this keyring lacks the key."""
+    def open(self, aad_name: str, sealed: Sealed, record: str = "") -> bytes | None:
+        """The plaintext, or None when this keyring lacks the key. Raises SealedFieldError when
+        the value was changed, or sealed for another field or another record."""
         key = self.keys.get(sealed.key_id)
         if key is None:
             return None
@@ -202,12 +211,13 @@ class Keyring:
             raise SealedFieldError(f"{aad_name}: sealed value has a malformed nonce or tag")
         body, tag = sealed.ciphertext[:-TAG_BYTES], sealed.ciphertext[-TAG_BYTES:]
         decryptor = Cipher(key.cipher, modes.GCM(sealed.nonce, tag)).decryptor()
-        decryptor.authenticate_additional_data(_aad(aad_name, sealed.key_id))
+        decryptor.authenticate_additional_data(_aad(key, aad_name, record))
         try:
             return decryptor.update(body) + decryptor.finalize()
         except InvalidTag:
             raise SealedFieldError(
-                f"{aad_name}: sealed value failed authentication under key {sealed.key_id!r}"
+                f"{aad_name}: sealed value failed authentication under key {sealed.key_id!r} "
+                "(changed, or moved from another field or record)"
             ) from None
 
     def mac(self, writer: str, data: bytes) -> tuple[str, bytes]:
@@ -249,8 +259,15 @@ def sm3(data: bytes) -> bytes:
     return digest.finalize()
 
 
-def _aad(aad_name: str, key_id: str) -> bytes:
-    return f"{aad_name}|{key_id}".encode()
+def _aad(key: DataKey, aad_name: str, record: str) -> bytes:
+    """What a sealed value is bound to: its field and key, and, under a binding key, its
+    record; the parts length-prefixed so that no two bindings read alike."""
+    if not key.binds_record:
+        return f"{aad_name}|{key.key_id}".encode()
+    return b"".join(
+        len(part).to_bytes(4, "big") + part
+        for part in (b"hs-aad-2", aad_name.encode(), key.key_id.encode(), record.encode())
+    )
 
 
 def _sensitivity(value: object, where: str) -> Sensitivity:

@@ -164,6 +164,7 @@ def fhir_error(
 
 # Refusals before the body is read, by status: (problem title, FHIR issue type).
 DOOR_ERRORS = {
+    403: ("Transport not allowed", "forbidden"),
     404: ("Unknown source", "not-found"), 413: ("Body too large", "too-long"),
     415: ("Unsupported media type", "not-supported"), 503: ("Not stored", "transient"),
 }  # fmt: skip
@@ -200,8 +201,10 @@ def receive_http(
     max_body_bytes: int,
     request_id: str | None = None,
     received_at: datetime | None = None,
+    transport: str | None = "http",
 ) -> Kept | Refused:
-    """Keep or refuse one body sent to the door for `formats`."""
+    """Keep or refuse one body sent to the door for `formats` over `transport` (None: the
+    caller checked that the source may use it)."""
     received_at = received_at or datetime.now(UTC)
     source = sources.get(source_code)
     fhir_door = formats == ("fhir",) or (source is not None and source.format == "fhir")
@@ -209,6 +212,10 @@ def receive_http(
         detail = "no registered source of this kind has this code"
         answer = door_error(fhir_door, 404, detail, "http.unknown_source")
         return Refused(answer, "http.unknown_source", detail, False)
+    if transport is not None and transport not in source.transports:
+        detail = f"this source does not send over {transport}"
+        answer = door_error(fhir_door, 403, detail, "http.transport_not_allowed")
+        return Refused(answer, "http.transport_not_allowed", detail, False, source.code)
     accepted_types, make_check, patient_field = FORMATS[source.format]
     media_type, _, parameters = content_type.partition(";")
     media_type = media_type.strip().lower()

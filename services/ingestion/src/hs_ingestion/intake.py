@@ -50,8 +50,10 @@ def receive_hl7(
     keyring: Keyring,
     received_at: datetime | None = None,
     port: int | None = None,
+    transport: str | None = "mllp",
 ) -> Kept | Refused:
-    """Keep or refuse one HL7 message received on `port`."""
+    """Keep or refuse one HL7 message received on `port` over `transport` (a source whose
+    `transports` does not list it is refused; None: the caller checked the sender itself)."""
     received_at = received_at or datetime.now(UTC)
     application, facility = _sender(payload.removeprefix(UTF8_BOM))
     source = sources.sender(application, facility, port)
@@ -81,6 +83,11 @@ def receive_hl7(
             "sending application and facility (MSH-3, MSH-4) are no registered source",
         )
         return Refused(message, Outcome.REJECTED, problem, facility or "unknown", control_id)
+    if transport is not None and transport not in source.transports:
+        problem = Problem(
+            "hl7.transport_not_allowed", "MSH-4", f"this source does not send over {transport}"
+        )
+        return Refused(message, Outcome.REJECTED, problem, source.code, control_id)
     if not control_id:
         return Refused(
             message,

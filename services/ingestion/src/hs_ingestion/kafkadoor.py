@@ -110,7 +110,7 @@ def receive_inbound(
     if len(message.value) > max_bytes:
         return refused("kafka.too_large", f"at most {max_bytes} bytes")
     if content_type.partition(";")[0].strip().lower() == intake.HL7_CONTENT_TYPE:
-        hl7 = intake.receive_hl7(message.value, sources, keyring, received_at)
+        hl7 = intake.receive_hl7(message.value, sources, keyring, received_at, transport=None)
         if isinstance(hl7, intake.Refused):
             problem = hl7.problem
             reason = f"{problem.where}: {problem.text}"
@@ -124,7 +124,7 @@ def receive_inbound(
         return Kept(hl7.record | {"transport": "KAFKA"}, hl7.key)
     body = httpintake.receive_http(
         institution, (source.format,), content_type, message.value, sources, keyring,
-        max_bytes, message.message_id, received_at,
+        max_bytes, message.message_id, received_at, transport=None,
     )  # fmt: skip
     if isinstance(body, httpintake.Refused):
         return refused(body.reason_code, body.reason)

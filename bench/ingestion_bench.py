@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from hs_common import topics
@@ -102,26 +102,28 @@ def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
     """The bench's normalizer group starts after what earlier runs left on the raw topic."""
     consumer = Consumer(login(bootstrap) | {"group.id": group})
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = [
-        TopicPartition(
-            topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        )
-        for p in partitions
-    ]
+    ends = [TopicPartition(topic, p, high_watermark(consumer, topic, p)) for p in partitions]
     consumer.commit(offsets=ends, asynchronous=False)
     consumer.close()
+
+
+def high_watermark(consumer: Consumer, topic: str, partition: int, timeout: float = 30) -> int:
+    """The partition's end, once it has a leader (a topic just created may not yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition), 10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def observation_ends(bootstrap: str) -> list[TopicPartition]:
     consumer = Consumer(login(bootstrap) | {"group.id": f"bench-{uuid.uuid4().hex}"})
     name = topics.OBSERVATION.name
     partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
-    ends = [
-        TopicPartition(
-            name, p, consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
-        )
-        for p in partitions
-    ]
+    ends = [TopicPartition(name, p, high_watermark(consumer, name, p)) for p in partitions]
     consumer.close()
     return ends
 

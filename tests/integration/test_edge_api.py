@@ -185,6 +185,14 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
 
     researcher = get(url, "/persons/P1", token(role="researcher")).json()
     assert set(researcher) == {"person_id", "sex", "birth_year", "records"}
+    research = token(role="researcher", scope="user/*.read")
+    studied = get(url, "/persons/P1/observations", research, _count=3).json()["items"]
+    assert studied and all(
+        o["observation_id"] is None and o["institution"] is None and o["original_value"] is None
+        and o["effective_at"].endswith("T00:00:00+00:00")
+        for o in studied
+    )  # fmt: skip
+    assert get(url, "/persons/P1/alerts", research).status_code == 403
     patient = token(role="patient", person_id="P1", sub="patient-1", scope="patient/*.read")
     assert get(url, "/persons/P1", patient).status_code == 200
 

@@ -207,7 +207,7 @@ def observation_page(
 
 def list_observations(edge: Edge, caller: Caller, person_id: str, query: ObservationQuery) -> View:
     observations, next_cursor = observation_page(edge, caller, person_id, query)
-    items = [observation_view(o) for o in observations]
+    items = [for_role(caller, observation_view(o)) for o in observations]
     return {"person_id": person_id, "items": items, "next_cursor": next_cursor}
 
 
@@ -218,8 +218,27 @@ def person_conditions(edge: Edge, caller: Caller, person_id: str) -> list[Record
 
 
 def list_conditions(edge: Edge, caller: Caller, person_id: str) -> View:
-    items = [condition_view(c) for c in person_conditions(edge, caller, person_id)]
+    items = [
+        for_role(caller, condition_view(c)) for c in person_conditions(edge, caller, person_id)
+    ]
     return {"person_id": person_id, "items": items}
+
+
+# What a researcher's views leave out: identifiers a sender assigned, who sent it (one clinic can
+# be enough to find a patient), and free text; times are coarsened to the day.
+RESEARCH_WITHHELD = ("observation_id", "condition_id", "institution", "text", "original_value")
+RESEARCH_DAY_FIELDS = ("effective_at", "onset_at", "recorded_at")
+
+
+def for_role(caller: Caller, view: View) -> View:
+    """A result or diagnosis view as the caller's role may see it: de-identified for research."""
+    if caller.role is not Role.RESEARCHER:
+        return view
+    out = dict(view) | dict.fromkeys(set(RESEARCH_WITHHELD) & set(view))
+    for name in RESEARCH_DAY_FIELDS:
+        if isinstance(out.get(name), str):
+            out[name] = f"{out[name][:10]}T00:00:00+00:00"
+    return out
 
 
 def parse_code(codec: Codec, text: str) -> str:
@@ -292,6 +311,8 @@ def trend_view(series: Trend) -> View:
 
 
 def person_alerts(edge: Edge, caller: Caller, person_id: str) -> View:
+    if caller.role is Role.RESEARCHER:
+        raise Refused("role.forbidden", "alerts identify patients: not for research", 403)
     _, records = person(edge, caller, person_id, "Flag")
     return {"items": [alert_view(edge.opened(e)) for e in edge.store.alerts(records)]}
 

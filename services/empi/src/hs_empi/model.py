@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,9 @@ class Model:
     prior: float  # probability that two random records are one person, among `trained_on`
     tf: dict[str, dict[str, float]] = field(default_factory=dict)  # comparison -> value -> share
     trained_on: int = 0  # records the prior was estimated among (0: use the prior as it is)
+    # Term-frequency tables keyed by a keyed hash of the value (names and phones are not kept
+    # in the clear): the function that keys a value, when they are.
+    tf_key: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._weights = [
@@ -111,8 +114,20 @@ class Model:
         value = tf_value(name, a, b)
         if not table or value is None:
             return 0.0
+        if self.tf_key is not None:
+            value = self.tf_key(value)
         share = table.get(value, 1.0 / max(1, int(table.get("", 1e6))))
         return math.log2(max(self.u[index][level], FLOOR) / max(share, FLOOR))
+
+    def keyed(self, key: Callable[[str], str]) -> Model:
+        """The same model with its term-frequency tables keyed by `key` (a keyed hash)."""
+        if self.tf_key is not None:
+            return self
+        tables = {
+            name: {(key(value) if value else value): share for value, share in table.items()}
+            for name, table in self.tf.items()
+        }
+        return Model(self.m, self.u, self.prior, tables, self.trained_on, key)
 
     def to_json(self) -> dict[str, Any]:
         """The model as JSON: m and u by comparison and level, the prior, term frequencies."""
@@ -127,11 +142,17 @@ class Model:
                 for i, c in enumerate(COMPARISONS)
             },
             "term_frequencies": self.tf,
+            "term_frequencies_keyed": self.tf_key is not None,
             "trained_on": self.trained_on,
         }
 
     @classmethod
-    def from_json(cls, document: dict[str, Any]) -> Model:
+    def from_json(
+        cls, document: dict[str, Any], tf_key: Callable[[str], str] | None = None
+    ) -> Model:
+        """The model a document holds; `tf_key` keys values as its tables were keyed."""
+        if document.get("term_frequencies_keyed") and tf_key is None:
+            raise ModelError("the model's term frequencies are keyed: give the key to read them")
         m, u = [], []
         for comparison in COMPARISONS:
             levels = document["comparisons"].get(comparison.name, {})
@@ -149,6 +170,7 @@ class Model:
             float(document["prior"]),
             document.get("term_frequencies", {}),
             int(document.get("trained_on", 0)),
+            tf_key if document.get("term_frequencies_keyed") else None,
         )
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from pydantic import Field
 
 from hs_common import control, topics
 from hs_common.codec import Codec
+from hs_common.crypto import Keyring, Sealed
 from hs_common.envelope import derived_envelope
-from hs_common.errors import RejectedInput
+from hs_common.errors import KeyringError, RejectedInput
 from hs_common.kafka import read_range
 from hs_common.lifecycle import stop_on_signals
 from hs_common.processor import ExactlyOnceProcessor, Output
@@ -280,7 +282,7 @@ def load_model(settings: EmpiSettings, codec: Codec) -> Model:
     """The model file; else estimated from the identity topic (written to the file for the next
     start); else, with too few records to estimate from, the shipped default."""
     if settings.model_file.exists():
-        return Model.from_json(json.loads(settings.model_file.read_text()))
+        return read_model(settings.model_file, codec.keyring)
     records = training_records(settings, codec)
     if len(records) < MIN_TRAINING_RECORDS:
         log.info(
@@ -288,8 +290,8 @@ def load_model(settings: EmpiSettings, codec: Codec) -> Model:
             extra={"count": len(records)},
         )
         return Model.from_json(json.loads(DEFAULT_MODEL.read_text()))
-    model = estimate(records)
-    save_model(model, settings.model_file)
+    model = estimate(records).keyed(tf_key(codec.keyring))
+    save_model(model, settings.model_file, codec.keyring)
     return model
 
 
@@ -302,9 +304,41 @@ def training_records(settings: EmpiSettings, codec: Codec) -> list[Standard]:
     return list(latest.values())
 
 
-def save_model(model: Model, path: Path) -> None:
+MODEL_AAD = "hs.empi.model"
+
+
+def tf_key(keyring: Keyring) -> Callable[[str], str]:
+    """How the model's name and phone tables are keyed: a keyed hash (HMAC-SM3) of the value."""
+    return lambda value: keyring.pseudonym("empi-term-frequency", value)
+
+
+def save_model(model: Model, path: Path, keyring: Keyring) -> None:
+    """The model, its term frequencies keyed, sealed (SM4-GCM, identifying key), mode 0600."""
+    keyed = model.keyed(tf_key(keyring))
+    plain = json.dumps(keyed.to_json(), ensure_ascii=False).encode()
+    sealed = keyring.seal("identifying", MODEL_AAD, plain)
+    document = {"sealed": {"key_id": sealed.key_id, "nonce": sealed.nonce.hex(),
+                           "ciphertext": sealed.ciphertext.hex()}}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(model.to_json(), ensure_ascii=False))
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        json.dump(document, out)
+    path.chmod(0o600)
+
+
+def read_model(path: Path, keyring: Keyring) -> Model:
+    """A model file as `save_model` writes it (or, from before, in the clear)."""
+    document = json.loads(path.read_text())
+    if "sealed" in document:
+        box = document["sealed"]
+        sealed = Sealed(
+            box["key_id"], bytes.fromhex(box["nonce"]), bytes.fromhex(box["ciphertext"])
+        )
+        plain = keyring.open(MODEL_AAD, sealed)
+        if plain is None:
+            raise KeyringError(f"{path}: sealed under key {sealed.key_id!r}, not in the keyring")
+        document = json.loads(plain)
+    return Model.from_json(document, tf_key(keyring))
 
 
 def run(settings: EmpiSettings) -> None:
@@ -355,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         runtime = Runtime.start("empi-train", settings.model_copy(update={"metrics_port": 0}))
         records = training_records(settings, runtime.codec)
-        save_model(estimate(records), settings.model_file)
+        save_model(estimate(records), settings.model_file, runtime.codec.keyring)
         log.info("model estimated", extra={"count": len(records)})
         return 0
     run(settings)

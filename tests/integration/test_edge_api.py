@@ -233,7 +233,7 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
                           timeout=10) for _ in range(25)]  # fmt: skip
     assert {g.status_code for g in guesses} == {404, 429}  # no token endpoint here, and limited
 
-    requests = 5 + len(denials) + 1 + len(limited) + 2 + len(guesses)  # every request above
+    requests = 7 + len(denials) + 1 + len(limited) + 2 + len(guesses)  # every request above
     stored = read_all(kafka_bootstrap, topic, expected=requests, timeout=30)
     entries = [audit.from_record(codec.decode(v).record) for _, v in stored]
     assert len(entries) == requests
@@ -277,6 +277,24 @@ def test_alerts_listed_streamed_live_and_acknowledged_on_to_vitals(
     projector.apply([Consumed("alerts", 0, 0, None, codec.encode("hs.vitals.Alert", alert))])
     listener.join(20)
     assert received and '"alert_id": "AL-1"' in received[0]
+    served = [
+        entry.request
+        for entry in (audit.from_record(codec.decode(v).record)
+                      for _, v in read_all(kafka_bootstrap, edge_url.audit_topic, idle=2))
+        if entry.request.reason == "alert.served"
+    ]  # fmt: skip
+    assert [r.person_id for r in served] == [alert["person_id"]]  # whose alert was served
+
+    brief = token(scope="user/*.read user/Flag.write", exp=int(time.time()) + 2)
+    opened = time.monotonic()
+    brief_headers = {"Authorization": f"Bearer {brief}"}
+    with httpx.stream(
+        "GET", f"{edge_url.url}/alerts/stream", headers=brief_headers, timeout=20
+    ) as stream:
+        assert stream.status_code == 200
+        for _ in stream.iter_lines():
+            pass
+    assert time.monotonic() - opened < 10  # ended when its token expired, not left open
 
     listed = get(edge_url.url, "/persons/P1/alerts", clinician).json()["items"]
     assert [(a["alert_id"], a["action"]) for a in listed] == [("AL-1", "OPENED")]

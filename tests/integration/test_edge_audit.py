@@ -4,6 +4,7 @@ short (which shows against the heads anchored in the edge's database)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -138,3 +139,25 @@ def test_a_trail_cut_short_is_named_against_the_anchored_heads(
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"TAMPERED: chain {newest.chain}, entry {newest.sequence} (anchor)" in result.stdout
     assert "its newest entries were removed" in result.stdout
+
+
+def test_audit_query_lists_the_entries_about_a_person_in_a_time_range(
+    runtime_settings: RuntimeSettings, codec: Codec, new_topic: TopicFactory, kafka_bootstrap: str
+) -> None:
+    topic = new_topic("audit-query", 3)
+    trail = entries(codec.keyring)
+    publish(runtime_settings, codec, topic, trail)
+    since, until = T0 + timedelta(seconds=9), T0 + timedelta(seconds=30)
+    shown = subprocess.run(
+        ["hs-edge", "audit-query", "--topic", topic, "--person", "P4",
+         "--since", since.isoformat(), "--until", until.isoformat()],
+        env=os.environ | {"HS_KAFKA_BOOTSTRAP": kafka_bootstrap, "HS_LOG_LEVEL": "WARNING"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    found = sorted(json.loads(line)["at"] for line in shown.stdout.splitlines())
+    expected = sorted(
+        e.request.at.isoformat() for e in trail
+        if e.request.person_id == "P4" and since <= e.request.at < until
+    )  # fmt: skip
+    assert found == expected and len(expected) == 2  # seconds 13 and 22 of the 40

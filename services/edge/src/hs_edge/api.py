@@ -5,7 +5,6 @@ and nothing is served."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -263,13 +262,14 @@ def _alert_routes(app: FastAPI, edge: Edge) -> None:
         last = request.headers.get("last-event-id", "")
         after = int(last) if last.isdigit() else time.time_ns() // 1000  # new: from now on
 
+        async def connected() -> bool:
+            return not await request.is_disconnected()
+
         async def events() -> AsyncIterator[str]:
-            position = after
-            while not await request.is_disconnected():
-                for received, alert in op.alerts_after(edge, position, records):
-                    position = received
-                    yield f"id: {received}\nevent: alert\ndata: {json.dumps(alert)}\n\n"
-                await asyncio.sleep(edge.poll_seconds)
+            caller = request.state.caller
+            served = op.live_alerts(edge, caller, "GET /alerts/stream", records, after, connected)
+            async for received, alert in served:
+                yield f"id: {received}\nevent: alert\ndata: {json.dumps(alert)}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

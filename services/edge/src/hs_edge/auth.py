@@ -21,7 +21,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -95,6 +95,7 @@ class Caller:
     role: Role
     scopes: tuple[Scope, ...]
     person_id: str | None = None  # the patient's own person, for the patient role
+    expires_at: int | None = None  # the token's exp (Unix seconds): a live stream ends there
 
     def may(self, resource: str, access: str = "read") -> bool:
         return any(scope.allows(resource, access) for scope in self.scopes)
@@ -172,7 +173,8 @@ class TokenValidator:
             raise unauthorized(
                 "token.lifetime", f"tokens may live at most {MAX_TOKEN_SECONDS} s (exp - iat)"
             )
-        return caller_of(decoded.claims), int(decoded.claims["exp"])
+        expires = int(decoded.claims["exp"])
+        return replace(caller_of(decoded.claims), expires_at=expires), expires
 
 
 def caller_of(claims: dict[str, object]) -> Caller:

@@ -1,13 +1,17 @@
 """`hs-edge serve` runs the edge; `hs-edge dev-setup` writes development credentials;
-`hs-edge verify-audit` proves the audit trail's hash chains intact (and holding every head
-anchored in the edge's database), or names the first tampered entry (exit status 1)."""
+`hs-edge verify-audit` proves the audit trail's keyed chains intact (and holding every head
+anchored in the edge's database), or names the first tampered entry (exit status 1);
+`hs-edge audit-query` lists the entries about a person, of a client, or in a time range, as JSON
+lines (the trail is kept without a time limit: hs.edge.audit.v1 has no retention)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,34 @@ def verify_audit(topic: str, database: str | None) -> int:
     return 1
 
 
+def audit_query(
+    topic: str, person: str | None, client: str | None, since: datetime | None,
+    until: datetime | None,
+) -> int:  # fmt: skip
+    """Print the matching entries, oldest first within each chain; exit status 0."""
+    settings = RuntimeSettings()
+    codec = Codec(SchemaCatalogue.load(settings.schema_dir or default_schema_root()),
+                  Keyring.empty())  # fmt: skip
+    for entry, where in trail(settings, codec, topic):
+        r = entry.request
+        if (person and r.person_id != person) or (client and r.client_id != client):
+            continue
+        if (since and r.at < since) or (until and r.at >= until):
+            continue
+        shown = {"chain": entry.chain, "sequence": entry.sequence, "where": where,
+                 "at": r.at.isoformat(), "client_id": r.client_id, "subject": r.subject,
+                 "role": r.role, "operation": r.operation, "person_id": r.person_id,
+                 "outcome": r.outcome.value, "status": r.status, "reason": r.reason}  # fmt: skip
+        print(json.dumps(shown, ensure_ascii=False))
+    return 0
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 time; one without an offset is UTC."""
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hs-edge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the edge's database, whose anchored chain heads the trail must hold "
         "(default: HS_EDGE_DATABASE)",
     )  # fmt: skip
+    query = commands.add_parser("audit-query", help="list audit entries (JSON lines)")
+    query.add_argument("--topic", default=topics.EDGE_AUDIT.name)
+    query.add_argument("--person", help="entries about this person id")
+    query.add_argument("--client", help="entries of this OAuth2 client")
+    query.add_argument("--since", type=moment, help="from this time (ISO 8601), inclusive")
+    query.add_argument("--until", type=moment, help="to this time (ISO 8601), exclusive")
     setup = commands.add_parser("dev-setup", help="write development keys, TLS and clients")
     setup.add_argument("--folder", type=Path, default=DEV.folder)
     commands.add_parser("serve", help="run the edge (settings from HS_EDGE_* variables)")
@@ -70,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return serve()
+    if args.command == "audit-query":
+        return audit_query(args.topic, args.person, args.client, args.since, args.until)
     return verify_audit(args.topic, args.database)
 
 

@@ -4,7 +4,6 @@ trail (acks=all) before it is answered. Health checking and reflection are serve
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -233,18 +232,21 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
     async def StreamAlerts(
         self, request: pb.StreamAlertsRequest, context: Context
     ) -> AsyncIterator[pb.AlertEvent]:
-        """Audited once, when the stream is opened."""
+        """Audited when the stream is opened, and for each alert served (`live_alerts`)."""
+        caller_of_call: list[Caller] = []
 
         async def work(caller: Caller) -> list[str] | None:
+            caller_of_call.append(caller)
             return op.alert_watch(self.edge, caller)
 
         records = await self._serve(context, "StreamAlerts", None, work)
         position = request.after_position or time.time_ns() // 1000  # new: from now on
-        while True:
-            for received, alert in op.alerts_after(self.edge, position, records):
-                position = received
-                yield pb.AlertEvent(position=received, alert=message(alert, pb.Alert))
-            await asyncio.sleep(self.edge.poll_seconds)
+        served = op.live_alerts(
+            self.edge, caller_of_call[0], f"gRPC {SERVICE}/StreamAlerts", records, position,
+            _always,  # a client that leaves cancels this generator
+        )  # fmt: skip
+        async for received, alert in served:
+            yield pb.AlertEvent(position=received, alert=message(alert, pb.Alert))
 
     @override
     async def AcknowledgeAlert(
@@ -287,6 +289,10 @@ class Call:
     operation: str
     person_id: str | None
     trailing: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def _always() -> bool:
+    return True
 
 
 def _metadata(context: Context) -> dict[str, str]:

@@ -4,10 +4,11 @@ REST, gRPC and the FHIR view render. A refusal is a `Refused` that names why."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -326,6 +327,25 @@ def alert_watch(edge: Edge, caller: Caller) -> list[str] | None:
     if caller.role is Role.PATIENT:
         return person(edge, caller, caller.person_id or "", "Flag")[1]
     return None
+
+
+async def live_alerts(
+    edge: Edge, caller: Caller, operation: str, records: list[str] | None, position: int,
+    connected: Callable[[], Awaitable[bool]],
+) -> AsyncIterator[tuple[int, View]]:  # fmt: skip
+    """Alert events as they reach the read model, while the client is connected and its token
+    is in date (at its expiry the stream ends: the client comes back with a new token). Each
+    alert served is an audit entry naming its person."""
+    while await connected():
+        if caller.expires_at is not None and edge.tokens.now() >= caller.expires_at:
+            await edge.trail.record(audit_entry(caller, operation, None, 401, "token.expired"))
+            return
+        for received, alert in alerts_after(edge, position, records):
+            served = audit_entry(caller, operation, alert["person_id"], 200, "alert.served")
+            await edge.trail.record(served)
+            position = received
+            yield received, alert
+        await asyncio.sleep(edge.poll_seconds)
 
 
 def alerts_after(edge: Edge, position: int, records: list[str] | None) -> list[tuple[int, View]]:

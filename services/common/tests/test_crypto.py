@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes, hmac
 
 from hs_common.crypto import DataKey, Keyring, sm3
 from hs_common.errors import KeyringError
@@ -74,3 +76,23 @@ def test_sealing_twice_uses_fresh_nonces() -> None:
     assert first.nonce != second.nonce
     assert first.ciphertext != second.ciphertext
     assert keyring.open("t.R.f", first) == keyring.open("t.R.f", second) == b"same"
+
+
+def test_pseudonyms_differ_by_purpose_and_parts_are_joined_unambiguously() -> None:
+    keyring = Keyring.generate()
+    assert keyring.pseudonym("H1", "A") == keyring.pseudonym("H1", "A")
+    assert keyring.pseudonym("H1", "A") != keyring.pseudonym("H1", "A", purpose="person")
+    assert keyring.pseudonym("H1\x1fA") != keyring.pseudonym("H1", "A")  # no separator to forge
+    assert keyring.pseudonym("H1", "AB") != keyring.pseudonym("H1A", "B")
+
+
+def test_a_keyring_from_before_keeps_its_pseudonyms(tmp_path: Path) -> None:
+    keyring = Keyring.generate()
+    legacy = dataclasses.replace(keyring, pseudonym_scheme=1)
+    secret = keyring.pseudonym_secret or b""
+    expected = hmac.HMAC(secret, hashes.SM3())
+    expected.update(b"person\x1fH1:A")
+    assert legacy.pseudonym("H1:A", purpose="person") == expected.finalize()[:16].hex()
+    path = tmp_path / "keyring.json"
+    legacy.to_file(path)
+    assert Keyring.from_file(path).pseudonym("H1", "A") == legacy.pseudonym("H1", "A")

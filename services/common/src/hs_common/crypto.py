@@ -81,6 +81,9 @@ class Keyring:
     keys: Mapping[str, DataKey]
     active: Mapping[Sensitivity, str]
     pseudonym_secret: bytes | None = None
+    # 2: a secret derived per purpose, parts length-prefixed; 1: keyrings made before (one
+    # secret, parts joined with U+001F), kept so that their keys stay what they were
+    pseudonym_scheme: int = 1
     mac_keys: Mapping[str, MacKey] = field(default_factory=dict)
     active_mac: Mapping[str, str] = field(default_factory=dict)  # writer -> key id
 
@@ -118,6 +121,7 @@ class Keyring:
             keys=keys,
             active=active,
             pseudonym_secret=os.urandom(32),
+            pseudonym_scheme=2,
             mac_keys=macs,
             active_mac={k.writer: k.key_id for k in macs.values()},
         )
@@ -147,6 +151,7 @@ class Keyring:
                 _sensitivity(s, "active"): str(i) for s, i in document.get("active", {}).items()
             }
             pseudonym = document.get("pseudonym_hex")
+            scheme = int(document.get("pseudonym_scheme", 1))
             mac_keys = {
                 key_id: MacKey(key_id, str(entry["writer"]), bytes.fromhex(entry["hex"]))
                 for key_id, entry in document.get("mac_keys", {}).items()
@@ -160,6 +165,7 @@ class Keyring:
             keys=keys,
             active=active,
             pseudonym_secret=bytes.fromhex(pseudonym) if pseudonym else None,
+            pseudonym_scheme=scheme,
             mac_keys=mac_keys,
             active_mac=active_mac,
         )
@@ -173,6 +179,7 @@ class Keyring:
             },
             "active": dict(self.active),
             "pseudonym_hex": self.pseudonym_secret.hex() if self.pseudonym_secret else None,
+            "pseudonym_scheme": self.pseudonym_scheme,
             "mac_keys": {
                 i: {"writer": k.writer, "hex": k.secret.hex()} for i, k in self.mac_keys.items()
             },
@@ -234,17 +241,27 @@ class Keyring:
             return False
         return hmac_compare(_hmac_sm3(key.secret, data), mac)
 
-    def pseudonym(self, *parts: str) -> str:
+    def pseudonym(self, *parts: str, purpose: str = "record") -> str:
         """A stable keyed pseudonym (HMAC-SM3) of identifying parts, for Kafka keys and joins.
 
         Equal inputs give equal pseudonyms, so per-patient order is kept by partitioning on it,
-        while the key on the wire reveals nothing without the pseudonym secret.
+        while the key on the wire reveals nothing without the pseudonym secret. Each purpose
+        (record keys, person ids, code keys, the EMPI's frequency tables) has its own secret
+        derived from the keyring's, so a pseudonym of one kind says nothing about another.
         """
         if self.pseudonym_secret is None:
             raise KeyringError("no pseudonym secret in the keyring")
-        mac = hmac.HMAC(self.pseudonym_secret, hashes.SM3())
-        mac.update("\x1f".join(parts).encode())
-        return mac.finalize()[:16].hex()
+        if self.pseudonym_scheme == 1:  # the first keyrings' keys, unchanged
+            legacy = parts if purpose == "record" else (purpose, *parts)
+            return _hmac_sm3(self.pseudonym_secret, "\x1f".join(legacy).encode())[:16].hex()
+        secret = _hmac_sm3(self.pseudonym_secret, b"hs-pseudonym-purpose\x1f" + purpose.encode())
+        return _hmac_sm3(secret, length_prefixed(*parts))[:16].hex()
+
+
+def length_prefixed(*parts: str) -> bytes:
+    """Parts joined so that no two lists of parts give the same bytes."""
+    encoded = [part.encode() for part in parts]
+    return b"".join(len(part).to_bytes(4, "big") + part for part in encoded)
 
 
 def _hmac_sm3(secret: bytes, data: bytes) -> bytes:
@@ -264,10 +281,7 @@ def _aad(key: DataKey, aad_name: str, record: str) -> bytes:
     record; the parts length-prefixed so that no two bindings read alike."""
     if not key.binds_record:
         return f"{aad_name}|{key.key_id}".encode()
-    return b"".join(
-        len(part).to_bytes(4, "big") + part
-        for part in (b"hs-aad-2", aad_name.encode(), key.key_id.encode(), record.encode())
-    )
+    return length_prefixed("hs-aad-2", aad_name, key.key_id, record)
 
 
 def _sensitivity(value: object, where: str) -> Sensitivity:

@@ -40,7 +40,7 @@ def code_key(codec: Codec, coding: Record | None) -> str | None:
     """The keyed pseudonym a code is stored and searched by."""
     if coding is None:
         return None
-    return codec.keyring.pseudonym("code", coding["system"], coding["code"])
+    return codec.keyring.pseudonym(coding["system"], coding["code"], purpose="code")
 
 
 class Projector:

@@ -100,7 +100,7 @@ class Empi:
         return PersonIndex(self.model, self.thresholds, self._person_id)
 
     def _person_id(self, founding_record: str) -> str:
-        return "P" + self.codec.keyring.pseudonym("person", founding_record)[:16]
+        return "P" + self.codec.keyring.pseudonym(founding_record, purpose="person")[:16]
 
     def __call__(self, message: Message) -> Iterator[Output]:
         decoded = self.codec.decode(message.value() or b"")
@@ -309,7 +309,7 @@ MODEL_AAD = "hs.empi.model"
 
 def tf_key(keyring: Keyring) -> Callable[[str], str]:
     """How the model's name and phone tables are keyed: a keyed hash (HMAC-SM3) of the value."""
-    return lambda value: keyring.pseudonym("empi-term-frequency", value)
+    return lambda value: keyring.pseudonym(value, purpose="empi-term-frequency")
 
 
 def save_model(model: Model, path: Path, keyring: Keyring) -> None:

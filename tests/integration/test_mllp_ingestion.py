@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from hs_common import devpki
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import RuntimeSettings
@@ -291,3 +294,53 @@ def test_bytes_with_no_frame_start_or_end_are_capped_kept_and_the_connection_clo
     [(_, value)] = read_all(kafka_bootstrap, dead, expected=1)
     letter = codec.decode(value).record
     assert len(letter["original"]) == 4096 and set(letter["original"]) == {ord("A")}
+
+
+def test_over_tls_a_sender_is_the_source_its_certificate_names_and_no_other(
+    runtime_settings: RuntimeSettings, codec: Codec, new_topic: TopicFactory,
+    kafka_state_dir: Path, tmp_path: Path, kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    """MLLP with client certificates (from the development CA): HZ01's certificate may send
+    HZ01's messages; a message naming BJ03 on it is refused, and a client without a certificate
+    does not get in."""
+    tls_dir = kafka_state_dir / "tls"
+    certificate, key = devpki.issue_client_certificate(tls_dir / "ca.pem", "inst-HZ01", tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls_dir / "ca.pem")
+    server_tls.load_cert_chain(tls_dir / "broker.crt", tls_dir / "broker.key")  # a CA-signed
+    server_tls.verify_mode = ssl.CERT_REQUIRED  # server certificate for 127.0.0.1
+    raw, dead = new_topic("raw", 1), new_topic("dead", 1)
+    loop = LoopThread()
+    producer = AsyncDurableProducer(runtime_settings, "mllp-tls-test", timeout=10)
+
+    async def start() -> int:
+        server = MllpServer(SourceRegistry.load(default_sources_dir()),
+                            Store(codec, producer, raw, dead), CollectorRegistry())  # fmt: skip
+        listening = await server.serve("127.0.0.1", 0, server_tls)
+        return int(listening.sockets[0].getsockname()[1])
+
+    port = loop.run(start())
+    client = ssl.create_default_context(cafile=tls_dir / "ca.pem")
+    client.load_cert_chain(certificate, key)
+    anonymous = ssl.create_default_context(cafile=tls_dir / "ca.pem")
+
+    def exchange(context: ssl.SSLContext, *payloads: bytes) -> list[dict[str, list[str]]]:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=15) as plain,
+            context.wrap_socket(plain, server_hostname="127.0.0.1") as sock,
+        ):
+            acks = []
+            for payload in payloads:
+                sock.sendall(framed(payload))
+                acks.append(read_ack(sock))
+            return acks
+
+    try:
+        own, other = exchange(client, message("TLS-OWN"), message("TLS-OTHER", facility="BJ03"))
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+            exchange(anonymous, message("TLS-ANON"))
+    finally:
+        producer.close()
+        loop.stop()
+    assert own["MSA"][1] == "AA"
+    assert other["MSA"][1] == "AR" and "another source" in "|".join(other["ERR"])
+    assert len(read_all(kafka_bootstrap, raw, expected=1, idle=2)) == 1

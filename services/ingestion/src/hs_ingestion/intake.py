@@ -51,9 +51,12 @@ def receive_hl7(
     received_at: datetime | None = None,
     port: int | None = None,
     transport: str | None = "mllp",
+    authenticated: str | None = None,
 ) -> Kept | Refused:
     """Keep or refuse one HL7 message received on `port` over `transport` (a source whose
-    `transports` does not list it is refused; None: the caller checked the sender itself)."""
+    `transports` does not list it is refused; None: the caller checked the sender itself).
+    `authenticated`: the source the connection proved to be (its client certificate); a
+    message naming another is refused."""
     received_at = received_at or datetime.now(UTC)
     application, facility = _sender(payload.removeprefix(UTF8_BOM))
     source = sources.sender(application, facility, port)
@@ -83,6 +86,11 @@ def receive_hl7(
             "sending application and facility (MSH-3, MSH-4) are no registered source",
         )
         return Refused(message, Outcome.REJECTED, problem, facility or "unknown", control_id)
+    if authenticated is not None and source.code != authenticated:
+        problem = Problem(
+            "hl7.sender_mismatch", "MSH-4", "MSH-3/MSH-4 name another source than the connection's"
+        )
+        return Refused(message, Outcome.REJECTED, problem, authenticated, control_id)
     if transport is not None and transport not in source.transports:
         problem = Problem(
             "hl7.transport_not_allowed", "MSH-4", f"this source does not send over {transport}"

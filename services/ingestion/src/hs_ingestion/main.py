@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 import uvicorn
 import uvloop
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.metrics import RuntimeMetrics
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.runtime import Runtime
-from hs_common.settings import RuntimeSettings
+from hs_common.settings import Environment, RuntimeSettings
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.inbound import STAGE as INBOUND_STAGE
 from hs_ingestion.inbound import InboundStage
@@ -44,6 +46,32 @@ class IngestionSettings(RuntimeSettings):
     )  # fmt: skip
     sources_dir: Path = Field(default_factory=default_sources_dir, alias="HS_INGESTION_SOURCES_DIR")
     group_id: str = Field("hs-ingestion", alias="HS_INGESTION_GROUP")
+    mllp_tls_cert: Path | None = Field(
+        None, alias="HS_INGESTION_MLLP_TLS_CERT",
+        description="MLLP over TLS (with HS_INGESTION_MLLP_TLS_KEY and _CLIENT_CA): each sender "
+        "proves its source with a client certificate (CN=inst-<code>) and may send only as it.",
+    )  # fmt: skip
+    mllp_tls_key: Path | None = Field(None, alias="HS_INGESTION_MLLP_TLS_KEY")
+    mllp_client_ca: Path | None = Field(None, alias="HS_INGESTION_MLLP_CLIENT_CA")
+
+    @model_validator(mode="after")
+    def _senders_authenticated_in_production(self) -> Self:
+        if self.environment is Environment.PRODUCTION and self.mllp_tls() is None:
+            raise ValueError(
+                "production MLLP needs client certificates: set HS_INGESTION_MLLP_TLS_CERT, "
+                "HS_INGESTION_MLLP_TLS_KEY and HS_INGESTION_MLLP_CLIENT_CA"
+            )
+        return self
+
+    def mllp_tls(self) -> ssl.SSLContext | None:
+        """TLS 1.2+ with a client certificate required, when configured."""
+        if not (self.mllp_tls_cert and self.mllp_tls_key and self.mllp_client_ca):
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=self.mllp_client_ca)
+        context.load_cert_chain(self.mllp_tls_cert, self.mllp_tls_key)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.minimum_version = ssl.TLSVersion.TLSv1_2  # HL7 senders' TLS stacks are older
+        return context
 
 
 async def run(settings: IngestionSettings) -> None:
@@ -60,9 +88,10 @@ async def run(settings: IngestionSettings) -> None:
     mllp = MllpServer(sources, store, registry, limits)
     mllp.recent.remember(read_recent(settings, runtime.codec.catalogue, limits.recent_messages))
     runtime.ready()
-    listeners = [await mllp.serve(settings.mllp_host, settings.mllp_port)]
+    tls = settings.mllp_tls()
+    listeners = [await mllp.serve(settings.mllp_host, settings.mllp_port, tls)]
     for port in sources.listener_ports():  # senders known by the port they send to
-        listeners.append(await mllp.serve(settings.mllp_host, port))
+        listeners.append(await mllp.serve(settings.mllp_host, port, tls))
     intake = Intake(sources, store, registry, settings.max_message_bytes)
     kafka_door = start_kafka_door(settings, runtime.codec, sources, runtime.metrics)
     config = uvicorn.Config(

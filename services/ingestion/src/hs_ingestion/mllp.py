@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -99,6 +100,18 @@ async def read_chunks(reader: asyncio.StreamReader, limits: MllpLimits) -> Async
             buffer = buffer[end + len(END) :]
 
 
+def certified_source(certificate: object) -> str | None:
+    """The source a client certificate names: its common name, `inst-<code>` (as on the
+    broker) or the code itself; None without a certificate."""
+    if not isinstance(certificate, dict):
+        return None
+    for attributes in certificate.get("subject", ()):
+        for name, value in attributes:
+            if name == "commonName":
+                return str(value).removeprefix("inst-")
+    return None
+
+
 class MessageTooLarge(Exception):
     pass
 
@@ -139,9 +152,13 @@ class MllpServer:
         self.recent = RecentMessages(self.limits.recent_messages)
         self._connections: set[asyncio.Task[None]] = set()
 
-    async def serve(self, host: str, port: int) -> asyncio.Server:
+    async def serve(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> asyncio.Server:
+        """Listen on host:port; with `tls` (which should require client certificates), each
+        connection is the source its certificate names, and may send only as that source."""
         server = await asyncio.start_server(
-            self._connection, host, port, limit=self.limits.max_message_bytes * 2
+            self._connection, host, port, limit=self.limits.max_message_bytes * 2, ssl=tls
         )
         log.info("mllp listening", extra={"port": server.sockets[0].getsockname()[1]})
         return server
@@ -149,13 +166,14 @@ class MllpServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = "{}:{}".format(*writer.get_extra_info("peername")[:2])
         port = int(writer.get_extra_info("sockname")[1])
+        sender = certified_source(writer.get_extra_info("peercert"))
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
         try:
             async for chunk in read_chunks(reader, self.limits):
                 started = time.perf_counter()
-                frames = await self.answer(chunk, peer, port)
+                frames = await self.answer(chunk, peer, port, sender)
                 if frames:
                     writer.write(b"".join(START + frame + END for frame in frames))
                     await writer.drain()
@@ -174,7 +192,9 @@ class MllpServer:
         if self._connections:
             await asyncio.wait(self._connections, timeout=10)
 
-    async def answer(self, chunk: Chunk, peer: str, port: int | None = None) -> list[bytes]:
+    async def answer(
+        self, chunk: Chunk, peer: str, port: int | None = None, sender: str | None = None
+    ) -> list[bytes]:
         """Store, then answer one frame: the acknowledgements due, one frame each; none for
         broken framing or an enhanced-mode message that asks for none. A batch (FHS/BHS) is
         split into its messages, each kept or refused on its own, and answered with a batch."""
@@ -190,12 +210,15 @@ class MllpServer:
             return []
         messages = split_messages(chunk.payload) if is_batch(chunk.payload) else []
         if messages:  # (a batch holding no message is answered as what it is: no message)
-            due = [a for m in messages for a in await self._message(m, peer, port)]
+            due = [a for m in messages for a in await self._message(m, peer, port, sender)]
             return [batch_acknowledgement(due)] if due else []
-        return await self._message(chunk.payload, peer, port)
+        return await self._message(chunk.payload, peer, port, sender)
 
-    async def _message(self, payload: bytes, peer: str, port: int | None) -> list[bytes]:
-        result = receive_hl7(payload, self.sources, self.store.codec.keyring, port=port)
+    async def _message(
+        self, payload: bytes, peer: str, port: int | None, sender: str | None = None
+    ) -> list[bytes]:
+        keyring = self.store.codec.keyring
+        result = receive_hl7(payload, self.sources, keyring, port=port, authenticated=sender)
         if isinstance(result, Kept):
             return await self._keep(result)
         try:

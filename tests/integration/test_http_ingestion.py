@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,11 +17,12 @@ from prometheus_client import CollectorRegistry
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import LoopThread, TopicFactory, free_port, read_all
+from hs_common.testing import LoopThread, TopicFactory, free_port, read_all, read_env_file
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
 from hs_ingestion.store import Store
+from hs_ingestion.tools import sender_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -56,11 +58,15 @@ class Running:
 class Served:
     """The intake app on uvicorn, on a real port, in its own loop thread."""
 
-    def __init__(self, settings: RuntimeSettings, codec: Codec, raw: str, dead: str) -> None:
+    def __init__(
+        self, settings: RuntimeSettings, codec: Codec, raw: str, dead: str,
+        senders: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.loop = LoopThread()
         self.producer = AsyncDurableProducer(settings, "http-test", timeout=1.5)
         sources = SourceRegistry.load(default_sources_dir())
-        intake = Intake(sources, Store(codec, self.producer, raw, dead), CollectorRegistry(), 4096)
+        store = Store(codec, self.producer, raw, dead)
+        intake = Intake(sources, store, CollectorRegistry(), 4096, senders)
         port = free_port()
         config = uvicorn.Config(
             create_app(intake), host="127.0.0.1", port=port, log_config=None, access_log=False
@@ -350,3 +356,36 @@ def test_a_chunked_body_is_counted_as_it_arrives(intake: Running) -> None:
         timeout=30,
     )
     assert (response.status_code, response.json()["reason_code"]) == (413, "http.too_large")
+
+
+def test_with_sender_tokens_a_sender_must_prove_the_source_it_names(
+    runtime_settings: RuntimeSettings, codec: Codec, new_topic: TopicFactory, tmp_path: Path,
+    kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    """Tokens made by `hs-ingestion-tools sender-tokens`: HZC01's token sends HZC01's records;
+    no token, a wrong one or another source's is refused before the body is read."""
+    shown = sender_tokens(SourceRegistry.load(default_sources_dir()), tmp_path)
+    assert "sender tokens" in shown
+    issued = read_env_file(tmp_path / "tokens.env")
+    senders = json.loads((tmp_path / "senders.json").read_text())
+    assert set(issued) == set(senders) >= {"HZC01", "W01", "F01"}
+    raw, dead = new_topic("raw", 1), new_topic("dead", 1)
+    served = Served(runtime_settings, codec, raw, dead, senders)
+    body = json.dumps(CLINIC, ensure_ascii=False).encode()
+    try:
+
+        def post(token: str | None) -> httpx.Response:
+            headers = {"content-type": "application/json"}
+            if token is not None:
+                headers["authorization"] = f"Bearer {token}"
+            return httpx.post(f"{served.url}/ingest/clinics/HZC01", content=body, headers=headers)
+
+        refused = [post(None), post("guess"), post(issued["W01"])]
+        accepted = post(issued["HZC01"])
+    finally:
+        served.stop()
+    assert [(r.status_code, r.json()["reason_code"]) for r in refused] == [
+        (401, "http.sender_unauthenticated")
+    ] * 3
+    assert accepted.status_code == 202, accepted.text
+    assert len(read_all(kafka_bootstrap, raw, expected=1, idle=2)) == 1

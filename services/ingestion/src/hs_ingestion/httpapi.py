@@ -2,12 +2,16 @@
 reading batches. What is kept and what is answered is decided by `httpintake.receive_http`
 (pure); this module reads the request, writes to Kafka (acks=all) before answering and
 answers: 503 with Retry-After when Kafka did not confirm the write. The sending source is
-the path segment, or the X-HS-Source header for /fhir."""
+the path segment, or the X-HS-Source header for /fhir; with sender tokens configured it must
+prove it with `Authorization: Bearer <its token>` (`sender_tokens`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+from collections.abc import Mapping
+from hmac import compare_digest
 
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import Response
@@ -39,10 +43,12 @@ class Intake:
         store: Store,
         registry: CollectorRegistry,
         max_body_bytes: int,
+        senders: Mapping[str, str] | None = None,
     ) -> None:
         self.sources = sources
         self.store = store
         self.max_body_bytes = max_body_bytes
+        self.senders = senders  # source code -> SHA-256 (hex) of its bearer token; None: open
         self.answers = Counter(
             "hs_http_answers", "HTTP intake answers by status", ["status"], registry=registry
         )
@@ -54,8 +60,13 @@ class Intake:
         it arrives, then `receive_body`."""
         declared = request.headers.get("content-length", "")
         over = declared.isdigit() and int(declared) > self.max_body_bytes
-        body = None if over else await _body(request, self.max_body_bytes)
-        if body is None:
+        proven = self._proven(source_code, request.headers.get("authorization", ""))
+        body = None if over or not proven else await _body(request, self.max_body_bytes)
+        if not proven:
+            detail = "send this source's own token: Authorization: Bearer <token>"
+            refusal = door_error(formats == ("fhir",), 401, detail, "http.sender_unauthenticated")
+            response = _response(refusal)
+        elif body is None:
             detail = f"at most {self.max_body_bytes} bytes"
             response = _response(door_error(formats == ("fhir",), 413, detail, "http.too_large"))
         else:
@@ -70,6 +81,20 @@ class Intake:
             )
         self.answers.labels(str(response.status_code)).inc()
         return response
+
+    def _proven(self, source_code: str, authorization: str) -> bool:
+        """Whether the request carries the token of the source it names (always, when no
+        tokens are configured)."""
+        if self.senders is None:
+            return True
+        scheme, _, token = authorization.partition(" ")
+        expected = self.senders.get(source_code)
+        offered = hashlib.sha256(token.strip().encode()).hexdigest()
+        return (
+            scheme.lower() == "bearer"
+            and expected is not None
+            and compare_digest(offered, expected)
+        )
 
     async def receive_body(
         self,

@@ -164,6 +164,7 @@ def fhir_error(
 
 # Refusals before the body is read, by status: (problem title, FHIR issue type).
 DOOR_ERRORS = {
+    401: ("Sender not authenticated", "login"),
     403: ("Transport not allowed", "forbidden"),
     404: ("Unknown source", "not-found"), 413: ("Body too large", "too-long"),
     415: ("Unsupported media type", "not-supported"), 503: ("Not stored", "transient"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import ssl
 import sys
@@ -53,15 +54,29 @@ class IngestionSettings(RuntimeSettings):
     )  # fmt: skip
     mllp_tls_key: Path | None = Field(None, alias="HS_INGESTION_MLLP_TLS_KEY")
     mllp_client_ca: Path | None = Field(None, alias="HS_INGESTION_MLLP_CLIENT_CA")
+    sender_tokens: Path | None = Field(
+        None, alias="HS_INGESTION_SENDER_TOKENS",
+        description="JSON {source code: SHA-256 hex of its bearer token}: each HTTP sender "
+        "proves its source (`hs-ingestion-tools sender-tokens` makes them).",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _senders_authenticated_in_production(self) -> Self:
-        if self.environment is Environment.PRODUCTION and self.mllp_tls() is None:
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        if self.mllp_tls() is None:
             raise ValueError(
                 "production MLLP needs client certificates: set HS_INGESTION_MLLP_TLS_CERT, "
                 "HS_INGESTION_MLLP_TLS_KEY and HS_INGESTION_MLLP_CLIENT_CA"
             )
+        if self.sender_tokens is None:
+            raise ValueError("production HTTP intake needs HS_INGESTION_SENDER_TOKENS")
         return self
+
+    def senders(self) -> dict[str, str] | None:
+        if self.sender_tokens is None:
+            return None
+        return {str(k): str(v) for k, v in json.loads(self.sender_tokens.read_text()).items()}
 
     def mllp_tls(self) -> ssl.SSLContext | None:
         """TLS 1.2+ with a client certificate required, when configured."""
@@ -92,7 +107,7 @@ async def run(settings: IngestionSettings) -> None:
     listeners = [await mllp.serve(settings.mllp_host, settings.mllp_port, tls)]
     for port in sources.listener_ports():  # senders known by the port they send to
         listeners.append(await mllp.serve(settings.mllp_host, port, tls))
-    intake = Intake(sources, store, registry, settings.max_message_bytes)
+    intake = Intake(sources, store, registry, settings.max_message_bytes, settings.senders())
     kafka_door = start_kafka_door(settings, runtime.codec, sources, runtime.metrics)
     config = uvicorn.Config(
         create_app(intake),

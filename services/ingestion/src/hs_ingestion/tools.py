@@ -7,6 +7,11 @@ listeners (same checks, same raw and dead-letter topics, same answers).
                                                 local codes that arrived unmapped, per
                                                 source, with LOINC candidates as the lines
                                                 to paste into the source's file
+    hs-ingestion-tools sender-tokens [--out DIR]
+                                                a bearer token per HTTP source: DIR/tokens.env
+                                                (the secrets, mode 600, for the senders) and
+                                                DIR/senders.json (their SHA-256, for
+                                                HS_INGESTION_SENDER_TOKENS)
     hs-ingestion-tools replay-dead-letters [--reason CODE] [--stage STAGE]
                                                 re-run dead letters (e.g. after a mapping fix):
                                                 refused input goes through intake again, raw
@@ -18,6 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import json
+import secrets
 import sys
 import uuid
 from collections import Counter
@@ -164,6 +172,22 @@ def unmapped_report(settings: IngestionSettings, codec: Codec, source: str | Non
     return lines
 
 
+def sender_tokens(sources: SourceRegistry, out: Path) -> str:
+    """A new bearer token per source that sends over HTTP; what the intake keeps is its hash."""
+    issued = {s.code: secrets.token_urlsafe(32) for s in sources if "http" in s.transports}
+    out.mkdir(parents=True, exist_ok=True)
+    secret_file = out / "tokens.env"
+    secret_file.touch(mode=0o600, exist_ok=True)
+    secret_file.chmod(0o600)
+    secret_file.write_text("".join(f"{code}={token}\n" for code, token in issued.items()))
+    hashes = {code: hashlib.sha256(t.encode()).hexdigest() for code, t in issued.items()}
+    (out / "senders.json").write_text(json.dumps(hashes, indent=2) + "\n")
+    return (
+        f"{len(issued)} sender tokens: secrets in {secret_file}, hashes in {out / 'senders.json'} "
+        "(set HS_INGESTION_SENDER_TOKENS to it)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hs-ingestion-tools",
@@ -181,8 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         "unmapped-codes", help="unmapped local codes, with LOINC candidates"
     )
     listing.add_argument("--source", help="only this source's codes")
+    tokens = commands.add_parser("sender-tokens", help="a bearer token per HTTP source")
+    tokens.add_argument("--out", type=Path, default=Path(".local/ingestion-senders"))
     args = parser.parse_args(argv)
     settings = IngestionSettings(HS_METRICS_PORT=0)
+    if args.command == "sender-tokens":
+        print(sender_tokens(SourceRegistry.load(settings.sources_dir), args.out))
+        return 0
     if args.command == "unmapped-codes":
         codec = Runtime.start("ingestion-tools", settings).codec
         print("\n".join(unmapped_report(settings, codec, args.source)))

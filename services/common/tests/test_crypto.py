@@ -96,3 +96,16 @@ def test_a_keyring_from_before_keeps_its_pseudonyms(tmp_path: Path) -> None:
     path = tmp_path / "keyring.json"
     legacy.to_file(path)
     assert Keyring.from_file(path).pseudonym("H1", "A") == legacy.pseudonym("H1", "A")
+
+
+def test_rotation_adds_active_keys_and_keeps_the_old_ones_for_reading() -> None:
+    old = Keyring.generate()
+    sealed = old.seal("identifying", "hs.x.F.f", b"secret", "record-1")
+    rotated = old.rotated()
+    assert set(rotated.active.values()).isdisjoint(old.active.values())
+    assert set(rotated.active_mac.values()).isdisjoint(old.active_mac.values())
+    assert set(old.keys) < set(rotated.keys) and set(old.mac_keys) < set(rotated.mac_keys)
+    assert rotated.open("hs.x.F.f", sealed, "record-1") == b"secret"
+    assert (
+        rotated.seal("identifying", "hs.x.F.f", b"s", "r").key_id == rotated.active["identifying"]
+    )

@@ -8,6 +8,9 @@ hs-admin dev-credentials  as the broker's administrator: a SCRAM login per servi
 hs-admin apply-acls       as the administrator: create the ACLs of hs_common.access (production)
 hs-admin create-topics    create every catalogued topic that is missing, and each institution's
                           inbound and acknowledgement topics
+hs-admin rotate-keys      new active keys in HS_KEYRING_FILE (old ones kept for reading)
+hs-admin keys-in-use      which data and MAC keys the catalogued topics' records still use, and
+                          which keys of the keyring none does (those may be retired)
 hs-admin release-schemas  record every current schema version in schemas/history/
 hs-admin counts           count the committed records on every catalogued topic
 """
@@ -21,15 +24,18 @@ import secrets
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from hs_common import access, devpki, topics
-from hs_common.crypto import MAC_WRITERS, Keyring
-from hs_common.kafka import make_admin, make_consumer
+from hs_common import access, control, devpki, topics
+from hs_common.codec import Codec
+from hs_common.crypto import MAC_WRITERS, Keyring, Sealed
+from hs_common.errors import CodecError
+from hs_common.kafka import make_admin, make_consumer, read_range
 from hs_common.schemas import HISTORY_DIR, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings
 
@@ -166,8 +172,57 @@ def counts(settings: RuntimeSettings) -> str:
 
 
 COMMANDS = (
-    "dev-keys", "dev-credentials", "apply-acls", "create-topics", "release-schemas", "counts"
+    "dev-keys", "dev-credentials", "apply-acls", "create-topics", "release-schemas", "counts",
+    "rotate-keys", "keys-in-use",
 )  # fmt: skip
+
+
+def rotate_keys(settings: RuntimeSettings) -> str:
+    keyring = Keyring.from_file(settings.keyring_file)
+    rotated = keyring.rotated()
+    rotated.to_file(settings.keyring_file)
+    active = ", ".join(sorted({*rotated.active.values(), *rotated.active_mac.values()}))
+    return f"keyring {settings.keyring_file}: new active keys {active}; old keys kept"
+
+
+def keys_in_use(settings: RuntimeSettings) -> str:
+    """Every sealed value's and MAC's key id on the catalogued topics, counted."""
+    keyring = Keyring.from_file(settings.keyring_file)
+    blind = Codec(
+        SchemaCatalogue.load(settings.schema_dir or default_schema_root()), Keyring.empty()
+    )
+    used: Counter[str] = Counter()
+    for spec in topics.ALL:
+        for message in read_range(settings, spec.name, "hs-admin-keys", timeout=600):
+            try:
+                record = blind.decode(message.value() or b"").record
+            except CodecError:
+                continue  # not an event of ours: the dead letters say why it is there
+            used.update(sealed_key_ids(record))
+            used.update(
+                bytes(v).decode(errors="replace").partition(":")[0]
+                for k, v in message.headers() or () if k == control.MAC_HEADER and v is not None
+            )  # fmt: skip
+    lines = [f"  {key_id:<28}{count:>10,} values" for key_id, count in sorted(used.items())]
+    idle = sorted((set(keyring.keys) | set(keyring.mac_keys)) - set(used))
+    return (
+        "keys in use on the topics:\n"
+        + "\n".join(lines or ["  none"])
+        + ("\nin the keyring, used by no record (may be retired): " + ", ".join(idle or ["none"]))
+    )
+
+
+def sealed_key_ids(value: object) -> Iterator[str]:
+    """The key ids of the sealed values a decoded record holds (those this process could not
+    open stay Sealed)."""
+    if isinstance(value, Sealed):
+        yield value.key_id
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from sealed_key_ids(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from sealed_key_ids(item)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             result = dev_keys(settings)
         case "release-schemas":
             result = release_schemas(settings)
+        case "rotate-keys":
+            result = rotate_keys(settings)
+        case "keys-in-use":
+            result = keys_in_use(settings)
         case _:
             result = counts(settings)
     print(result)

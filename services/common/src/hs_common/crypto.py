@@ -126,6 +126,18 @@ class Keyring:
             active_mac={k.writer: k.key_id for k in macs.values()},
         )
 
+    def rotated(self) -> Keyring:
+        """New active data and MAC keys for every class and writer this keyring has (binding
+        their records); the old keys stay, to read what they sealed until it is re-sealed."""
+        fresh = Keyring.generate(tuple(self.active))
+        return replace(
+            self,
+            keys={**self.keys, **fresh.keys},
+            active=fresh.active,
+            mac_keys={**self.mac_keys, **fresh.mac_keys},
+            active_mac={w: fresh.active_mac[w] for w in self.active_mac},
+        )
+
     def restricted_to(self, *sensitivities: Sensitivity) -> Keyring:
         """The same keyring holding only these classes (what a less trusted consumer gets)."""
         keys = {i: k for i, k in self.keys.items() if k.sensitivity in sensitivities}

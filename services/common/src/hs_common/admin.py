@@ -11,6 +11,9 @@ hs-admin create-topics    create every catalogued topic that is missing, and eac
 hs-admin rotate-keys      new active keys in HS_KEYRING_FILE (old ones kept for reading)
 hs-admin keys-in-use      which data and MAC keys the catalogued topics' records still use, and
                           which keys of the keyring none does (those may be retired)
+hs-admin reseal           as the administrator: the latest record of each key on the compacted
+                          topics written again under the active keys (compaction then drops the
+                          old ones)
 hs-admin release-schemas  record every current schema version in schemas/history/
 hs-admin counts           count the committed records on every catalogued topic
 """
@@ -29,13 +32,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from hs_common import access, control, devpki, topics
 from hs_common.codec import Codec
 from hs_common.crypto import MAC_WRITERS, Keyring, Sealed
 from hs_common.errors import CodecError
-from hs_common.kafka import make_admin, make_consumer, read_range
+from hs_common.kafka import make_admin, make_consumer, make_producer, read_range
 from hs_common.schemas import HISTORY_DIR, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings
 
@@ -173,7 +176,7 @@ def counts(settings: RuntimeSettings) -> str:
 
 COMMANDS = (
     "dev-keys", "dev-credentials", "apply-acls", "create-topics", "release-schemas", "counts",
-    "rotate-keys", "keys-in-use",
+    "rotate-keys", "keys-in-use", "reseal",
 )  # fmt: skip
 
 
@@ -193,7 +196,7 @@ def keys_in_use(settings: RuntimeSettings) -> str:
     )
     used: Counter[str] = Counter()
     for spec in topics.ALL:
-        for message in read_range(settings, spec.name, "hs-admin-keys", timeout=600):
+        for message in current_records(settings, spec):
             try:
                 record = blind.decode(message.value() or b"").record
             except CodecError:
@@ -210,6 +213,55 @@ def keys_in_use(settings: RuntimeSettings) -> str:
         + "\n".join(lines or ["  none"])
         + ("\nin the keyring, used by no record (may be retired): " + ", ".join(idle or ["none"]))
     )
+
+
+def reseal(settings: RuntimeSettings) -> str:
+    """Re-seal the compacted topics' current records whose sealed values or MAC use a key that
+    is no longer active: decoded with every key, encoded again (same event, so the same binding)
+    and written under the same Kafka key, with a fresh MAC where the schema has one."""
+    keyring = Keyring.from_file(settings.keyring_file)
+    catalogue = SchemaCatalogue.load(settings.schema_dir or default_schema_root())
+    codec, blind = Codec(catalogue, keyring), Codec(catalogue, Keyring.empty())
+    active = {*keyring.active.values(), *keyring.active_mac.values()}
+    producer = make_producer(settings, "hs-admin-reseal")
+    written = 0
+    for spec in (s for s in topics.ALL if s.compacted):
+        for message in current_records(settings, spec):
+            value, key = message.value() or b"", message.key()
+            try:
+                sealed_with = set(sealed_key_ids(blind.decode(value).record))
+            except CodecError:
+                continue
+            if sealed_with <= active and _mac_key(message) in (None, *active):
+                continue
+            decoded = codec.decode(value)
+            fresh = codec.encode(decoded.schema, decoded.record)
+            headers = control.mac_headers(keyring, decoded.schema, fresh)
+            producer.produce(spec.name, fresh, key or None, headers=headers or None)
+            written += 1
+    if producer.flush(60):
+        return "refused: the broker did not confirm every record re-sealed"
+    return f"{written} records re-sealed under the active keys"
+
+
+def current_records(settings: RuntimeSettings, spec: topics.TopicSpec) -> Iterator[Message]:
+    """A topic's records that still count: all of them, or on a compacted topic the latest of
+    each key (compaction drops the others)."""
+    messages = read_range(settings, spec.name, "hs-admin-keys", timeout=600)
+    if not spec.compacted:
+        yield from messages
+        return
+    latest: dict[bytes, Message] = {}
+    for message in messages:
+        latest[message.key() or b""] = message
+    yield from latest.values()
+
+
+def _mac_key(message: Message) -> str | None:
+    for name, value in message.headers() or ():
+        if name == control.MAC_HEADER and value is not None:
+            return bytes(value).decode(errors="replace").partition(":")[0]
+    return None
 
 
 def sealed_key_ids(value: object) -> Iterator[str]:
@@ -250,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             result = rotate_keys(settings)
         case "keys-in-use":
             result = keys_in_use(settings)
+        case "reseal":
+            result = reseal(settings)
         case _:
             result = counts(settings)
     print(result)

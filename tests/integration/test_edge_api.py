@@ -193,6 +193,12 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
         for o in studied
     )  # fmt: skip
     assert get(url, "/persons/P1/alerts", research).status_code == 403
+    steward = token(role="administrator", sub="steward-3", scope="system/*.*")
+    masked = get(url, "/persons/P1", steward).json()["golden"]["id_number"]
+    revealed = get(url, "/persons/P1", steward, reveal="patient-request").json()
+    assert masked.startswith("****") and "*" not in revealed["golden"]["id_number"]
+    assert get(url, "/persons/P1", steward, reveal="curious").status_code == 400
+    assert get(url, "/persons/P1", clinician, reveal="patient-request").status_code == 403
     patient = token(role="patient", person_id="P1", sub="patient-1", scope="patient/*.read")
     assert get(url, "/persons/P1", patient).status_code == 200
 
@@ -233,7 +239,7 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
                           timeout=10) for _ in range(25)]  # fmt: skip
     assert {g.status_code for g in guesses} == {404, 429}  # no token endpoint here, and limited
 
-    requests = 7 + len(denials) + 1 + len(limited) + 2 + len(guesses)  # every request above
+    requests = 11 + len(denials) + 1 + len(limited) + 2 + len(guesses)  # every request above
     stored = read_all(kafka_bootstrap, topic, expected=requests, timeout=30)
     entries = [audit.from_record(codec.decode(v).record) for _, v in stored]
     assert len(entries) == requests
@@ -250,6 +256,8 @@ def test_what_each_role_sees_every_denial_and_the_audit_trail(
         ("patient.other_person", 403),
         ("rate.limited", 429),
     } <= outcomes
+    reveals = [e.request for e in entries if e.request.reason == "reveal.patient-request"]
+    assert [(r.subject, r.person_id, r.status) for r in reveals] == [("steward-3", "P1", 200)]
     assert all("Bearer" not in str(e.request) for e in entries)
 
 

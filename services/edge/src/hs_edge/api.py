@@ -212,8 +212,15 @@ def _token_routes(app: FastAPI, edge: Edge) -> None:
 
 def _person_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/persons/{person_id}")
-    async def get_person(request: Request, person_id: str) -> dict[str, Any]:
-        return op.get_person(edge, request.state.caller, person_id)
+    async def get_person(
+        request: Request, person_id: str, reveal: str | None = None
+    ) -> dict[str, Any]:
+        """`reveal=<reason>` (administrators: patient-request, identity-correction,
+        legal-order): the identifiers unmasked, the reason in the audit entry."""
+        view = op.get_person(edge, request.state.caller, person_id, reveal)
+        if reveal is not None:
+            request.state.refusal = f"reveal.{reveal}"  # the audit entry's reason
+        return view
 
     @app.get("/persons/{person_id}/observations")
     async def list_observations(

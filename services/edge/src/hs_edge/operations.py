@@ -184,9 +184,19 @@ def person(edge: Edge, caller: Caller, person_id: str, resource: str) -> tuple[R
     return edge.opened(found[0]), found[1]
 
 
-def get_person(edge: Edge, caller: Caller, person_id: str) -> View:
+# Why an administrator may see a person's identifiers whole; the reason is audited.
+REVEAL_REASONS = frozenset(("patient-request", "identity-correction", "legal-order"))
+
+
+def get_person(edge: Edge, caller: Caller, person_id: str, reveal: str | None = None) -> View:
+    """The person as the caller's role may see it; with `reveal` (one of REVEAL_REASONS), an
+    administrator sees the identifiers unmasked."""
+    if reveal is not None:
+        caller.require_role(Role.ADMINISTRATOR)
+        if reveal not in REVEAL_REASONS:
+            raise Refused("reveal.reason", f"reveal needs one of {sorted(REVEAL_REASONS)}", 400)
     golden, record_keys = person(edge, caller, person_id, "Patient")
-    return person_view(caller, golden, record_keys)
+    return person_view(caller, golden, record_keys, revealed=reveal is not None)
 
 
 def observation_page(
@@ -475,19 +485,21 @@ VISIBLE_FIELDS: dict[Role, frozenset[str]] = {
 MASKED_FIELDS = {"id_number": 2, "phone": 4}
 
 
-def visible_golden(caller: Caller, person: Record) -> Record:
+def visible_golden(caller: Caller, person: Record, revealed: bool = False) -> Record:
     """The golden record as the caller's role may see it: its fields only, identifiers masked
-    unless they are the caller's own."""
+    unless they are the caller's own or `revealed` (an administrator's audited reveal)."""
     golden = dict(person["golden"] or {})
     allowed = VISIBLE_FIELDS.get(caller.role, frozenset())
     visible = {name: (value if name in allowed else None) for name, value in golden.items()}
-    if caller.role is not Role.PATIENT:
+    if caller.role is not Role.PATIENT and not revealed:
         for name, keep in MASKED_FIELDS.items():
             visible[name] = mask(visible.get(name), keep)
     return visible
 
 
-def person_view(caller: Caller, person: Record, record_keys: list[str]) -> View:
+def person_view(
+    caller: Caller, person: Record, record_keys: list[str], revealed: bool = False
+) -> View:
     """The golden record as the caller's role may see it."""
     if caller.role is Role.RESEARCHER:  # de-identified: no names, numbers or places
         birth = (person["golden"] or {}).get("birth_date")
@@ -497,7 +509,7 @@ def person_view(caller: Caller, person: Record, record_keys: list[str]) -> View:
             "birth_year": birth.year if birth else None,
             "records": len(record_keys),
         }
-    golden = visible_golden(caller, person)
+    golden = visible_golden(caller, person, revealed)
     if golden.get("birth_date") is not None:
         golden["birth_date"] = golden["birth_date"].isoformat()
     return {"person_id": person["person_id"], "golden": golden, "record_keys": record_keys}

@@ -146,3 +146,16 @@ def test_scopes_count_only_in_their_role_s_smart_context() -> None:
         f"Bearer {token(role='patient', person_id='P1', scope='user/*.read patient/*.read')}"
     )
     assert [s.context for s in patient.scopes] == ["patient"]
+
+
+def test_a_removed_signing_key_stops_its_tokens_even_those_already_remembered() -> None:
+    validator = TokenValidator(KeySet([KEY]), ISSUER, AUDIENCE, now=lambda: NOW)
+    remembered = f"Bearer {token()}"
+    assert validator.caller(remembered).client_id == "ward-app"  # checked once, remembered
+    newer = ECKey.generate_key("P-256", parameters={"kid": "edge-2"})
+    validator.replace_keys(KeySet([newer]))  # the identity provider rotated edge-1 out
+    with pytest.raises(Refused):
+        validator.caller(remembered)
+    signed_by_newer = jwt.encode({"alg": "ES256", "kid": "edge-2"},
+                                 jwt.decode(remembered.split()[1], KEY).claims, newer)  # fmt: skip
+    assert validator.caller(f"Bearer {signed_by_newer}").client_id == "ward-app"

@@ -128,7 +128,7 @@ class TokenValidator:
         self.keys, self.issuer, self.audience = keys, issuer, audience
         self.now = now or (lambda: int(time.time()))
         self.remembered = remembered
-        self._valid: OrderedDict[str, tuple[Caller, int]] = OrderedDict()
+        self._valid: OrderedDict[str, tuple[Caller, int, str]] = OrderedDict()  # ..., kid
 
     def caller(self, authorization: str | None) -> Caller:
         """The caller an `Authorization` header speaks for, or Refused (401)."""
@@ -143,13 +143,21 @@ class TokenValidator:
         known = self._valid.get(token)
         if known is not None and self.now() <= known[1] + LEEWAY_SECONDS:
             return known[0]
-        caller, expires = self._verify(token)
-        self._valid[token] = (caller, expires)
+        caller, expires, kid = self._verify(token)
+        self._valid[token] = (caller, expires, kid)
         if len(self._valid) > self.remembered:
             self._valid.popitem(last=False)
         return caller
 
-    def _verify(self, token: str) -> tuple[Caller, int]:
+    def replace_keys(self, keys: KeySet) -> None:
+        """The identity provider's current signing keys (a rotation): tokens signed with a key
+        no longer in the set are no longer accepted, remembered or not."""
+        kept = {key.kid for key in keys.keys}
+        self.keys = keys
+        for token in [t for t, (_, _, kid) in self._valid.items() if kid not in kept]:
+            del self._valid[token]
+
+    def _verify(self, token: str) -> tuple[Caller, int, str]:
         try:
             decoded = jwt.decode(token, self.keys, algorithms=list(ALGORITHMS))
             registry = jwt.JWTClaimsRegistry(
@@ -174,7 +182,8 @@ class TokenValidator:
                 "token.lifetime", f"tokens may live at most {MAX_TOKEN_SECONDS} s (exp - iat)"
             )
         expires = int(decoded.claims["exp"])
-        return replace(caller_of(decoded.claims), expires_at=expires), expires
+        kid = str(decoded.header.get("kid", ""))
+        return replace(caller_of(decoded.claims), expires_at=expires), expires, kid
 
 
 def caller_of(claims: dict[str, object]) -> Caller:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import ssl
 import threading
 import time
@@ -30,6 +31,7 @@ from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
 
 DEV = DevFiles(Path(".local/edge"))
+log = logging.getLogger("hs.edge")
 
 
 class EdgeSettings(RuntimeSettings):
@@ -100,6 +102,22 @@ def main() -> int:
     return 0
 
 
+async def follow_signing_keys(path: Path, tokens: TokenValidator, every: float = 10.0) -> None:
+    """Take up the JWKS file again when it changes: a key the identity provider removed stops
+    being accepted at once, also for tokens checked before."""
+    seen = path.stat().st_mtime_ns
+    while True:
+        await asyncio.sleep(every)
+        try:
+            changed = path.stat().st_mtime_ns
+            if changed != seen:
+                tokens.replace_keys(KeySet.import_key_set(json.loads(path.read_text())))
+                seen = changed
+                log.info("signing keys reloaded", extra={"count": len(tokens.keys.keys)})
+        except (OSError, ValueError) as error:
+            log.warning("signing keys not reloaded", extra={"error": type(error).__name__})
+
+
 async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
     """REST and gRPC, both over TLS, on one event loop and one audit chain."""
     keys = KeySet.import_key_set(json.loads(settings.jwks_file.read_text()))
@@ -131,9 +149,11 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
     rest = uvicorn.Server(config)
     gc.freeze()  # what start-up made lives as long as the process: no collection scans it
     runtime.ready()
+    follower = asyncio.create_task(follow_signing_keys(settings.jwks_file, edge.tokens))
     try:
         await rest.serve()
     finally:
+        follower.cancel()
         await grpc_server.stop(5)
         trail.anchor()
         producer.close()

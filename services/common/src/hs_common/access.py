@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka.admin import (
     AclBinding,
@@ -148,22 +148,11 @@ def policy(institutions: Iterable[str]) -> tuple[Grant, ...]:
     inbound = tuple(topics.inbound_topic(c) for c in codes)
     acks = tuple(topics.inbound_ack_topic(c) for c in codes)
     doors = (  # the Kafka door answers what it refuses, the normalizer the rest
-        _extended(INGESTION, reads=inbound, writes=acks),
-        _extended(NORMALIZE, reads=(), writes=acks),
+        replace(INGESTION, reads=INGESTION.reads + inbound, writes=INGESTION.writes + acks),
+        replace(NORMALIZE, writes=NORMALIZE.writes + acks),
     )
     others = tuple(g for g in SERVICES if g not in (INGESTION, NORMALIZE))
     return doors + others + tuple(institution_grant(c) for c in codes)
-
-
-def _extended(grant: Grant, reads: tuple[str, ...], writes: tuple[str, ...]) -> Grant:
-    return Grant(
-        grant.principal,
-        grant.reads + reads,
-        grant.writes + writes,
-        grant.groups,
-        grant.transactional_ids,
-        grant.owned_topic_prefixes,
-    )
 
 
 def acl_bindings(grants: Sequence[Grant]) -> list[AclBinding]:

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hs_common.testing import free_port, read_env_file, repository_root
+from hs_common.settings import read_env_file
+from hs_common.testing import free_port, repository_root
 
 REPO = repository_root()
 FIGURES = {

@@ -27,12 +27,6 @@ from hs_common.schemas import SchemaCatalogue, default_schema_root
 from hs_common.settings import RuntimeSettings
 
 
-def read_login(path: Path) -> dict[str, str | int | bool]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    variables = {name.strip(): value.strip() for name, value in pairs}
-    return RuntimeSettings(**variables).kafka_client_config()  # type: ignore[arg-type]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--login", type=Path, required=True)
@@ -41,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     codec = Codec(SchemaCatalogue.load(default_schema_root()), Keyring.empty())
     group = f"dashboard-{uuid.uuid4().hex[:8]}"
     consumer = Consumer(
-        read_login(args.login)
+        RuntimeSettings.from_login_file(args.login).kafka_client_config()
         | {"group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )
     consumer.subscribe([topics.VITALS_ALERT.name])

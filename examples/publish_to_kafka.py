@@ -32,12 +32,6 @@ from hs_common.schemas import SchemaCatalogue, default_schema_root
 from hs_common.settings import RuntimeSettings
 
 
-def read_login(path: Path) -> dict[str, str | int | bool]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    variables = {name.strip(): value.strip() for name, value in pairs}
-    return RuntimeSettings(**variables).kafka_client_config()  # type: ignore[arg-type]
-
-
 def message_id(body: bytes, path: Path, content_type: str) -> str:
     """MSH-10 for HL7 v2 (what the platform answers with), else the file name."""
     if content_type == "application/hl7-v2" and body.startswith(b"MSH"):
@@ -99,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--content-type", default="application/hl7-v2")
     parser.add_argument("--wait", type=float, default=60.0)
     args = parser.parse_args(argv)
-    login = read_login(args.login)
+    login = RuntimeSettings.from_login_file(args.login).kafka_client_config()
     ids = publish(login, args.institution, args.content_type, args.files)
     found = answers(login, args.institution, ids, args.wait)
     for message in ids:

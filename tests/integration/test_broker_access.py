@@ -14,7 +14,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from hs_common import access, admin, topics
 from hs_common.settings import Environment, RuntimeSettings
-from hs_common.testing import read_env_file
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +36,7 @@ def logins(kafka_bootstrap: str, kafka_state_dir: Path, tmp_path_factory: pytest
 
 
 def _client(logins: Path, principal: str) -> dict[str, str | int | bool]:
-    settings = RuntimeSettings(**read_env_file(logins / f"{principal}.env"))  # type: ignore[arg-type]
-    return settings.kafka_client_config()
+    return RuntimeSettings.from_login_file(logins / f"{principal}.env").kafka_client_config()
 
 
 def _write(config: dict[str, str | int | bool], topic: str) -> KafkaError | None:

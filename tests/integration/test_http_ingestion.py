@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
-from hs_common.settings import RuntimeSettings
-from hs_common.testing import LoopThread, TopicFactory, free_port, read_all, read_env_file
+from hs_common.settings import RuntimeSettings, read_env_file
+from hs_common.testing import LoopThread, TopicFactory, free_port, read_all
 from hs_ingestion.httpapi import Intake, create_app
 from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.sources import SourceRegistry, default_sources_dir

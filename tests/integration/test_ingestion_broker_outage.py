@@ -18,13 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
-from hs_common.settings import RuntimeSettings
+from hs_common.settings import RuntimeSettings, read_env_file
 from hs_common.testing import (
     LoopThread,
     client_config,
     free_port,
     read_all,
-    read_env_file,
     repository_root,
 )
 from hs_ingestion.mllp import MllpServer

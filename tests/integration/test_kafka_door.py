@@ -27,7 +27,6 @@ from hs_common.testing import (
     golden_example,
     processing,
     read_all,
-    read_env_file,
     repository_root,
 )
 from hs_ingestion.inbound import InboundStage
@@ -49,8 +48,7 @@ ORU = (
 
 
 def _login(logins: Path, principal: str) -> dict[str, str | int | bool]:
-    settings = RuntimeSettings(**read_env_file(logins / f"{principal}.env"))  # type: ignore[arg-type]
-    return settings.kafka_client_config()
+    return RuntimeSettings.from_login_file(logins / f"{principal}.env").kafka_client_config()
 
 
 @pytest.fixture(scope="module")

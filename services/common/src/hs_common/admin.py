@@ -40,7 +40,7 @@ from hs_common.crypto import MAC_WRITERS, Keyring, Sealed
 from hs_common.errors import CodecError
 from hs_common.kafka import make_admin, make_consumer, make_producer, read_range
 from hs_common.schemas import HISTORY_DIR, SchemaCatalogue, default_schema_root
-from hs_common.settings import Environment, RuntimeSettings
+from hs_common.settings import Environment, RuntimeSettings, read_env_file
 
 
 def dev_keys(settings: RuntimeSettings) -> str:
@@ -97,11 +97,8 @@ def dev_credentials(settings: RuntimeSettings, institutions: Sequence[str], out:
 
 def _kept_password(path: Path) -> str:
     """The principal's password from an earlier run (logins stay valid), else a new one."""
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.startswith("HS_KAFKA_SASL_PASSWORD="):
-                return line.split("=", 1)[1]
-    return secrets.token_urlsafe(24)
+    kept = read_env_file(path).get("HS_KAFKA_SASL_PASSWORD") if path.exists() else None
+    return kept or secrets.token_urlsafe(24)
 
 
 def _login(settings: RuntimeSettings, principal: str, password: str) -> dict[str, str]:
@@ -202,10 +199,9 @@ def keys_in_use(settings: RuntimeSettings) -> str:
             except CodecError:
                 continue  # not an event of ours: the dead letters say why it is there
             used.update(sealed_key_ids(record))
-            used.update(
-                bytes(v).decode(errors="replace").partition(":")[0]
-                for k, v in message.headers() or () if k == control.MAC_HEADER and v is not None
-            )  # fmt: skip
+            mac_key = _mac_key(message)
+            if mac_key is not None:
+                used[mac_key] += 1
     lines = [f"  {key_id:<28}{count:>10,} values" for key_id, count in sorted(used.items())]
     idle = sorted((set(keyring.keys) | set(keyring.mac_keys)) - set(used))
     return (

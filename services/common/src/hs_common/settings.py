@@ -107,6 +107,12 @@ class RuntimeSettings(BaseSettings):
                 )
         return self
 
+    @classmethod
+    def from_login_file(cls, path: Path) -> Self:
+        """Settings from a login file's HS_* variables (what kafka.sh and `hs-admin
+        dev-credentials` write), the environment's for the rest."""
+        return cls(**read_env_file(path))  # type: ignore[arg-type]  # names checked by aliases
+
     def _has_sasl_login(self) -> bool:
         return bool(self.kafka_sasl_username and self.kafka_sasl_password)
 
@@ -136,3 +142,9 @@ class RuntimeSettings(BaseSettings):
             config["ssl.certificate.location"] = str(self.kafka_ssl_certificate)
             config["ssl.key.location"] = str(self.kafka_ssl_key)
         return config
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """NAME=value lines; blank lines and # comments are skipped."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {name.strip(): value.strip() for name, value in pairs if not name.startswith("#")}

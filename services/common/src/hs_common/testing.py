@@ -38,7 +38,7 @@ from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.schemas import EventSchema, SchemaCatalogue, default_schema_root
-from hs_common.settings import Environment, RuntimeSettings
+from hs_common.settings import Environment, RuntimeSettings, read_env_file
 
 
 def free_port() -> int:
@@ -84,12 +84,6 @@ def kafka_state_dir(kafka_bootstrap: str) -> Path:
     if not ca or not (Path(ca).parent / "ca.key").exists():
         pytest.fail("this test needs the project's own broker (unset KAFKA_BOOTSTRAP)")
     return Path(ca).parent.parent
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """NAME=value lines (what kafka.sh and `hs-admin dev-credentials` write)."""
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {name.strip(): value.strip() for name, value in pairs if not name.startswith("#")}
 
 
 def client_config(

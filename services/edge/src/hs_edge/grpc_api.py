@@ -233,16 +233,14 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         self, request: pb.StreamAlertsRequest, context: Context
     ) -> AsyncIterator[pb.AlertEvent]:
         """Audited when the stream is opened, and for each alert served (`live_alerts`)."""
-        caller_of_call: list[Caller] = []
 
-        async def work(caller: Caller) -> list[str] | None:
-            caller_of_call.append(caller)
-            return op.alert_watch(self.edge, caller)
+        async def work(caller: Caller) -> tuple[Caller, list[str] | None]:
+            return caller, op.alert_watch(self.edge, caller)
 
-        records = await self._serve(context, "StreamAlerts", None, work)
+        caller, records = await self._serve(context, "StreamAlerts", None, work)
         position = request.after_position or time.time_ns() // 1000  # new: from now on
         served = op.live_alerts(
-            self.edge, caller_of_call[0], f"gRPC {SERVICE}/StreamAlerts", records, position,
+            self.edge, caller, f"gRPC {SERVICE}/StreamAlerts", records, position,
             _always,  # a client that leaves cancels this generator
         )  # fmt: skip
         async for received, alert in served:

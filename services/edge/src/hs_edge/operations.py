@@ -321,9 +321,13 @@ def trend_view(series: Trend) -> View:
 # --- alerts ---------------------------------------------------------------------------------
 
 
-def person_alerts(edge: Edge, caller: Caller, person_id: str) -> View:
+def no_alerts_for_research(caller: Caller) -> None:
     if caller.role is Role.RESEARCHER:
         raise Refused("role.forbidden", "alerts identify patients: not for research", 403)
+
+
+def person_alerts(edge: Edge, caller: Caller, person_id: str) -> View:
+    no_alerts_for_research(caller)
     _, records = person(edge, caller, person_id, "Flag")
     return {"items": [alert_view(edge.opened(e)) for e in edge.store.alerts(records)]}
 
@@ -332,8 +336,7 @@ def alert_watch(edge: Edge, caller: Caller) -> list[str] | None:
     """The records whose alerts the caller may follow live: all (None) for clinicians and
     public health, their own for a patient."""
     caller.require("Flag")
-    if caller.role is Role.RESEARCHER:
-        raise Refused("role.forbidden", "alerts identify patients: not for research", 403)
+    no_alerts_for_research(caller)
     if caller.role is Role.PATIENT:
         return person(edge, caller, caller.person_id or "", "Flag")[1]
     return None

@@ -25,20 +25,18 @@ import json
 import os
 import secrets
 import sys
-import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
+from confluent_kafka import Message
 
 from hs_common import access, control, devpki, topics
 from hs_common.codec import Codec
 from hs_common.crypto import MAC_WRITERS, Keyring, Sealed
 from hs_common.errors import CodecError
-from hs_common.kafka import make_admin, make_consumer, make_producer, read_range
+from hs_common.kafka import make_admin, make_producer, read_range
 from hs_common.schemas import HISTORY_DIR, SchemaCatalogue, default_schema_root
 from hs_common.settings import Environment, RuntimeSettings, read_env_file
 
@@ -150,24 +148,12 @@ def release_schemas(settings: RuntimeSettings) -> str:
 
 
 def counts(settings: RuntimeSettings) -> str:
-    consumer = make_consumer(settings, f"hs-admin-counts-{uuid.uuid4().hex}", "hs-admin")
-    lines = []
-    try:
-        for spec in topics.ALL:
-            metadata = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
-            partitions = [
-                TopicPartition(spec.name, p, OFFSET_BEGINNING) for p in metadata.partitions
-            ]
-            consumer.assign(partitions)
-            count, idle_since = 0, time.monotonic()
-            while time.monotonic() - idle_since < 1.0:
-                batch = consumer.consume(1000, 0.2)
-                count += sum(1 for m in batch if m.error() is None)
-                if batch:
-                    idle_since = time.monotonic()
-            lines.append(f"  {spec.name:<30}{count:>10,}")
-    finally:
-        consumer.close()
+    """The committed records on every catalogued topic, each read to its end (a pause in the
+    fetches is not taken for the end)."""
+    lines = [
+        f"  {spec.name:<30}{sum(1 for _ in read_range(settings, spec.name, 'hs-admin')):>10,}"
+        for spec in topics.ALL
+    ]
     return "records per topic (committed):\n" + "\n".join(lines)
 
 

@@ -148,7 +148,7 @@ def test_what_an_institution_publishes_is_kept_normalized_and_answered_to_it_alo
     assert status == {
         ids["good"]: ("ACCEPTED", []),
         ids["partial"]: ("PARTIAL", [("OBX 2", "hl7.invalid_value")]),
-        ids["claims"]: ("REJECTED", [(None, "kafka.sender_mismatch")]),
+        ids["claims"]: ("REJECTED", [(None, "hl7.sender_mismatch")]),
         ids["untyped"]: ("REJECTED", [(None, "kafka.content_type")]),
         ids["clinic"]: ("ACCEPTED", []),
     }
@@ -164,7 +164,7 @@ def test_what_an_institution_publishes_is_kept_normalized_and_answered_to_it_alo
     assert len(results) == 3  # two of the good message, one of the partial one
     letters = [codec.decode(v).record for _, v in read_all(kafka_bootstrap, doors["dead"], idle=2)]
     assert sorted(d["reason_code"] for d in letters) == [
-        "hl7.invalid_value", "kafka.content_type", "kafka.sender_mismatch",
+        "hl7.invalid_value", "hl7.sender_mismatch", "kafka.content_type",
     ]  # fmt: skip
     assert all(d["original"] for d in letters)  # the bytes as published, kept
 

@@ -15,7 +15,7 @@ from hs_common import topics
 from hs_common.codec import Codec
 from hs_common.deadletter import DeadLetter, Origin
 from hs_common.processor import Output
-from hs_ingestion.kafkadoor import Inbound, Kept, receive_inbound, refusal_ack
+from hs_ingestion.kafkadoor import Inbound, Kept, Refused, receive_inbound, refusal_ack
 from hs_ingestion.sources import SourceRegistry
 
 STAGE = "ingestion.kafka"
@@ -41,11 +41,15 @@ class InboundStage:
             key.encode() if isinstance(key, str) else key, message.value() or b"",
             [(k, v.encode() if isinstance(v, str) else v) for k, v in message.headers() or ()],
         )  # fmt: skip
-        outcome = receive_inbound(inbound, self.sources, self.codec.keyring, self.max_bytes)
-        if isinstance(outcome, Kept):
-            value = self.codec.encode(topics.RAW.value_schema, outcome.record)
-            yield Output(self.raw_topic, value, outcome.key)
-            return
+        outcomes = receive_inbound(inbound, self.sources, self.codec.keyring, self.max_bytes)
+        for outcome in outcomes:
+            if isinstance(outcome, Kept):
+                value = self.codec.encode(topics.RAW.value_schema, outcome.record)
+                yield Output(self.raw_topic, value, outcome.key)
+            else:
+                yield from self._refuse(inbound, outcome)
+
+    def _refuse(self, inbound: Inbound, outcome: Refused) -> Iterator[Output]:
         origin = Origin(
             "KAFKA", inbound.topic, inbound.partition, inbound.offset,
             sender_message_id=outcome.message_id, content_type=outcome.content_type,

@@ -55,11 +55,14 @@ def receive_hl7(
 ) -> Kept | Refused:
     """Keep or refuse one HL7 message received on `port` over `transport` (a source whose
     `transports` does not list it is refused; None: the caller checked the sender itself).
-    `authenticated`: the source the connection proved to be (its client certificate); a
-    message naming another is refused."""
+    `authenticated`: the source the sender proved to be (its client certificate, or the
+    inbound topic only it may write); a message naming another registered source is refused,
+    one naming none is that source's (as on a port only it sends to)."""
     received_at = received_at or datetime.now(UTC)
     application, facility = _sender(payload.removeprefix(UTF8_BOM))
-    source = sources.sender(application, facility, port)
+    source = sources.sender(application, facility, port) or (
+        sources.get(authenticated) if authenticated is not None else None
+    )
     if not payload.removeprefix(UTF8_BOM).lstrip().startswith(b"MSH"):
         problem = Problem("hl7.msh_missing", "segment 1", "message does not start with MSH")
         return Refused(None, Outcome.REJECTED, problem, "unknown", None)
@@ -88,7 +91,7 @@ def receive_hl7(
         return Refused(message, Outcome.REJECTED, problem, facility or "unknown", control_id)
     if authenticated is not None and source.code != authenticated:
         problem = Problem(
-            "hl7.sender_mismatch", "MSH-4", "MSH-3/MSH-4 name another source than the connection's"
+            "hl7.sender_mismatch", "MSH-4", "MSH-3/MSH-4 name another source than the sender proved"
         )
         return Refused(message, Outcome.REJECTED, problem, authenticated, control_id)
     if transport is not None and transport not in source.transports:

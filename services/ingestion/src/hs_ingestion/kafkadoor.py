@@ -1,14 +1,15 @@
 """The Kafka door: institutions publish straight to their inbound topic (`hs.inbound.<code>.v1`).
 
 The broker's ACLs let only the institution's principal write its topic, so the topic names the
-sender: the institution recorded is the topic's, never MSH-4 or a header, and an HL7 message whose
-MSH-3/MSH-4 name another registered source is refused. The `content-type` header says what the
-value is (application/hl7-v2, application/fhir+json, application/json, text/csv,
-application/x-ndjson), as at the HTTP door; the body is then checked, kept on the raw topic or
-refused, exactly as the MLLP and HTTP doors do (`intake.receive_hl7`, `httpintake.receive_http`).
-What happens to it next is answered on the institution's acknowledgement topic
-(`hs.inbound.<code>.ack.v1`): by this door when it refuses a message, by the normalizer once the
-message became events (`inbound_ack`).
+sender: the institution recorded is the topic's, never MSH-4 or a header. An HL7 message whose
+MSH-3/MSH-4 name another registered source is refused; one naming none is the topic's (as on a
+port only one source sends to), and a batch (FHS/BHS) is taken message by message. The
+`content-type` header says what the value is (application/hl7-v2, application/fhir+json,
+application/json, text/csv, application/x-ndjson), as at the HTTP door; the body is then
+checked, kept on the raw topic or refused, exactly as the MLLP and HTTP doors do
+(`intake.receive_hl7`, `httpintake.receive_http`). What happens to it next is answered on the
+institution's acknowledgement topic (`hs.inbound.<code>.ack.v1`): by this door when it refuses
+a message, by the normalizer once the message became events (`inbound_ack`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hs_common import topics
 from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
 from hs_ingestion import httpintake, intake
+from hs_ingestion.hl7 import is_batch, split_messages
 from hs_ingestion.sources import SourceRegistry
 
 KAFKA_TRANSPORT = "kafka"  # the `transports` entry of a source that may publish here
@@ -93,8 +95,9 @@ def receive_inbound(
     keyring: Keyring,
     max_bytes: int,
     received_at: datetime | None = None,
-) -> Kept | Refused:
-    """Keep or refuse one published message, as the topic's institution's."""
+) -> list[Kept | Refused]:
+    """Keep or refuse one published message, as the topic's institution's: one outcome, or
+    one per message of an HL7 batch (FHS/BHS)."""
     received_at = received_at or datetime.now(UTC)
     institution = institution_of(message.topic) or "unknown"
     source = sources.get(institution)
@@ -104,31 +107,31 @@ def receive_inbound(
         return Refused(institution, message_id or message.message_id, code, reason, content_type)
 
     if source is None or KAFKA_TRANSPORT not in source.transports:
-        return refused("kafka.unknown_source", "no registered source publishes to this topic")
+        return [refused("kafka.unknown_source", "no registered source publishes to this topic")]
     if content_type is None:
-        return refused("kafka.content_type", f"the {CONTENT_TYPE_HEADER} header is missing")
+        return [refused("kafka.content_type", f"the {CONTENT_TYPE_HEADER} header is missing")]
     if len(message.value) > max_bytes:
-        return refused("kafka.too_large", f"at most {max_bytes} bytes")
+        return [refused("kafka.too_large", f"at most {max_bytes} bytes")]
     if content_type.partition(";")[0].strip().lower() == intake.HL7_CONTENT_TYPE:
-        hl7 = intake.receive_hl7(message.value, sources, keyring, received_at, transport=None)
-        if isinstance(hl7, intake.Refused):
-            problem = hl7.problem
-            reason = f"{problem.where}: {problem.text}"
-            return refused(problem.reason_code, reason, hl7.sender_message_id)
-        if hl7.record["envelope"]["source"]["institution"] != institution:
-            return refused(
-                "kafka.sender_mismatch",
-                "MSH-3/MSH-4 name another institution than the one publishing this topic",
-                hl7.record["sender_message_id"],
+        batch = split_messages(message.value) if is_batch(message.value) else []
+        outcomes: list[Kept | Refused] = []
+        for payload in batch or [message.value]:
+            hl7 = intake.receive_hl7(
+                payload, sources, keyring, received_at, transport=None, authenticated=institution
             )
-        return Kept(hl7.record | {"transport": "KAFKA"}, hl7.key)
+            if isinstance(hl7, intake.Refused):
+                reason = f"{hl7.problem.where}: {hl7.problem.text}"
+                outcomes.append(refused(hl7.problem.reason_code, reason, hl7.sender_message_id))
+            else:
+                outcomes.append(Kept(hl7.record | {"transport": "KAFKA"}, hl7.key))
+        return outcomes
     body = httpintake.receive_http(
         institution, (source.format,), content_type, message.value, sources, keyring,
         max_bytes, message.message_id, received_at, transport=None,
     )  # fmt: skip
     if isinstance(body, httpintake.Refused):
-        return refused(body.reason_code, body.reason)
-    return Kept(body.record | {"transport": "KAFKA"}, body.key)
+        return [refused(body.reason_code, body.reason)]
+    return [Kept(body.record | {"transport": "KAFKA"}, body.key)]
 
 
 def inbound_ack(

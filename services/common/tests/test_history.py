@@ -119,6 +119,49 @@ def test_history_check_refuses_a_breaking_change_inside_a_sealed_field(fixture_r
     )
 
 
+def _v2_sealing_the_value(value_type: Any = "double") -> dict[str, Any]:
+    v2 = copy.deepcopy(V1)
+    v2["fields"][2] = {"name": "value", "hs.sensitivity": "health", "type": value_type}
+    return v2
+
+
+def test_a_field_sealed_later_reads_old_data_in_the_clear_and_is_sealed_when_written_again(
+    fixture_root: Path, keyring: Keyring
+) -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    old_bytes = Codec(SchemaCatalogue.load(fixture_root), keyring).encode(
+        "fx.device.Reading", {"at": at, "subject": {"id": "U1"}, "value": 5.5}
+    )
+    assert b"\x00\x00\x00\x00\x00\x00\x16@" in old_bytes  # 5.5 as an Avro double, in the clear
+    _write(fixture_root, _v2_sealing_the_value())
+    release_schemas(RuntimeSettings(HS_SCHEMA_DIR=fixture_root))
+    current = SchemaCatalogue.load(fixture_root)
+    assert history_problems(current) == []
+    codec = Codec(current, keyring)
+    record = codec.decode(old_bytes).record
+    assert record == {"at": at, "subject": {"id": "U1"}, "value": 5.5}
+    rewritten = codec.encode("fx.device.Reading", record)
+    assert b"\x00\x00\x00\x00\x00\x00\x16@" not in rewritten
+    assert Codec(current, Keyring.empty()).decode(rewritten).record["value"].key_id
+    assert codec.decode(rewritten).record == record
+
+
+def test_sealing_a_field_does_not_excuse_changing_its_type(fixture_root: Path) -> None:
+    _write(fixture_root, _v2_sealing_the_value("string"))
+    release_schemas(RuntimeSettings(HS_SCHEMA_DIR=fixture_root))
+    problems = history_problems(SchemaCatalogue.load(fixture_root))
+    assert any("not compatible with writer type: double" in p for p in problems), problems
+
+
+def test_a_sealed_field_cannot_be_unsealed(fixture_root: Path) -> None:
+    v2 = copy.deepcopy(V1)
+    del v2["fields"][1]["hs.sensitivity"]
+    _write(fixture_root, v2)
+    release_schemas(RuntimeSettings(HS_SCHEMA_DIR=fixture_root))
+    problems = history_problems(SchemaCatalogue.load(fixture_root))
+    assert any("cannot read old data" in p for p in problems), problems
+
+
 def test_a_history_file_must_be_named_by_its_fingerprint(fixture_root: Path) -> None:
     [recorded] = (fixture_root / "history" / "fx.device.Reading").glob("*.avsc")
     recorded.rename(recorded.with_name("0000000000000000.avsc"))

@@ -198,32 +198,44 @@ def keys_in_use(settings: RuntimeSettings) -> str:
 
 
 def reseal(settings: RuntimeSettings) -> str:
-    """Re-seal the compacted topics' current records whose sealed values or MAC use a key that
-    is no longer active: decoded with every key, encoded again (same event, so the same binding)
-    and written under the same Kafka key, with a fresh MAC where the schema has one."""
+    """Re-seal the compacted topics' current records that `resealed` renews or whose MAC uses
+    a key no longer active, written under the same Kafka key with a fresh MAC where the schema
+    has one."""
     keyring = Keyring.from_file(settings.keyring_file)
-    catalogue = SchemaCatalogue.load(settings.schema_dir or default_schema_root())
-    codec, blind = Codec(catalogue, keyring), Codec(catalogue, Keyring.empty())
-    active = {*keyring.active.values(), *keyring.active_mac.values()}
+    codec = Codec(SchemaCatalogue.load(settings.schema_dir or default_schema_root()), keyring)
+    active_mac = (None, *keyring.active_mac.values())
     producer = make_producer(settings, "hs-admin-reseal")
     written = 0
     for spec in (s for s in topics.ALL if s.compacted):
         for message in current_records(settings, spec):
             value, key = message.value() or b"", message.key()
             try:
-                sealed_with = set(sealed_key_ids(blind.decode(value).record))
+                fresh = resealed(codec, value)
             except CodecError:
                 continue
-            if sealed_with <= active and _mac_key(message) in (None, *active):
+            if fresh is None and _mac_key(message) in active_mac:
                 continue
-            decoded = codec.decode(value)
-            fresh = codec.encode(decoded.schema, decoded.record)
-            headers = control.mac_headers(keyring, decoded.schema, fresh)
+            schema = codec.schema_of(value).name
+            fresh = fresh or value
+            headers = control.mac_headers(keyring, schema, fresh)
             producer.produce(spec.name, fresh, key or None, headers=headers or None)
             written += 1
     if producer.flush(60):
         return "refused: the broker did not confirm every record re-sealed"
     return f"{written} records re-sealed under the active keys"
+
+
+def resealed(codec: Codec, value: bytes) -> bytes | None:
+    """The event sealed anew under the active keys (same event, so the same binding), or None
+    when it already is: every sealed value under an active key, and no field in the clear that
+    the current version seals."""
+    blind = Codec(codec.catalogue, Keyring.empty())
+    sealed_with = set(sealed_key_ids(blind.decode(value).record))
+    in_the_clear = codec.catalogue.sealed_since(blind.schema_of(value))
+    if sealed_with <= set(codec.keyring.active.values()) and not in_the_clear:
+        return None
+    decoded = codec.decode(value)
+    return codec.encode(decoded.schema, decoded.record)
 
 
 def current_records(settings: RuntimeSettings, spec: topics.TopicSpec) -> Iterator[Message]:

@@ -79,7 +79,7 @@ class Codec:
             raise CodecError(f"expected {expect}, got {schema.name}")
         # Data written with a released older version is read into the current version's shape.
         current = self.catalogue.get(schema.name) if schema.released else schema
-        reader = current.wire_parsed if schema.released else None
+        reader = self.catalogue.reader_of(schema) if schema.released else None
         body = io.BytesIO(data)
         body.seek(HEADER_BYTES)
         try:
@@ -147,11 +147,13 @@ class Codec:
         if value is None:
             return None
         if isinstance(plan, SealedField):
+            if plan.aad_name not in writers:  # written before the field was sealed
+                return value
             sealed = Sealed(value["key_id"], value["nonce"], value["ciphertext"])
             plain = self.keyring.open(plan.aad_name, sealed, bound)
             if plain is None:
                 return sealed
-            writer = writers.get(plan.aad_name, plan)
+            writer = writers[plan.aad_name]
             reader = None if writer is plan else plan.plain_schema
             try:
                 wrapper = fastavro.schemaless_reader(io.BytesIO(plain), writer.plain_schema, reader)

@@ -34,11 +34,12 @@ def catalogue_at(repo: Path, ref: str, schema_dir: str) -> SchemaCatalogue | Non
     return SchemaCatalogue.from_documents(documents)
 
 
-def reads(reader: EventSchema, writer: EventSchema) -> list[str]:
-    """Why `reader` cannot read data written with `writer` (empty when it can)."""
-    problems = _compatibility(reader.wire, writer.wire, "")
+def reads(readers: SchemaCatalogue, writer: EventSchema) -> list[str]:
+    """Why the current version in `readers` cannot read data written with `writer` (empty
+    when it can). A field sealed since `writer` is read as written (`reading_of`)."""
+    problems = _compatibility(readers.reading_of(writer), writer.wire, "")
     for aad_name, written in writer.sealed_fields.items():
-        read = reader.sealed_fields.get(aad_name)
+        read = readers.get(writer.name).sealed_fields.get(aad_name)
         if read is not None:
             problems += _compatibility(read.plain_json, written.plain_json, f"sealed {aad_name}: ")
     return problems
@@ -50,9 +51,8 @@ def incompatibilities(old: SchemaCatalogue, new: SchemaCatalogue) -> list[str]:
         if before.name not in new:
             problems.append(f"{before.name}: removed; data written with it could no longer be read")
             continue
-        after = new.get(before.name)
-        if after.fingerprint != before.fingerprint:
-            problems += [f"{before.name}: {p}" for p in reads(after, before)]
+        if new.get(before.name).fingerprint != before.fingerprint:
+            problems += [f"{before.name}: {p}" for p in reads(new, before)]
     return problems
 
 
@@ -63,7 +63,7 @@ def history_problems(catalogue: SchemaCatalogue) -> list[str]:
         if version.name not in catalogue:
             problems.append(f"{label}: removed; data written with it could no longer be read")
             continue
-        problems += [f"{label}: {p}" for p in reads(catalogue.get(version.name), version)]
+        problems += [f"{label}: {p}" for p in reads(catalogue, version)]
     problems += [
         f"{s.name}: current version {s.fingerprint.hex()} is not recorded in history; "
         "run `make schemas-release`"

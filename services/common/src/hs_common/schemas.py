@@ -134,6 +134,8 @@ class SchemaCatalogue:
         self._released = list(released)
         self._by_fingerprint = {s.fingerprint: s for s in self._released}
         self._by_fingerprint.update({s.fingerprint: s for s in self._by_name.values()})
+        self._definitions = _named_definitions(s.logical for s in self._by_name.values())
+        self._readers: dict[bytes, Any] = {}
 
     @classmethod
     def load(cls, root: Path) -> SchemaCatalogue:
@@ -167,8 +169,28 @@ class SchemaCatalogue:
 
     def release_document(self, name: str) -> JsonSchema:
         """The current type as one self-contained logical schema, to record in history."""
-        definitions = _named_definitions(s.logical for s in self._by_name.values())
-        return _Expander(definitions, seal=False).derive(name)
+        return _Expander(self._definitions, seal=False).derive(name)
+
+    def reading_of(self, writer: EventSchema) -> JsonSchema:
+        """The current version's wire schema as the reader of what `writer` wrote. A field
+        sealed since that version is read as it was written, in the clear (sealing a field is
+        a compatible change; the codec seals it when the record is written again)."""
+        later = self.sealed_since(writer)
+        if not later:
+            return self.get(writer.name).wire
+        return _Expander(self._definitions, seal=True, plain=later).derive(writer.name)
+
+    def sealed_since(self, writer: EventSchema) -> frozenset[str]:
+        """The fields the current version seals that `writer` did not."""
+        return frozenset(self.get(writer.name).sealed_fields) - frozenset(writer.sealed_fields)
+
+    def reader_of(self, writer: EventSchema) -> Any:
+        """`reading_of(writer)`, parsed (kept per writer)."""
+        reader = self._readers.get(writer.fingerprint)
+        if reader is None:
+            reader = fastavro.parse_schema(self.reading_of(writer), named_schemas={})
+            self._readers[writer.fingerprint] = reader
+        return reader
 
     def __iter__(self) -> Iterator[EventSchema]:
         return iter(self._by_name.values())
@@ -335,11 +357,18 @@ def _resolve_name(name: str, namespace: str | None, definitions: Mapping[str, An
 
 class _Expander:
     """Writes a named type as one self-contained schema (each named type defined at its first
-    use). With seal=True it writes the wire schema: tagged fields become hs.crypto.Sealed."""
+    use). With seal=True it writes the wire schema: tagged fields become hs.crypto.Sealed, but
+    for those named in `plain` ('<record full name>.<field name>')."""
 
-    def __init__(self, definitions: Mapping[str, dict[str, Any]], seal: bool) -> None:
+    def __init__(
+        self,
+        definitions: Mapping[str, dict[str, Any]],
+        seal: bool,
+        plain: frozenset[str] = frozenset(),
+    ) -> None:
         self._definitions = definitions
         self._seal = seal
+        self._plain = plain
         self._emitted: set[str] = set()
 
     def derive(self, name: str) -> JsonSchema:
@@ -360,7 +389,11 @@ class _Expander:
             fields = []
             for logical_field in definition["fields"]:
                 wire_field = dict(logical_field)
-                if self._seal and wire_field.pop(SENSITIVITY_ATTR, None) is not None:
+                if (
+                    self._seal
+                    and wire_field.pop(SENSITIVITY_ATTR, None) is not None
+                    and (f"{full}.{wire_field['name']}" not in self._plain)
+                ):
                     wire_field["type"] = self._sealed(wire_field["type"], full, wire_field["name"])
                 else:
                     wire_field["type"] = self._type(wire_field["type"], namespace)

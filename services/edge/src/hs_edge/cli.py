@@ -2,7 +2,9 @@
 `hs-edge verify-audit` proves the audit trail's keyed chains intact (and holding every head
 anchored in the edge's database), or names the first tampered entry (exit status 1);
 `hs-edge audit-query` lists the entries about a person, of a client, or in a time range, as JSON
-lines (the trail is kept without a time limit: hs.edge.audit.v1 has no retention)."""
+lines (the trail is kept without a time limit: hs.edge.audit.v1 has no retention);
+`hs-edge reseal` seals the read model's events anew under the active keys after a rotation and
+reports the keys they still use."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ import argparse
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hs_common import topics
+from hs_common.admin import resealed, sealed_key_ids
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.kafka import read_range
@@ -74,6 +78,26 @@ def audit_query(
     return 0
 
 
+def reseal_read_model(database: str) -> int:
+    """Seal the read model's events anew under the active keys (`hs-admin reseal` does the
+    compacted topics), then count the keys its events still use."""
+    settings = RuntimeSettings()
+    keyring = Keyring.from_file(settings.keyring_file)
+    catalogue = SchemaCatalogue.load(settings.schema_dir or default_schema_root())
+    codec, blind = Codec(catalogue, keyring), Codec(catalogue, Keyring.empty())
+    store = Store.open(database)
+    rewritten = store.rewrite_events(lambda event: resealed(codec, event))
+    used = Counter(
+        k for event in store.events() for k in sealed_key_ids(blind.decode(event).record)
+    )
+    print(f"{rewritten} events re-sealed in the read model; keys its events use:")
+    for key_id, count in sorted(used.items()):
+        print(f"  {key_id:<28}{count:>10,} values")
+    idle = sorted(set(keyring.keys) - set(used))
+    print("in the keyring, used by no event of the read model: " + ", ".join(idle or ["none"]))
+    return 0
+
+
 def moment(text: str) -> datetime:
     """An ISO 8601 time; one without an offset is UTC."""
     at = datetime.fromisoformat(text)
@@ -96,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     query.add_argument("--client", help="entries of this OAuth2 client")
     query.add_argument("--since", type=moment, help="from this time (ISO 8601), inclusive")
     query.add_argument("--until", type=moment, help="to this time (ISO 8601), exclusive")
+    reseal = commands.add_parser(
+        "reseal", help="seal the read model's events anew under the active keys"
+    )
+    reseal.add_argument("--database", default=os.environ.get("HS_EDGE_DATABASE"), required=False)
     setup = commands.add_parser("dev-setup", help="write development keys, TLS and clients")
     setup.add_argument("--folder", type=Path, default=DEV.folder)
     commands.add_parser("serve", help="run the edge (settings from HS_EDGE_* variables)")
@@ -108,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         return serve()
+    if args.command == "reseal":
+        if not args.database:
+            parser.error("reseal needs --database (or HS_EDGE_DATABASE)")
+        return reseal_read_model(args.database)
     if args.command == "audit-query":
         return audit_query(args.topic, args.person, args.client, args.since, args.until)
     return verify_audit(args.topic, args.database)

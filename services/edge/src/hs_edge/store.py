@@ -60,6 +60,16 @@ SCHEMA = (
 )
 
 
+# the tables holding event bytes, with their primary keys
+EVENT_TABLES = {
+    "persons": ("person_id",),
+    "observations": ("institution", "observation_id"),
+    "conditions": ("institution", "condition_id"),
+    "alerts": ("alert_id", "action"),
+    "reviews": ("record_key",),
+}
+
+
 class Connection(Protocol):
     """A DB-API connection in autocommit mode: transactions are begun explicitly."""
 
@@ -238,6 +248,40 @@ class Store:
     def anchors(self) -> list[tuple[str, int, str]]:
         rows = self._run("SELECT chain, sequence, hash FROM audit_anchors").fetchall()
         return [(str(c), int(n), str(h)) for c, n, h in rows]
+
+    def rewrite_events(self, rewrite: Callable[[bytes], bytes | None], page: int = 500) -> int:
+        """Pass every stored event through `rewrite` (None: keep it as it is) and store what it
+        returns, page by page. A row the projector changed meanwhile is left to it."""
+        rewritten = 0
+        for table, key in EVENT_TABLES.items():
+            columns = ", ".join(key)
+            after: tuple[Any, ...] | None = None
+            while True:
+                where = f"WHERE ({columns}) > ({', '.join('?' * len(key))}) " if after else ""
+                rows = self._run(
+                    f"SELECT {columns}, event FROM {table} {where}ORDER BY {columns} LIMIT ?",  # noqa: S608 (names from EVENT_TABLES)
+                    (*(after or ()), page),
+                ).fetchall()
+                if not rows:
+                    break
+                with self.transaction():
+                    for *row_key, event in rows:
+                        fresh = rewrite(bytes(event))
+                        if fresh is not None:
+                            match = " AND ".join(f"{k} = ?" for k in key)
+                            self._run(
+                                f"UPDATE {table} SET event = ? WHERE {match} AND event = ?",  # noqa: S608
+                                (fresh, *row_key, event),
+                            )
+                            rewritten += 1
+                after = tuple(rows[-1][: len(key)])
+        return rewritten
+
+    def events(self) -> Iterator[bytes]:
+        """Every stored event, table by table."""
+        for table in EVENT_TABLES:
+            for (event,) in self._run(f"SELECT event FROM {table}").fetchall():  # noqa: S608
+                yield bytes(event)
 
     # --- reads (the API) ----------------------------------------------------------------
 

@@ -4,7 +4,8 @@
         --institution HZ01 --content-type application/hl7-v2 message1.hl7 message2.hl7
 
 Each file is one message: HL7 v2 (application/hl7-v2), FHIR R4 JSON (application/fhir+json),
-clinic JSON or CSV, or a device batch, as the institution's source file says. It is written to
+clinic JSON or CSV, or a device batch, as the institution's source file says, or a typed event
+of our contracts (application/vnd.healthstream.avro, see docs/institutions.md). It is written to
 `hs.inbound.<code>.v1` with acks=all, a `content-type` header and a `message-id` header (the file
 name; for HL7 v2, MSH-10 is the id the answer carries). The answers are then read from
 `hs.inbound.<code>.ack.v1`, which only the institution may read, until each message is answered

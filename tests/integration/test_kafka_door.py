@@ -5,6 +5,7 @@ institution is refused; the answers are HZ01's alone to read."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import time
@@ -14,13 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import fastavro
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from hs_common import access, admin, topics
 from hs_common.codec import Codec
 from hs_common.processor import ExactlyOnceProcessor
-from hs_common.schemas import SchemaCatalogue
+from hs_common.schemas import SINGLE_OBJECT_MARKER, SchemaCatalogue
 from hs_common.settings import Environment, RuntimeSettings
 from hs_common.testing import (
     TopicFactory,
@@ -33,6 +35,7 @@ from hs_ingestion.inbound import InboundStage
 from hs_ingestion.kafkadoor import inbound_topics
 from hs_ingestion.normalizer import Normalizer
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_ingestion.typed import fingerprint
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +170,42 @@ def test_what_an_institution_publishes_is_kept_normalized_and_answered_to_it_alo
         "hl7.invalid_value", "hl7.sender_mismatch", "kafka.content_type",
     ]  # fmt: skip
     assert all(d["original"] for d in letters)  # the bytes as published, kept
+
+
+def _typed(name: str, record: dict[str, Any], catalogue: SchemaCatalogue) -> bytes:
+    """`record` in single-object encoding with the published (clear) schema of `name`."""
+    parsed = fastavro.parse_schema(catalogue.release_document(name), named_schemas={})
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, parsed, record)
+    return SINGLE_OBJECT_MARKER + fingerprint(parsed) + body.getvalue()
+
+
+def test_typed_events_an_institution_publishes_become_its_events(
+    runtime_settings: RuntimeSettings, codec: Codec, logins: Path, doors: dict[str, str],
+    catalogue: SchemaCatalogue, schema_root: Path, kafka_bootstrap: str,
+) -> None:  # fmt: skip
+    run = uuid.uuid4().hex[:8]
+    observation = golden_example(catalogue.get("hs.clinical.Observation"), schema_root)
+    observation |= {"observation_id": f"TYPED-{run}"}
+    decision = golden_example(catalogue.get("hs.identity.ReviewDecision"), schema_root)
+    avro = "application/vnd.healthstream.avro"
+    publish(logins, "HZ01", [
+        (_typed("hs.clinical.Observation", observation, catalogue),
+         {"content-type": avro, "message-id": f"obs-{run}"}),
+        (_typed("hs.identity.ReviewDecision", decision, catalogue),
+         {"content-type": avro, "message-id": f"decision-{run}"}),
+    ])  # fmt: skip
+    with running(runtime_settings, codec, doors):
+        got = answers(logins, "HZ01", {f"obs-{run}", f"decision-{run}"})
+    status = {k: (a["status"], [r["code"] for r in a["reasons"]])
+              for k, a in ((k, codec.decode(v).record) for k, v in got.items())}  # fmt: skip
+    assert status == {
+        f"obs-{run}": ("ACCEPTED", []), f"decision-{run}": ("REJECTED", ["typed.unknown_schema"]),
+    }  # fmt: skip
+    events = [codec.decode(v) for _, v in read_all(kafka_bootstrap, doors["events"], idle=3)]
+    [made] = [e.record for e in events if e.record.get("observation_id") == f"TYPED-{run}"]
+    assert made["envelope"]["source"]["institution"] == "HZ01"  # not the example's H330102
+    assert made["result"] == observation["result"]
 
 
 def test_the_publisher_and_dashboard_examples_work_as_documented(

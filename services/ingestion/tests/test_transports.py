@@ -7,8 +7,10 @@ from hs_common.crypto import Keyring
 from hs_ingestion import httpintake, intake
 from hs_ingestion.kafkadoor import Inbound, Kept, Refused, institution_of, receive_inbound
 from hs_ingestion.sources import Source, SourceRegistry
+from hs_ingestion.typed import Contracts
 
 KEYS = Keyring.generate()
+CONTRACTS = Contracts.shipped()
 ADT = (
     "MSH|^~\\&|HIS|{facility}|HS|HS|20260101080000||ADT^A04^ADT_A01|C1|P|2.5\r"
     "PID|1||MRN1^^^{facility}^MR||WANG^WEI||19800101|M\r"
@@ -44,19 +46,19 @@ def test_the_kafka_door_takes_the_institution_from_the_topic() -> None:
     assert institution_of("hs.inbound.H2.v1") == "H2"
     assert institution_of("hs.inbound.H2.ack.v1") is None
     [kept] = receive_inbound(inbound("hs.inbound.H2.v1", ADT(facility="H2").encode()), SOURCES,
-                             KEYS, 1 << 20)  # fmt: skip
+                             KEYS, CONTRACTS, 1 << 20)  # fmt: skip
     assert isinstance(kept, Kept)
     assert kept.record["transport"] == "KAFKA"
     assert kept.record["envelope"]["source"]["institution"] == "H2"
     [claims] = receive_inbound(inbound("hs.inbound.H2.v1", ADT(facility="H1").encode()), SOURCES,
-                               KEYS, 1 << 20)  # fmt: skip
+                               KEYS, CONTRACTS, 1 << 20)  # fmt: skip
     assert isinstance(claims, Refused) and claims.reason_code == "hl7.sender_mismatch"
     assert claims.message_id == "C1"  # MSH-10, what the answer carries
 
 
 def test_a_message_naming_no_registered_sender_is_the_topics_institutions() -> None:
     [kept] = receive_inbound(inbound("hs.inbound.H2.v1", ADT(facility="LIS-7").encode()), SOURCES,
-                             KEYS, 1 << 20)  # fmt: skip
+                             KEYS, CONTRACTS, 1 << 20)  # fmt: skip
     assert isinstance(kept, Kept)
     assert kept.record["envelope"]["source"]["institution"] == "H2"
     refused = intake.receive_hl7(ADT(facility="LIS-7").encode(), SOURCES, KEYS)
@@ -67,7 +69,8 @@ def test_a_message_naming_no_registered_sender_is_the_topics_institutions() -> N
 def test_a_batch_is_kept_message_by_message() -> None:
     first, second = ADT(facility="H2"), ADT(facility="H1").replace("|C1|", "|C2|")
     batch = f"FHS|^~\\&\rBHS|^~\\&\r{first}{second}BTS|2\rFTS|1\r".encode()
-    kept, refused = receive_inbound(inbound("hs.inbound.H2.v1", batch), SOURCES, KEYS, 1 << 20)
+    kept, refused = receive_inbound(inbound("hs.inbound.H2.v1", batch), SOURCES, KEYS, CONTRACTS,
+                                      1 << 20)  # fmt: skip
     assert isinstance(kept, Kept) and kept.record["sender_message_id"] == "C1"
     assert isinstance(refused, Refused) and refused.message_id == "C2"
     assert refused.reason_code == "hl7.sender_mismatch"
@@ -75,5 +78,5 @@ def test_a_batch_is_kept_message_by_message() -> None:
 
 def test_a_source_not_listing_kafka_gets_nothing_through_the_kafka_door() -> None:
     [refused] = receive_inbound(inbound("hs.inbound.H1.v1", ADT(facility="H1").encode()), SOURCES,
-                                KEYS, 1 << 20)  # fmt: skip
+                                KEYS, CONTRACTS, 1 << 20)  # fmt: skip
     assert isinstance(refused, Refused) and refused.reason_code == "kafka.unknown_source"

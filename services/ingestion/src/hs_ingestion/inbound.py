@@ -17,6 +17,7 @@ from hs_common.deadletter import DeadLetter, Origin
 from hs_common.processor import Output
 from hs_ingestion.kafkadoor import Inbound, Kept, Refused, receive_inbound, refusal_ack
 from hs_ingestion.sources import SourceRegistry
+from hs_ingestion.typed import Contracts
 
 STAGE = "ingestion.kafka"
 ACK_SCHEMA = "hs.ingest.InboundAck"
@@ -32,6 +33,7 @@ class InboundStage:
         dead_letter_topic: str = topics.DEAD_LETTER.name,
     ) -> None:
         self.codec, self.sources, self.max_bytes = codec, sources, max_bytes
+        self.contracts = Contracts(codec.catalogue)
         self.raw_topic, self.dead_letter_topic = raw_topic, dead_letter_topic
 
     def __call__(self, message: Message) -> Iterator[Output]:
@@ -41,7 +43,9 @@ class InboundStage:
             key.encode() if isinstance(key, str) else key, message.value() or b"",
             [(k, v.encode() if isinstance(v, str) else v) for k, v in message.headers() or ()],
         )  # fmt: skip
-        outcomes = receive_inbound(inbound, self.sources, self.codec.keyring, self.max_bytes)
+        outcomes = receive_inbound(
+            inbound, self.sources, self.codec.keyring, self.contracts, self.max_bytes
+        )
         for outcome in outcomes:
             if isinstance(outcome, Kept):
                 value = self.codec.encode(topics.RAW.value_schema, outcome.record)

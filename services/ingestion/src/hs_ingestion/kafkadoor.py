@@ -5,7 +5,8 @@ sender: the institution recorded is the topic's, never MSH-4 or a header. An HL7
 MSH-3/MSH-4 name another registered source is refused; one naming none is the topic's (as on a
 port only one source sends to), and a batch (FHS/BHS) is taken message by message. The
 `content-type` header says what the value is (application/hl7-v2, application/fhir+json,
-application/json, text/csv, application/x-ndjson), as at the HTTP door; the body is then
+application/json, text/csv, application/x-ndjson as at the HTTP door, or
+application/vnd.healthstream.avro for typed events of our contracts, `typed`); the body is then
 checked, kept on the raw topic or refused, exactly as the MLLP and HTTP doors do
 (`intake.receive_hl7`, `httpintake.receive_http`). What happens to it next is answered on the
 institution's acknowledgement topic (`hs.inbound.<code>.ack.v1`): by this door when it refuses
@@ -14,6 +15,7 @@ a message, by the normalizer once the message became events (`inbound_ack`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,9 +24,11 @@ from typing import Any
 from hs_common import topics
 from hs_common.crypto import Keyring
 from hs_common.envelope import new_envelope
+from hs_common.errors import RejectedInput
 from hs_ingestion import httpintake, intake
 from hs_ingestion.hl7 import is_batch, split_messages
 from hs_ingestion.sources import SourceRegistry
+from hs_ingestion.typed import TYPED_CONTENT_TYPE, Contracts, Typed
 
 KAFKA_TRANSPORT = "kafka"  # the `transports` entry of a source that may publish here
 CONTENT_TYPE_HEADER = "content-type"
@@ -93,6 +97,7 @@ def receive_inbound(
     message: Inbound,
     sources: SourceRegistry,
     keyring: Keyring,
+    contracts: Contracts,
     max_bytes: int,
     received_at: datetime | None = None,
 ) -> list[Kept | Refused]:
@@ -112,7 +117,15 @@ def receive_inbound(
         return [refused("kafka.content_type", f"the {CONTENT_TYPE_HEADER} header is missing")]
     if len(message.value) > max_bytes:
         return [refused("kafka.too_large", f"at most {max_bytes} bytes")]
-    if content_type.partition(";")[0].strip().lower() == intake.HL7_CONTENT_TYPE:
+    media_type = content_type.partition(";")[0].strip().lower()
+    if media_type == TYPED_CONTENT_TYPE:
+        try:
+            typed = contracts.read(message.value)
+        except RejectedInput as error:
+            return [refused(error.reason_code, str(error))]
+        return [Kept(_typed_raw(message, institution, typed, received_at),
+                     keyring.pseudonym(institution, typed.patient))]  # fmt: skip
+    if media_type == intake.HL7_CONTENT_TYPE:
         batch = split_messages(message.value) if is_batch(message.value) else []
         outcomes: list[Kept | Refused] = []
         for payload in batch or [message.value]:
@@ -132,6 +145,25 @@ def receive_inbound(
     if isinstance(body, httpintake.Refused):
         return [refused(body.reason_code, body.reason)]
     return [Kept(body.record | {"transport": "KAFKA"}, body.key)]
+
+
+def _typed_raw(
+    message: Inbound, institution: str, typed: Typed, received_at: datetime
+) -> dict[str, Any]:
+    """hs.ingest.RawMessage for a typed event, as published."""
+    envelope = typed.record["envelope"]
+    return {
+        "envelope": new_envelope(
+            institution, envelope["source"]["system"], envelope["occurred_at"], received_at
+        ),
+        "payload": message.value,
+        "content_type": TYPED_CONTENT_TYPE,
+        "charset": None,
+        "transport": "KAFKA",
+        "sender_message_id": message.message_id,
+        "content_sha256": hashlib.sha256(message.value).digest(),
+        "only_items": [],
+    }
 
 
 def inbound_ack(

@@ -16,12 +16,16 @@ from hs_ingestion.devices import normalize_device_batch
 from hs_ingestion.hl7 import parse
 from hs_ingestion.hl7map import normalize_hl7
 from hs_ingestion.sources import Source
+from hs_ingestion.typed import TYPED_CONTENT_TYPE, Contracts, normalize_typed
 
 EVERY_ITEM = "*"
 
 
-def normalize_raw(raw: dict[str, Any], source: Source) -> Mapped:
-    result = _by_format(raw, source)
+def normalize_raw(
+    raw: dict[str, Any], source: Source, contracts: Contracts | None = None
+) -> Mapped:
+    """`contracts`: the schemas typed events are read with (default: the shipped ones)."""
+    result = _by_format(raw, source, contracts or Contracts.shipped())
     wanted = set(raw.get("only_items") or ())
     if not wanted or EVERY_ITEM in wanted:
         return result
@@ -31,9 +35,11 @@ def normalize_raw(raw: dict[str, Any], source: Source) -> Mapped:
     )
 
 
-def _by_format(raw: dict[str, Any], source: Source) -> Mapped:
+def _by_format(raw: dict[str, Any], source: Source, contracts: Contracts) -> Mapped:
     payload = bytes(raw["payload"])
     envelope = raw["envelope"]
+    if raw["content_type"] == TYPED_CONTENT_TYPE:  # typed events: any source may publish them
+        return normalize_typed(payload, envelope, contracts)
     if source.format == "hl7v2":
         return normalize_hl7(parse(payload.decode(raw["charset"] or "ascii")), envelope, source)
     if source.format == "device-batch":

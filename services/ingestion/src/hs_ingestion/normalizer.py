@@ -28,6 +28,7 @@ from hs_ingestion.kafkadoor import inbound_ack
 from hs_ingestion.normalize import normalize_raw
 from hs_ingestion.recent import RecentMessages, read_recent
 from hs_ingestion.sources import SourceRegistry, default_sources_dir
+from hs_ingestion.typed import Contracts
 
 STAGE = "ingestion.normalize"
 REMEMBER = 100_000  # messages remembered for repeat detection
@@ -54,6 +55,7 @@ class Normalizer:
     ) -> None:
         self.codec = codec
         self.sources = sources
+        self.contracts = Contracts(codec.catalogue)
         self.topic_of = topic_of or TOPIC_OF
         self.dead_letter_topic = dead_letter_topic
         # A message read again at the position where it was first seen (a batch replayed after
@@ -92,7 +94,7 @@ class Normalizer:
             position = (int(message.partition() or 0), int(message.offset() or 0))
             if self.recent.first_seen(repeat, position) != position:
                 return [], []  # the same message stored twice (a resend after a lost answer)
-        mapped = normalize_raw(raw, source)
+        mapped = normalize_raw(raw, source, self.contracts)
         keys: dict[tuple[str, str], str] = {}  # a message's events are mostly about one patient
         outputs = []
         for event in mapped.events:

@@ -5,13 +5,16 @@
 #   kafka.sh fetch   resolve the broker jars from Maven Central into the cache (once)
 #   kafka.sh up      on first use make a development CA, the broker's certificate and the admin's
 #                    SCRAM credential; format storage if new; start; wait until it answers metadata
+#   kafka.sh run     as `up`, but the broker runs in the foreground (in a container)
 #   kafka.sh down    stop the broker this script started (by its pid)
 #   kafka.sh status  say whether it runs
 # The admin's client settings (HS_KAFKA_* variables) are written to KAFKA_STATE_DIR/admin.env, the
 # CA to KAFKA_STATE_DIR/tls/ca.pem; `hs-admin dev-credentials` issues every other principal's.
 # Settings (environment): KAFKA_PORT (9092), KAFKA_CERT_PORT (9094), KAFKA_CONTROLLER_PORT (9093),
 # KAFKA_STATE_DIR (<repo>/.local/kafka), KAFKA_CACHE_DIR (~/.cache/healthstream),
-# KAFKA_HEAP (512m), KAFKA_READY_TIMEOUT seconds (90). KAFKA_PLAINTEXT=1 starts an unsecured
+# KAFKA_HEAP (512m), KAFKA_READY_TIMEOUT seconds (90), KAFKA_HOST (127.0.0.1: the name clients
+# reach it by, advertised and in its certificate), KAFKA_LISTEN_HOST (127.0.0.1; 0.0.0.0 in a
+# container). KAFKA_PLAINTEXT=1 starts an unsecured
 # broker instead (server.plaintext.properties.template): only as a benchmark's baseline.
 set -euo pipefail
 
@@ -20,6 +23,8 @@ repo="$(cd "$here/../.." && pwd)"
 port="${KAFKA_PORT:-9092}"
 controller_port="${KAFKA_CONTROLLER_PORT:-9093}"
 cert_port="${KAFKA_CERT_PORT:-9094}"
+host="${KAFKA_HOST:-127.0.0.1}"
+listen_host="${KAFKA_LISTEN_HOST:-127.0.0.1}"
 state_dir="${KAFKA_STATE_DIR:-$repo/.local/kafka}"
 tls_dir="$state_dir/tls"
 admin_env="$state_dir/admin.env"
@@ -61,7 +66,7 @@ wait_ready() {
     --timeout "${KAFKA_READY_TIMEOUT:-90}" --pid "$(cat "$pid_file")" --log "$log_file"
 }
 
-# A development CA and the broker's certificate (CN=broker, for 127.0.0.1), made once.
+# A development CA and the broker's certificate (CN=broker, for 127.0.0.1 and KAFKA_HOST), made once.
 tls_material() {
   [[ -f "$tls_dir/broker.pem" ]] && return
   mkdir -p "$tls_dir"
@@ -72,7 +77,9 @@ tls_material() {
       -subj "/CN=HealthStream development CA" -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=broker" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >broker.ext
+    local names="IP:127.0.0.1,DNS:localhost"
+    if [[ "$host" =~ ^[0-9.]+$ ]]; then names+=",IP:$host"; else names+=",DNS:$host"; fi
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$names" >broker.ext
     openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 825 \
       -extfile broker.ext -out broker.crt 2>/dev/null
     cat broker.key broker.crt >broker.pem
@@ -87,13 +94,13 @@ admin_password() {
     password="$(openssl rand -hex 24)"
     umask 077
     cat >"$admin_env" <<ENV
-HS_KAFKA_BOOTSTRAP=127.0.0.1:$port
+HS_KAFKA_BOOTSTRAP=$host:$port
 HS_KAFKA_SECURITY_PROTOCOL=SASL_SSL
 HS_KAFKA_SASL_MECHANISM=SCRAM-SHA-512
 HS_KAFKA_SASL_USERNAME=admin
 HS_KAFKA_SASL_PASSWORD=$password
 HS_KAFKA_SSL_CA_LOCATION=$tls_dir/ca.pem
-HS_KAFKA_MTLS_BOOTSTRAP=127.0.0.1:$cert_port
+HS_KAFKA_MTLS_BOOTSTRAP=$host:$cert_port
 ENV
   fi
   sed -n 's/^HS_KAFKA_SASL_PASSWORD=//p' "$admin_env"
@@ -102,7 +109,8 @@ ENV
 up() {
   fetch
   mkdir -p "$state_dir"
-  if pid="$(running_pid)"; then
+  local foreground="${1:-}"
+  if [[ -z "$foreground" ]] && pid="$(running_pid)"; then
     echo "broker already running (pid $pid) on 127.0.0.1:$port" >&2
     wait_ready
     return
@@ -121,7 +129,8 @@ up() {
   password="$(admin_password)"
   sed -e "s|@PORT@|$port|g" -e "s|@CERT_PORT@|$cert_port|g" \
     -e "s|@CONTROLLER_PORT@|$controller_port|g" -e "s|@DATA_DIR@|$state_dir|g" \
-    -e "s|@TLS_DIR@|$tls_dir|g" "$here/server.properties.template" >"$state_dir/server.properties"
+    -e "s|@TLS_DIR@|$tls_dir|g" -e "s|@HOST@|$host|g" -e "s|@LISTEN_HOST@|$listen_host|g" \
+    "$here/server.properties.template" >"$state_dir/server.properties"
   local cp
   cp="$(classpath)"
   if [[ ! -f "$state_dir/log/meta.properties" ]]; then
@@ -131,8 +140,13 @@ up() {
       format --standalone -t "$cluster_id" -c "$state_dir/server.properties" \
       --add-scram "SCRAM-SHA-512=[name=admin,password=$password]" >>"$log_file" 2>&1
   fi
+  if [[ -n "$foreground" ]]; then
+    echo "broker starting on $host:$port (SASL_SSL; mutual TLS on $cert_port; admin settings $admin_env)" >&2
+    exec java -Xms"${KAFKA_HEAP:-512m}" -Xmx"${KAFKA_HEAP:-512m}" -XX:+UseG1GC \
+      -Dlog4j2.configurationFile="$here/log4j2.properties" -cp "$cp" kafka.Kafka "$state_dir/server.properties"
+  fi
   start_broker "$cp"
-  echo "broker up on 127.0.0.1:$port (SASL_SSL; mutual TLS on $cert_port; pid $(cat "$pid_file"), log $log_file, admin settings $admin_env)" >&2
+  echo "broker up on $host:$port (SASL_SSL; mutual TLS on $cert_port; pid $(cat "$pid_file"), log $log_file, admin settings $admin_env)" >&2
 }
 
 up_plaintext() {
@@ -180,13 +194,14 @@ down() {
 }
 
 status() {
-  if pid="$(running_pid)"; then echo "running (pid $pid) on 127.0.0.1:$port"; else echo "stopped"; return 1; fi
+  if pid="$(running_pid)"; then echo "running (pid $pid) on $host:$port"; else echo "stopped"; return 1; fi
 }
 
 case "${1:-}" in
   fetch) fetch ;;
   up) up ;;
+  run) up foreground ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 fetch|up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch|up|run|down|status" >&2; exit 2 ;;
 esac

@@ -1,13 +1,17 @@
-"""infra/kafka/kafka.sh: idempotent up, status, down by its own pid."""
+"""infra/kafka/kafka.sh: idempotent up, status, down by its own pid; run in the foreground."""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
+from hs_common.settings import RuntimeSettings
 from hs_common.testing import free_port, repository_root
 
 pytestmark = pytest.mark.integration
@@ -61,3 +65,37 @@ def test_up_is_idempotent_and_down_stops_the_broker_it_started(tmp_path: Path) -
         assert _kafka("status", env).returncode != 0
     finally:
         _kafka("down", env)
+
+
+def test_run_keeps_the_broker_in_the_foreground_under_the_name_clients_use(tmp_path: Path) -> None:
+    """As in a container: `run` on all interfaces, advertised and certified as KAFKA_HOST; the
+    administrator's login names that host, and a client using it is served over TLS."""
+    state = tmp_path / "kafka"
+    port = free_port()
+    env = os.environ | {
+        "KAFKA_PORT": str(port), "KAFKA_CERT_PORT": str(free_port()),
+        "KAFKA_CONTROLLER_PORT": str(free_port()), "KAFKA_STATE_DIR": str(state),
+        "KAFKA_HOST": "localhost", "KAFKA_LISTEN_HOST": "0.0.0.0",
+    }  # fmt: skip
+    broker = subprocess.Popen(
+        [str(SCRIPT), "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        login = state / "admin.env"
+        deadline = time.monotonic() + 120
+        while not login.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        settings = RuntimeSettings.from_login_file(login)
+        assert settings.kafka_bootstrap == f"localhost:{port}"
+        admin = AdminClient(settings.kafka_client_config())
+        metadata = None
+        while metadata is None and time.monotonic() < deadline:
+            try:
+                metadata = admin.list_topics(timeout=5)
+            except KafkaException:
+                time.sleep(1)
+        assert metadata is not None and metadata.brokers[1].host == "localhost"
+        assert broker.poll() is None  # still in the foreground, as a container's process
+    finally:
+        broker.terminate()
+        broker.wait(60)

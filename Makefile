@@ -13,6 +13,7 @@ DEMO_PEOPLE ?= 500
 KAFKA_ADMIN_ENV ?= .local/kafka/admin.env
 AS_ADMIN = $(if $(wildcard $(KAFKA_ADMIN_ENV)),set -a && . $(KAFKA_ADMIN_ENV) && set +a &&,)
 # every registered source is an institution with its own principal and inbound topics
+SENDERS = .local/ingestion-senders
 INSTITUTIONS := $(addprefix --institution ,$(basename $(notdir $(wildcard services/ingestion/sources/*.toml))))
 
 .PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys dev-credentials topics \
@@ -30,19 +31,22 @@ up: install kafka-up dev-credentials dev-keys topics ## run the platform locally
 	@$(RUN) python -c "from hs_common import topics; print('\n'.join('  ' + t.name for t in topics.ALL))"
 
 demo: up ## run the platform: broker, every service, and a generated feed replayed into it
-	infra/service.sh up ingestion
+	$(AS_ADMIN) $(RUN) hs-ingestion-tools dev-senders --out $(SENDERS) >/dev/null
+	set -a && . $(SENDERS)/ingestion.env && set +a && infra/service.sh up ingestion
 	infra/service.sh up normalize
 	infra/service.sh up empi
 	infra/service.sh up vitals
 	$(RUN) hs-edge dev-setup > .local/edge-clients.txt
 	HS_EDGE_DEV_CLIENTS=.local/edge/clients.json infra/service.sh up edge serve
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
-	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 --quiet
+	$(RUN) hs-synth replay $(DEMO_DIR) --mllp 127.0.0.1:2575 --http http://127.0.0.1:8080 \
+		--senders $(SENDERS) --quiet
 	@sleep 10  # the normalizer, the EMPI, vitals and the edge's read model catch up
 	@$(AS_ADMIN) $(RUN) hs-admin counts
 	@echo
 	@echo "Where to look:"
-	@echo "  ingestion    MLLP 127.0.0.1:2575, HTTP http://127.0.0.1:8080 (OpenAPI: /docs), log .local/services/ingestion.log"
+	@echo "  ingestion    MLLP over TLS 127.0.0.1:2575 (a client certificate per source), HTTP http://127.0.0.1:8080 (a"
+	@echo "               bearer token per source; OpenAPI: /docs); credentials in $(SENDERS), log .local/services/ingestion.log"
 	@echo "  normalizer   log .local/services/normalize.log"
 	@echo "  EMPI         hs.identity.link.v1 (a person per record, with score and evidence), log .local/services/empi.log"
 	@echo "  vitals       hs.vitals.alert.v1 (CGM, blood pressure, SpO2, heart rate, NEWS2 alerts), hs.vitals.summary.v1"

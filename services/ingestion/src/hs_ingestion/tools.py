@@ -12,6 +12,11 @@ listeners (same checks, same raw and dead-letter topics, same answers).
                                                 (the secrets, mode 600, for the senders) and
                                                 DIR/senders.json (their SHA-256, for
                                                 HS_INGESTION_SENDER_TOKENS)
+    hs-ingestion-tools dev-senders [--out DIR]   development only: sender tokens as above, a
+                                                server certificate for MLLP over TLS and a
+                                                client certificate per MLLP source, from the
+                                                local broker's development CA; DIR/ingestion.env
+                                                sets the intake to require them
     hs-ingestion-tools replay-dead-letters [--reason CODE] [--stage STAGE]
                                                 re-run dead letters (e.g. after a mapping fix):
                                                 refused input goes through intake again, raw
@@ -26,6 +31,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import shutil
 import sys
 import uuid
 from collections import Counter
@@ -36,10 +42,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
-from hs_common import topics
+from hs_common import access, devpki, topics
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer, read_range
 from hs_common.runtime import Runtime
+from hs_common.settings import Environment
 from hs_ingestion.hl7 import split_messages
 from hs_ingestion.httpapi import FORMATS, Intake
 from hs_ingestion.main import IngestionSettings
@@ -188,6 +195,26 @@ def sender_tokens(sources: SourceRegistry, out: Path) -> str:
     )
 
 
+def dev_senders(settings: IngestionSettings, out: Path) -> str:
+    """Sender credentials for a local run, made with the broker's development CA."""
+    if settings.environment is Environment.PRODUCTION or settings.kafka_ssl_ca is None:
+        return "refused: development credentials need HS_ENV other than production and the CA"
+    sources = SourceRegistry.load(settings.sources_dir)
+    tokens = sender_tokens(sources, out)
+    ca = settings.kafka_ssl_ca
+    cert, key = devpki.issue_server_certificate(ca, "ingestion-mllp", ["127.0.0.1"], out)
+    senders = [s.code for s in sources if "mllp" in s.transports]
+    for code in senders:
+        devpki.issue_client_certificate(ca, access.institution_principal(code), out)
+    shutil.copyfile(ca, out / "ca.pem")
+    (out / "ingestion.env").write_text(
+        f"HS_INGESTION_MLLP_TLS_CERT={cert.resolve()}\nHS_INGESTION_MLLP_TLS_KEY={key.resolve()}\n"
+        f"HS_INGESTION_MLLP_CLIENT_CA={ca.resolve()}\n"
+        f"HS_INGESTION_SENDER_TOKENS={(out / 'senders.json').resolve()}\n"
+    )
+    return f"{tokens}; MLLP over TLS: client certificates for {', '.join(senders)} in {out}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hs-ingestion-tools",
@@ -207,8 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("--source", help="only this source's codes")
     tokens = commands.add_parser("sender-tokens", help="a bearer token per HTTP source")
     tokens.add_argument("--out", type=Path, default=Path(".local/ingestion-senders"))
+    dev = commands.add_parser("dev-senders", help="development sender tokens and certificates")
+    dev.add_argument("--out", type=Path, default=Path(".local/ingestion-senders"))
     args = parser.parse_args(argv)
     settings = IngestionSettings(HS_METRICS_PORT=0)
+    if args.command == "dev-senders":
+        result = dev_senders(settings, args.out)
+        print(result)
+        return 1 if result.startswith("refused") else 0
     if args.command == "sender-tokens":
         print(sender_tokens(SourceRegistry.load(settings.sources_dir), args.out))
         return 0

@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     play.add_argument("--mllp", type=_host_port, help="ingestion MLLP listener, HOST:PORT")
     play.add_argument("--http", help="ingestion HTTP base URL")
     play.add_argument(
+        "--senders", type=Path,
+        help="sender credentials (`hs-ingestion-tools dev-senders`): MLLP over TLS with each "
+        "source's certificate, HTTP with each source's token",
+    )  # fmt: skip
+    play.add_argument(
         "--rate",
         type=float,
         default=0,
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (args.mllp or args.http):
         parser.error("replay needs --mllp and/or --http")
-    targets = Targets(mllp=args.mllp, http=args.http, ack_timeout=args.ack_timeout)
+    targets = Targets(args.mllp, args.http, args.ack_timeout, senders=args.senders)
     summary = asyncio.run(replay(args.folder, targets, args.rate, progress=not args.quiet))
     print(summary.render())
     return 0

@@ -14,6 +14,7 @@ Sources play concurrently, each in its own order; `rate` caps messages per secon
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -100,6 +101,23 @@ class Targets:
     http: str | None
     ack_timeout: float = 10.0
     broken_frame_timeout: float = 1.0
+    # `hs-ingestion-tools dev-senders` output: MLLP over TLS with each source's certificate
+    # (inst-<code>.crt/.key, ca.pem), HTTP with each source's token (tokens.env)
+    senders: Path | None = None
+
+    def tls(self, source: str) -> ssl.SSLContext | None:
+        if self.senders is None:
+            return None
+        context = ssl.create_default_context(cafile=self.senders / "ca.pem")
+        principal = self.senders / f"inst-{source}"
+        context.load_cert_chain(principal.with_suffix(".crt"), principal.with_suffix(".key"))
+        return context
+
+    def token(self, source: str) -> str | None:
+        if self.senders is None:
+            return None
+        lines = (self.senders / "tokens.env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line).get(source)
 
 
 async def _replay_mllp(
@@ -107,12 +125,17 @@ async def _replay_mllp(
 ) -> None:
     assert targets.mllp is not None
     host, port = targets.mllp
-    reader, writer = await asyncio.open_connection(host, port)
+    tls = targets.tls(path.stem)  # the file is named by its source
+
+    def connect() -> Any:
+        return asyncio.open_connection(host, port, ssl=tls, server_hostname=host if tls else None)
+
+    reader, writer = await connect()
     try:
         for frame in mllp_frames(path.read_bytes()):
             await limiter.wait()
             if writer.is_closing():
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await connect()
             writer.write(frame.payload)
             await writer.drain()
             result.sent += 1
@@ -121,7 +144,7 @@ async def _replay_mllp(
             result.outcomes[outcome] += 1
             if outcome == "connection closed":
                 writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await connect()
             bar.update()
     finally:
         writer.close()
@@ -166,6 +189,7 @@ def _http_requests(folder: Path, base: str) -> dict[str, list[tuple[str, str, by
 async def _replay_http(
     requests: list[tuple[str, str, bytes]],
     client: httpx.AsyncClient,
+    token: str | None,
     limiter: RateLimiter,
     result: SourceResult,
     bar: tqdm[Any],
@@ -175,6 +199,8 @@ async def _replay_http(
         result.sent += 1
         try:
             headers = {"content-type": content_type, "x-hs-source": "F01"}
+            if token:
+                headers["authorization"] = f"Bearer {token}"
             response = await client.post(url, content=body, headers=headers)
             result.outcomes[f"HTTP {response.status_code}"] += 1
         except httpx.HTTPError as exc:
@@ -200,11 +226,9 @@ async def replay(
                 result = sources.setdefault(f"hl7/{path.name}", SourceResult())
                 tasks.append(_replay_mllp(path, targets, limiter, result, bar))
             for name, requests in http_plays.items():
-                tasks.append(
-                    _replay_http(
-                        requests, client, limiter, sources.setdefault(name, SourceResult()), bar
-                    )
-                )
+                token = targets.token(Path(name).stem)  # clinics/HZC01.ndjson: HZC01
+                result = sources.setdefault(name, SourceResult())
+                tasks.append(_replay_http(requests, client, token, limiter, result, bar))
             outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     for name, outcome in zip(
         [*[f"hl7/{p.name}" for p in hl7_files], *http_plays], outcomes, strict=True

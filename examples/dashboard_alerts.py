@@ -6,7 +6,8 @@ Logs in as the `dashboard` principal, which may read `hs.vitals.alert.v1` and no
 (hs_common.access), reads the stream from the beginning, and prints, every few seconds, the
 alerts open now per institution and severity, and those raised per hour. It holds no keys: the
 rule, cohort, readings and scores in an alert stay sealed (they tell a condition); severity,
-institution and times are what a dashboard counts. The login file holds HS_KAFKA_* variables (`make dev-credentials`).
+institution and times are what a dashboard counts. The login file holds HS_KAFKA_* variables
+(`make dev-credentials`).
 """
 
 from __future__ import annotations

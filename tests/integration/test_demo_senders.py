@@ -69,7 +69,7 @@ def ingestion(senders: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture(scope="module")
 def feed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("feed")
-    courses = {"cgm_patients": 0, "cuff_patients": 1, "inpatients": 1}
+    courses: dict[str, float] = {"cgm_patients": 0, "cuff_patients": 1, "inpatients": 1}
     config = GeneratorConfig(people=60, days=3, bad_rate=0.0, courses=courses)
     generate(config, out, progress=False)
     return out

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from hs_common import access, admin, topics
 from hs_common.settings import Environment, RuntimeSettings
@@ -140,3 +143,27 @@ def test_a_reader_sees_only_its_topics(logins: Path) -> None:
     dashboard, edge = _client(logins, "dashboard"), _client(logins, "edge")
     assert not _reads(dashboard, topics.PERSON.name)
     assert _reads(edge, topics.PERSON.name)
+
+
+def test_the_audit_trail_is_append_only_to_the_edge_that_writes_it(logins: Path) -> None:
+    """The edge may add entries to hs.edge.audit.v1 but not delete them, shorten the topic's
+    retention or delete the topic: what it wrote stays, entries after its last anchor too."""
+    edge = _client(logins, "edge")
+    assert _write(edge, topics.EDGE_AUDIT.name) is None
+    admin = AdminClient(edge)
+    set_retention = ConfigEntry("retention.ms", "1", incremental_operation=AlterConfigOpType.SET)
+    shorter = ConfigResource(
+        ConfigResource.Type.TOPIC, topics.EDGE_AUDIT.name, incremental_configs=[set_retention]
+    )
+    attempts: list[Future[Any]] = [
+        *admin.delete_records([TopicPartition(topics.EDGE_AUDIT.name, 0, 1)]).values(),
+        *admin.incremental_alter_configs([shorter]).values(),
+        *admin.delete_topics([topics.EDGE_AUDIT.name], operation_timeout=15).values(),
+    ]
+    refusals = []
+    for attempt in attempts:
+        with pytest.raises(KafkaException) as refused:
+            attempt.result(timeout=20)
+        error = refused.value.args[0]
+        refusals.append(error.code() if isinstance(error, KafkaError) else error)
+    assert refusals == [KafkaError.TOPIC_AUTHORIZATION_FAILED] * 3

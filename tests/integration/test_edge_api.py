@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from hs_edge.operations import AuditTrail, Edge
 from hs_edge.projector import Consumed, Projector
 from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
+from hs_empi.standardize import check_digit
 
 pytestmark = pytest.mark.integration
 
@@ -730,3 +731,111 @@ def test_nothing_is_served_unaudited_and_a_failure_is_audited(
         assert status is grpc.StatusCode.UNAVAILABLE
     finally:
         unwritable.close()
+
+
+def test_a_person_is_found_by_resident_id_or_patient_number_on_every_surface(
+    edge_url: Running, codec: Codec, kafka_bootstrap: str
+) -> None:
+    url, clinician = edge_url.url, token()
+    resident_id = "330102198703150023"  # the golden example's, which P1 and P2 both carry
+
+    def found(bearer: str, identifier: str) -> list[str]:
+        answer = get(url, "/persons", bearer, identifier=identifier)
+        assert answer.status_code == 200, answer.text
+        return [p["person_id"] for p in answer.json()["items"]]
+
+    assert found(clinician, "H330102|A") == ["P1"]  # an institution's patient number
+    assert found(clinician, "urn:hs:local:H330102:patient|B") == ["P1"]
+    assert found(clinician, resident_id) == ["P1", "P2"]  # one number, two persons: both shown
+    assert found(clinician, f"urn:oid:2.16.156.10011.1.3|{resident_id}") == ["P1", "P2"]
+    assert found(clinician, "H330102|nobody") == []
+    item = get(url, "/persons", clinician, identifier="H330102|A").json()["items"][0]
+    assert item["golden"]["id_number"] == "****************23"  # masked, as when read
+    patient = token(role="patient", person_id="P1", sub="patient-1", scope="patient/*.read")
+    assert found(patient, resident_id) == ["P1"]  # a patient finds only themselves
+    researcher = token(role="researcher", scope="user/*.read")
+    assert get(url, "/persons", researcher, identifier=resident_id).status_code == 403
+    bad = get(url, "/persons", clinician, identifier="|123")
+    assert (bad.status_code, bad.json()["title"]) == (400, "request.identifier")
+
+    status, bundle = fhir_get(url, "/fhir/Patient", clinician, identifier="H330102|A")
+    assert status == 200 and bundle["total"] == 1
+    assert [e["resource"]["id"] for e in bundle["entry"]] == ["P1"]
+    assert fhir_get(url, "/fhir/Patient", researcher, identifier=resident_id)[0] == 403
+
+    search = pb.SearchPersonsRequest(identifier="H330102|B")
+    reply, code, _ = grpc_call(edge_url.grpc_target, "SearchPersons", search, clinician)
+    assert code == grpc.StatusCode.OK and [p.person_id for p in reply.persons] == ["P1"]
+    assert reply.persons[0].golden.id_number == "****************23"
+
+    entries = [audit.from_record(codec.decode(v).record).request
+               for _, v in read_all(kafka_bootstrap, edge_url.audit_topic, idle=2)]  # fmt: skip
+    served = [(e.subject, e.person_id) for e in entries if e.reason == "person.found"]
+    assert ("patient-1", "P1") in served and ("patient-1", "P2") not in served
+    assert served.count(("nurse-7", "P1")) >= 6  # each person found is an audit entry
+
+
+def test_a_person_is_found_by_name_and_birth_date_and_a_namesake_scores_as_one(
+    edge_url: Running, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path
+) -> None:
+    person = golden_example(catalogue.get("hs.identity.Person"), schema_root)
+    first17 = "33010219900501001"
+    namesake = person | {
+        "person_id": "P3", "record_keys": ["k-namesake"],
+        "golden": person["golden"] | {"birth_date": date(1990, 5, 1),
+                                      "id_number": first17 + check_digit(first17)},
+    }  # fmt: skip
+    value = codec.encode("hs.identity.Person", namesake)
+    headers = tuple(writer_headers(codec, value))
+    Projector(edge_url.store, codec).apply([Consumed("t", 0, 99, None, value, headers)])
+    url, clinician = edge_url.url, token()
+
+    def ranked(**query: str) -> list[tuple[str, str, float]]:
+        answer = get(url, "/persons", clinician, **query)
+        assert answer.status_code == 200, answer.text
+        return [(i["person_id"], i["match_grade"], i["score"]) for i in answer.json()["items"]]
+
+    wanted = {"name": "王小明", "birthdate": "1987-03-15", "gender": "male"}
+    best = ranked(**wanted)
+    assert [p for p, _, _ in best] == ["P1", "P2", "P3"]
+    assert best[0][2] > 0.5 and best[0][1] != "certainly-not"
+    assert best[2][2] < best[0][2] and best[2][1] in ("possible", "certainly-not")
+    evidence = get(url, "/persons", clinician, **wanted).json()["items"][2]["evidence"]
+    assert {e["comparison"]: e["level"] for e in evidence}["birth_date"] != "exact"
+    assert [p for p, _, _ in ranked(name="Wang Xiaoming", birthdate="1987-03-15")][:2] == [
+        "P1", "P2",
+    ]  # pinyin, as a clerk types it  # fmt: skip
+    assert [p for p, _, _ in ranked(name="xiaoming wang", birthdate="1987-03-15")][:2] == [
+        "P1", "P2",
+    ]  # given name first  # fmt: skip
+    assert ranked(birthdate="1990-05-01")[0][0] == "P3"
+    assert get(url, "/persons", clinician, gender="male").status_code == 400  # nothing to go by
+    researcher = token(role="researcher", scope="user/*.read")
+    assert get(url, "/persons", researcher, name="王小明").status_code == 403
+
+    status, bundle = fhir_get(url, "/fhir/Patient", clinician, **wanted)
+    assert status == 200 and [e["resource"]["id"] for e in bundle["entry"]] == ["P1", "P2", "P3"]
+    scores = [e["search"]["score"] for e in bundle["entry"]]
+    assert scores == sorted(scores, reverse=True)
+    parameters = {"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {
+            "resourceType": "Patient", "name": [{"family": "王", "given": ["小明"]}],
+            "birthDate": "1990-05-01", "gender": "male",
+            "identifier": [{"system": "urn:oid:2.16.156.10011.1.3",
+                            "value": first17 + check_digit(first17)}]}},
+        {"name": "count", "valueInteger": 2},
+    ]}  # fmt: skip
+    posting = {"Authorization": f"Bearer {clinician}", "Content-Type": "application/fhir+json"}
+    matched = httpx.post(f"{url}/fhir/Patient/$match", json=parameters, headers=posting, timeout=10)
+    assert matched.status_code == 200, matched.text
+    result = matched.json()
+    get_fhir_model_class("Bundle").model_validate(result)
+    assert result["entry"][0]["resource"]["id"] == "P3"
+    grades = [e["search"]["extension"][0]["valueCode"] for e in result["entry"]]
+    assert len(grades) == 2 and grades[0] in ("certain", "probable")
+
+    search = pb.SearchPersonsRequest(name="王小明", birth_date="1987-03-15", gender="male")
+    reply, code, _ = grpc_call(edge_url.grpc_target, "SearchPersons", search, clinician)
+    assert code == grpc.StatusCode.OK
+    assert [p.person_id for p in reply.persons] == ["P1", "P2", "P3"]
+    assert list(reply.scores) == sorted(reply.scores, reverse=True)

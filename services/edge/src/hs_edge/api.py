@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
@@ -210,7 +210,29 @@ def _token_routes(app: FastAPI, edge: Edge) -> None:
                                  form.get("scope"))  # fmt: skip
 
 
+SEX = {"male": "M", "female": "F"}  # FHIR gender, as the golden record writes it
+
+
 def _person_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/persons")
+    async def search_persons(
+        request: Request,
+        identifier: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        birthdate: date | None = None,
+        gender: Literal["male", "female"] | None = None,
+        count: Annotated[int, Query(alias="_count", ge=1, le=50)] = 10,
+    ) -> dict[str, Any]:
+        """The persons an identifier names: a resident ID (`<number>`, or
+        `urn:oid:2.16.156.10011.1.3|<number>`) or an institution's patient number
+        (`<institution>|<number>`). Or, by name (Han characters or pinyin), birth date and
+        gender: the best matches first, each with the EMPI model's score, match grade and
+        evidence. As the caller's role may see them."""
+        if identifier is not None:
+            return await op.search_persons(edge, request.state.caller, identifier)
+        wanted = op.Demographics(name, birthdate, SEX.get(gender or ""))
+        return await op.search_by_demographics(edge, request.state.caller, wanted, count)
+
     @app.get("/persons/{person_id}")
     async def get_person(
         request: Request, person_id: str, reveal: str | None = None

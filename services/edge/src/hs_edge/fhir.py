@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -325,17 +325,23 @@ def _original(result: Mapping[str, Any]) -> Resource | None:
     return {"url": ORIGINAL_RESULT_EXTENSION, "extension": parts} if parts else None
 
 
+MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+
+
 def bundle(
     kind: str,
     entries: list[Resource],
     base_url: str,
     links: Mapping[str, str],
     total: int | None = None,
+    scores: Sequence[tuple[float, str]] = (),
 ) -> Resource:
     """A searchset Bundle of `entries`. `kind` is the resource type searched for: its resources
     are matches, any other (e.g. the Patient of `_include`) an include. For `EVERYTHING`
     (Patient/$everything) every resource of the patient's compartment is a match. `links`
-    maps relations (self, next, ...) to URLs; `total`, when known, counts all matches."""
+    maps relations (self, next, ...) to URLs; `total`, when known, counts all matches;
+    `scores`, per entry, its search score and match grade (certain, probable, possible,
+    certainly-not) as MDM servers give them."""
     base = base_url.rstrip("/")
     out: Resource = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
@@ -351,6 +357,11 @@ def bundle(
             }
             for resource in entries
         ]
+        for entry, (score, grade) in zip(out["entry"], scores, strict=False):
+            entry["search"] |= {
+                "score": round(score, 4),
+                "extension": [{"url": MATCH_GRADE, "valueCode": grade}],
+            }
     return out
 
 

@@ -1,4 +1,5 @@
-"""The FHIR R4 view over REST: Patient/{id}, Patient/{id}/$everything, the Observation search
+"""The FHIR R4 view over REST: Patient/{id}, the Patient search (identifier),
+Patient/{id}/$everything, the Observation search
 (patient, code, date, category, _count, with paging links) and the Condition search (patient).
 The same operations, scopes, roles, rate limits and audit as the rest of the edge; refusals are
 OperationOutcomes."""
@@ -86,6 +87,23 @@ def _base(request: Request) -> str:
 
 
 def fhir_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/fhir/Patient", response_class=JSONResponse)
+    async def search_patients(
+        request: Request, identifier: Annotated[str, Query(min_length=1, max_length=200)]
+    ) -> Response:
+        """Patient?identifier=[<system>|]<value>: the resident ID, or an institution's patient
+        number (`<institution>|<number>` or `urn:hs:local:<institution>:patient|<number>`)."""
+        caller: Caller = request.state.caller
+        if caller.role is Role.RESEARCHER:
+            raise Refused(
+                "role.forbidden", "researchers get de-identified data: not FHIR Patient", 403
+            )
+        persons = await op.find_persons(edge, caller, identifier, "search Patient")
+        entries = [_patient(caller, golden, keys) for golden, keys in persons]
+        links = _page_links(request, None)
+        body = fhir.bundle("Patient", entries, _base(request), links, total=len(entries))
+        return JSONResponse(body, media_type=MEDIA_TYPE)
+
     @app.get("/fhir/Patient/{person_id}", response_class=JSONResponse)
     async def read_patient(request: Request, person_id: str) -> Response:
         caller: Caller = request.state.caller

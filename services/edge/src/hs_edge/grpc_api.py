@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal, TypeVar
 
 import grpc
@@ -170,6 +170,32 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
             return message(view, pb.Person)
 
         return await self._serve(context, "GetPerson", request.person_id, work)
+
+    @override
+    async def SearchPersons(
+        self, request: pb.SearchPersonsRequest, context: Context
+    ) -> pb.PersonList:
+        async def work(caller: Caller) -> pb.PersonList:
+            if request.identifier:
+                view = await op.search_persons(self.edge, caller, request.identifier)
+                return message({"persons": view["items"]}, pb.PersonList)
+            try:
+                born = date.fromisoformat(request.birth_date) if request.birth_date else None
+            except ValueError:
+                raise Refused("request.birth_date", "birth_date is YYYY-MM-DD", 400) from None
+            sex = {"male": "M", "female": "F"}.get(request.gender)
+            count = request.count or 10
+            if not 1 <= count <= 50:
+                raise Refused("request.count", "count is 1 to 50", 400)
+            wanted = op.Demographics(request.name or None, born, sex)
+            matches = await op.match_persons(self.edge, caller, wanted, "gRPC SearchPersons", count)
+            return message({
+                "persons": [op.person_view(caller, m.person, m.record_keys) for m in matches],
+                "scores": [m.score.probability for m in matches],
+                "match_grades": [m.grade for m in matches],
+            }, pb.PersonList)  # fmt: skip
+
+        return await self._serve(context, "SearchPersons", None, work)
 
     @override
     async def ListObservations(

@@ -5,12 +5,14 @@ REST, gRPC and the FHIR view render. A refusal is a `Refused` that names why."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from hs_common import control, topics
@@ -20,10 +22,14 @@ from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
 from hs_edge import audit
 from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
-from hs_edge.projector import code_key
+from hs_edge.projector import code_key, demographic_key, identifier_key
 from hs_edge.ratelimit import Decision, RateLimiter
 from hs_edge.store import Page, Store, StoreUnavailable
 from hs_edge.trends import Point, Trend, kidney_trend, trend
+from hs_empi.model import Model, Score
+from hs_empi.service import DEFAULT_MODEL
+from hs_empi.standardize import IdentityFields, Standard, standardize
+from hs_terminology.vocab import RESIDENT_ID_SYSTEM, RESIDENT_ID_SYSTEMS
 
 log = logging.getLogger("hs.edge")
 MAX_PAGE = 200
@@ -89,6 +95,11 @@ class Opened:
         return record
 
 
+def shipped_model() -> Model:
+    """The EMPI's shipped model (its m and u probabilities and name frequencies)."""
+    return Model.from_json(json.loads(DEFAULT_MODEL.read_text()))
+
+
 @dataclass
 class Edge:
     store: Store
@@ -105,6 +116,7 @@ class Edge:
     # Tokens not accepted, per peer: a peer past this limit is refused before its token is
     # even checked (guessing and flooding cost it, not the edge).
     bad_tokens: RateLimiter = field(default_factory=lambda: RateLimiter(rate=0.5, capacity=20))
+    matcher: Model = field(default_factory=shipped_model)  # scores demographic searches
     opened: Opened = field(init=False)
 
     def __post_init__(self) -> None:
@@ -197,6 +209,152 @@ def get_person(edge: Edge, caller: Caller, person_id: str, reveal: str | None = 
             raise Refused("reveal.reason", f"reveal needs one of {sorted(REVEAL_REASONS)}", 400)
     golden, record_keys = person(edge, caller, person_id, "Patient")
     return person_view(caller, golden, record_keys, revealed=reveal is not None)
+
+
+# An institution's patient number: <institution code>|<number>, or this system (the one the
+# FHIR view names source identifiers by) with the number.
+PATIENT_NUMBER_SYSTEM = re.compile(r"^urn:hs:local:(?P<institution>[^:|]+):patient$")
+
+
+def persons_identified(edge: Edge, identifier: str) -> list[str]:
+    """The persons an identifier names: a resident ID (`<value>`, or under a resident-ID
+    system), or an institution's patient number (`<institution>|<number>`); merged persons
+    are found as the person they were merged into."""
+    system, bar, value = identifier.strip().rpartition("|")
+    value = value.strip()
+    if not value or (bar and not system):
+        raise Refused("request.identifier", "an identifier is [<system>|]<value>", 400)
+    if not bar or system in RESIDENT_ID_SYSTEMS:
+        key = identifier_key(edge.codec, RESIDENT_ID_SYSTEM, value.upper())
+        return edge.store.persons_with_identifier(key)
+    numbered = PATIENT_NUMBER_SYSTEM.match(system)
+    institution = numbered.group("institution") if numbered else system
+    person_id = edge.store.person_of_record(edge.codec.keyring.pseudonym(institution, value))
+    return [person_id] if person_id else []
+
+
+async def find_persons(
+    edge: Edge, caller: Caller, identifier: str, operation: str
+) -> list[tuple[Record, list[str]]]:
+    """The persons an identifier names that the caller may see (a patient: only themselves),
+    each found person an audit entry. Researchers do not search by identifiers."""
+    caller.require("Patient")
+    if caller.role is Role.RESEARCHER:
+        raise Refused("role.forbidden", "researchers do not search by identifiers", 403)
+    found = persons_identified(edge, identifier)
+    if caller.role is Role.PATIENT:
+        found = [p for p in found if p == caller.person_id]
+    persons = []
+    for person_id in found:
+        stored = edge.store.person(person_id)
+        if stored is not None:
+            await edge.trail.record(audit_entry(caller, operation, person_id, 200, "person.found"))
+            persons.append((edge.opened(stored[0]), stored[1]))
+    return persons
+
+
+async def search_persons(edge: Edge, caller: Caller, identifier: str) -> View:
+    persons = await find_persons(edge, caller, identifier, "search persons")
+    items = [person_view(caller, golden, keys) for golden, keys in persons]
+    return {"items": items, "total": len(items)}
+
+
+@dataclass(frozen=True)
+class Demographics:
+    """What a clerk types to find a person: a name (Han characters or pinyin, family name
+    first or not), a birth date, a sex ("M" or "F")."""
+
+    name: str | None = None
+    birth_date: date | None = None
+    sex: str | None = None
+
+    def standard(self) -> Standard:
+        return standardize(IdentityFields(
+            "search", "search", name_text=self.name, birth_date=self.birth_date, sex=self.sex
+        ))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Match:
+    person: Record
+    record_keys: list[str]
+    score: Score
+
+    @property
+    def grade(self) -> str:
+        """The FHIR match-grade of the probability the EMPI's model gives."""
+        p = self.score.probability
+        return "certain" if p >= 0.99 else "probable" if p >= 0.9 else (
+            "possible" if p >= 0.5 else "certainly-not"
+        )  # fmt: skip
+
+
+CANDIDATES = 200  # persons scored for one search by demographics
+
+
+def golden_standard(person: Record) -> Standard:
+    """A golden record as the EMPI standardizes a record, to score it against a search."""
+    golden = person["golden"] or {}
+    return standardize(IdentityFields(
+        "golden", person["person_id"],
+        family=golden.get("family_han") or golden.get("family"),
+        given=golden.get("given_han") or golden.get("given"),
+        resident_id=golden.get("id_number"), birth_date=golden.get("birth_date"),
+        sex=golden.get("sex"), phones=tuple(p for p in [golden.get("phone")] if p),
+        address=golden.get("address"), district=golden.get("district"),
+    ))  # fmt: skip
+
+
+async def match_persons(
+    edge: Edge, caller: Caller, wanted: Demographics, operation: str, count: int = 10
+) -> list[Match]:
+    """Persons like `wanted`, best first, each with the EMPI model's score and evidence (a
+    namesake born on another day scores low, and says why). The candidates are the persons
+    sharing the family name (either order of the name) or the birth date."""
+    caller.require("Patient")
+    if caller.role is Role.RESEARCHER:
+        raise Refused("role.forbidden", "researchers do not search for persons", 403)
+    query = wanted.standard()
+    if query.name is None and query.birth_date is None:
+        raise Refused("request.demographics", "give a name, a birth date, or both", 400)
+    keys = [demographic_key(edge.codec, "birth", query.birth_date.isoformat())] if (
+        query.birth_date
+    ) else []  # fmt: skip
+    if query.name is not None:
+        keys += [demographic_key(edge.codec, "family", n) for n in (query.name.family,
+                 query.name.given) if n]  # fmt: skip
+    found = edge.store.persons_with_any(keys, CANDIDATES)
+    if caller.role is Role.PATIENT:
+        found = [p for p in found if p == caller.person_id]
+    matches = []
+    for person_id in found:
+        stored = edge.store.person(person_id)
+        if stored is not None:
+            golden = edge.opened(stored[0])
+            matches.append(
+                Match(golden, stored[1], edge.matcher.score(query, golden_standard(golden)))
+            )
+    matches.sort(key=lambda m: -m.score.weight)
+    for match in matches[:count]:
+        await edge.trail.record(
+            audit_entry(caller, operation, match.person["person_id"], 200, "person.matched")
+        )
+    return matches[:count]
+
+
+async def search_by_demographics(
+    edge: Edge, caller: Caller, wanted: Demographics, count: int = 10
+) -> View:
+    matches = await match_persons(edge, caller, wanted, "search persons", count)
+    items = [
+        person_view(caller, m.person, m.record_keys) | {
+            "score": round(m.score.probability, 4), "match_grade": m.grade,
+            "evidence": [{"comparison": e.comparison, "level": e.level, "weight": e.weight}
+                         for e in m.score.evidence],
+        }
+        for m in matches
+    ]  # fmt: skip
+    return {"items": items, "total": len(items)}
 
 
 def observation_page(
@@ -328,8 +486,9 @@ def no_alerts_for_research(caller: Caller) -> None:
 
 def person_alerts(edge: Edge, caller: Caller, person_id: str) -> View:
     no_alerts_for_research(caller)
-    _, records = person(edge, caller, person_id, "Flag")
-    return {"items": [alert_view(edge.opened(e)) for e in edge.store.alerts(records)]}
+    found, records = person(edge, caller, person_id, "Flag")
+    person_id = found["person_id"]  # the person merged into, when it was merged
+    return {"items": [alert_view(edge.opened(e), person_id) for e in edge.store.alerts(records)]}
 
 
 def alert_watch(edge: Edge, caller: Caller) -> list[str] | None:
@@ -363,10 +522,18 @@ async def live_alerts(
 
 def alerts_after(edge: Edge, position: int, records: list[str] | None) -> list[tuple[int, View]]:
     """Alert events that reached the read model after `position`, with their own positions."""
-    return [
-        (received, alert_view(edge.opened(event)))
-        for received, event in edge.store.alerts_received_after(position, records)
-    ]
+    served = []
+    for received, event in edge.store.alerts_received_after(position, records):
+        alert = edge.opened(event)
+        served.append((received, alert_view(alert, alert_person(edge, alert))))
+    return served
+
+
+def alert_person(edge: Edge, alert: Record) -> str | None:
+    """The person an alert is about: the EMPI's link as it stands when the alert is served
+    (an alert raised before its patient was linked, or a merged person's), else what vitals
+    knew when it raised it."""
+    return edge.store.person_of_record(alert["patient_key"]) or alert["person_id"]
 
 
 async def acknowledge(edge: Edge, caller: Caller, alert_id: str) -> View:
@@ -388,10 +555,10 @@ async def acknowledge(edge: Edge, caller: Caller, alert_id: str) -> View:
     return {"alert_id": alert_id, "status": "acknowledged"}
 
 
-def alert_view(alert: Record) -> View:
+def alert_view(alert: Record, person_id: str | None) -> View:
     return {
         "alert_id": alert["alert_id"], "action": alert["action"], "rule_id": alert["rule_id"],
-        "severity": alert["severity"], "person_id": alert["person_id"],
+        "severity": alert["severity"], "person_id": person_id,
         "at": alert["at"].isoformat(),
         "escalate_at": alert["escalate_at"].isoformat() if alert["escalate_at"] else None,
         "score": alert["score"], "cohort": alert["cohort"],

@@ -17,6 +17,7 @@ from hs_common.errors import HealthStreamError, SealedFieldError
 from hs_common.kafka import make_consumer
 from hs_common.settings import RuntimeSettings
 from hs_edge.store import Store, StoreUnavailable
+from hs_terminology.vocab import RESIDENT_ID_SYSTEM
 
 log = logging.getLogger("hs.edge.projector")
 
@@ -36,6 +37,35 @@ class Consumed:
     headers: tuple[tuple[str, str | bytes], ...] = ()
 
 
+# The golden records' projection: version 2 indexes what persons are found by (resident ID,
+# family name, birth date: person_identifiers); a read model made before reads the person topic
+# again.
+PERSONS = ("persons", 2)
+
+
+def identifier_key(codec: Codec, system: str, value: str) -> str:
+    """The keyed pseudonym a person's identifier is stored and searched by."""
+    return codec.keyring.pseudonym(system, value, purpose="identifier")
+
+
+def demographic_key(codec: Codec, part: str, value: str) -> str:
+    """The keyed pseudonym of a standardized family name (pinyin) or birth date, which
+    candidates for a search by demographics are found by."""
+    return codec.keyring.pseudonym(part, value, purpose="demographics")
+
+
+def person_keys(codec: Codec, golden: Record) -> list[str]:
+    """What a golden record is found by: its resident ID, family name and birth date."""
+    keys = []
+    if isinstance(golden.get("id_number"), str):
+        keys.append(identifier_key(codec, RESIDENT_ID_SYSTEM, golden["id_number"]))
+    if golden.get("family"):
+        keys.append(demographic_key(codec, "family", golden["family"]))
+    if golden.get("birth_date") is not None:
+        keys.append(demographic_key(codec, "birth", golden["birth_date"].isoformat()))
+    return keys
+
+
 def code_key(codec: Codec, coding: Record | None) -> str | None:
     """The keyed pseudonym a code is stored and searched by."""
     if coding is None:
@@ -46,6 +76,9 @@ def code_key(codec: Codec, coding: Record | None) -> str | None:
 class Projector:
     def __init__(self, store: Store, codec: Codec) -> None:
         self.store, self.codec = store, codec
+        name, version = PERSONS
+        if store.projection_version(name) < version:
+            store.project_again(name, version, [topics.PERSON.name])
 
     def apply(self, batch: Iterable[Consumed]) -> int:
         """Project a batch in one database transaction; returns the rows written."""
@@ -68,9 +101,10 @@ class Projector:
         control.check(self.codec.keyring, decoded.schema, message.value, message.headers)
         event = decoded.record
         if decoded.schema == topics.PERSON.value_schema:
+            golden = event["golden"] if isinstance(event["golden"], dict) else {}
             self.store.put_person(
                 event["person_id"], event["status"], event["merged_into"], event["record_keys"],
-                event["envelope"]["occurred_at"], message.value,
+                event["envelope"]["occurred_at"], message.value, person_keys(self.codec, golden),
             )  # fmt: skip
         elif decoded.schema == topics.OBSERVATION.value_schema:
             institution = event["envelope"]["source"]["institution"]

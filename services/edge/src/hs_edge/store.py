@@ -35,6 +35,13 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS person_records (
         record_key TEXT PRIMARY KEY, person_id TEXT NOT NULL, linked_at BIGINT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS person_records_person ON person_records (person_id)",
+    # keyed pseudonyms of what a person is found by: the resident ID, family name, birth date
+    """CREATE TABLE IF NOT EXISTS person_identifiers (
+        identifier_key TEXT NOT NULL, person_id TEXT NOT NULL,
+        PRIMARY KEY (identifier_key, person_id))""",
+    "CREATE INDEX IF NOT EXISTS person_identifiers_person ON person_identifiers (person_id)",
+    """CREATE TABLE IF NOT EXISTS projection (
+        name TEXT PRIMARY KEY, version INTEGER NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS observations (
         institution TEXT NOT NULL, observation_id TEXT NOT NULL, patient_key TEXT NOT NULL,
         code_key TEXT, category TEXT NOT NULL, effective_at BIGINT NOT NULL,
@@ -164,15 +171,18 @@ class Store:
 
     def put_person(
         self, person_id: str, status: str, merged_into: str | None, record_keys: Iterable[str],
-        at: datetime, event: bytes,
+        at: datetime, event: bytes, identifier_keys: Iterable[str] = (),
     ) -> None:  # fmt: skip
         self._run(
             "INSERT INTO persons VALUES (?, ?, ?, ?) ON CONFLICT (person_id) DO UPDATE SET "
             "status = excluded.status, merged_into = excluded.merged_into, event = excluded.event",
             (person_id, status, merged_into, event),
         )
+        self._run("DELETE FROM person_identifiers WHERE person_id = ?", (person_id,))
         if status != "ACTIVE":
             return
+        for identifier_key in set(identifier_keys):
+            self._run("INSERT INTO person_identifiers VALUES (?, ?)", (identifier_key, person_id))
         for record_key in record_keys:  # the newest decision about a record wins
             self._run(
                 "INSERT INTO person_records VALUES (?, ?, ?) ON CONFLICT (record_key) DO UPDATE "
@@ -283,7 +293,43 @@ class Store:
             for (event,) in self._run(f"SELECT event FROM {table}").fetchall():  # noqa: S608
                 yield bytes(event)
 
+    def projection_version(self, name: str) -> int:
+        row = self._run("SELECT version FROM projection WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def project_again(self, name: str, version: int, topics: Sequence[str]) -> None:
+        """Read `topics` from their start again (the projection `name` changed to `version`)."""
+        with self.transaction():
+            for topic in topics:
+                self._run("DELETE FROM offsets WHERE topic = ?", (topic,))
+            self._run(
+                "INSERT INTO projection VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "version = excluded.version",
+                (name, version),
+            )
+
     # --- reads (the API) ----------------------------------------------------------------
+
+    def persons_with_identifier(self, identifier_key: str, limit: int = 20) -> list[str]:
+        return self.persons_with_any([identifier_key], limit)
+
+    def persons_with_any(self, keys: Sequence[str], limit: int) -> list[str]:
+        """Persons found by any of `keys`, those found by most of them first."""
+        if not keys:
+            return []
+        marks = ", ".join("?" * len(keys))
+        rows = self._run(
+            f"SELECT person_id FROM person_identifiers WHERE identifier_key IN ({marks}) "  # noqa: S608
+            "GROUP BY person_id ORDER BY COUNT(*) DESC, person_id LIMIT ?",
+            (*keys, limit),
+        ).fetchall()
+        return [str(p) for (p,) in rows]
+
+    def person_of_record(self, record_key: str) -> str | None:
+        row = self._run(
+            "SELECT person_id FROM person_records WHERE record_key = ?", (record_key,)
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def open_reviews(self, limit: int = 100) -> list[bytes]:
         rows = self._run(

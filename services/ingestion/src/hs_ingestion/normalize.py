@@ -38,7 +38,7 @@ def normalize_raw(
 def _by_format(raw: dict[str, Any], source: Source, contracts: Contracts) -> Mapped:
     payload = bytes(raw["payload"])
     envelope = raw["envelope"]
-    if raw["content_type"] == TYPED_CONTENT_TYPE:  # typed events: any source may publish them
+    if raw.get("content_type") == TYPED_CONTENT_TYPE:  # typed events: any source may publish them
         return normalize_typed(payload, envelope, contracts)
     if source.format == "hl7v2":
         return normalize_hl7(parse(payload.decode(raw["charset"] or "ascii")), envelope, source)

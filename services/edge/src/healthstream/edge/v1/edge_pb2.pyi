@@ -48,6 +48,74 @@ class GetPersonRequest(_message.Message):
 Global___GetPersonRequest: _TypeAlias = GetPersonRequest  # noqa: Y015
 
 @_typing.final
+class SearchPersonsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTIFIER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    BIRTH_DATE_FIELD_NUMBER: _builtins.int
+    GENDER_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    identifier: _builtins.str
+    """[<system>|]<value>"""
+    name: _builtins.str
+    """Han characters or pinyin, as typed"""
+    birth_date: _builtins.str
+    """YYYY-MM-DD"""
+    gender: _builtins.str
+    """male, female"""
+    count: _builtins.int
+    """at most 50; 10 when 0"""
+    def __init__(
+        self,
+        *,
+        identifier: _builtins.str = ...,
+        name: _builtins.str = ...,
+        birth_date: _builtins.str = ...,
+        gender: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "count", b"count", "gender", b"gender", "identifier", b"identifier", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchPersonsRequest: _TypeAlias = SearchPersonsRequest  # noqa: Y015
+
+@_typing.final
+class PersonList(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSONS_FIELD_NUMBER: _builtins.int
+    SCORES_FIELD_NUMBER: _builtins.int
+    MATCH_GRADES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def persons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Person]: ...
+    @_builtins.property
+    def scores(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """by demographics: each person's match probability"""
+
+    @_builtins.property
+    def match_grades(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """certain, probable, possible, certainly-not"""
+
+    def __init__(
+        self,
+        *,
+        persons: _abc.Iterable[Global___Person] | None = ...,
+        scores: _abc.Iterable[_builtins.float] | None = ...,
+        match_grades: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["match_grades", b"match_grades", "persons", b"persons", "scores", b"scores"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonList: _TypeAlias = PersonList  # noqa: Y015
+
+@_typing.final
 class GoldenRecord(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -39,6 +39,11 @@ class EdgeStub:
                 request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.GetPersonRequest.SerializeToString,
                 response_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.Person.FromString,
                 _registered_method=True)
+        self.SearchPersons = channel.unary_unary(
+                '/healthstream.edge.v1.Edge/SearchPersons',
+                request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.SearchPersonsRequest.SerializeToString,
+                response_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.PersonList.FromString,
+                _registered_method=True)
         self.ListObservations = channel.unary_unary(
                 '/healthstream.edge.v1.Edge/ListObservations',
                 request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ListObservationsRequest.SerializeToString,
@@ -92,6 +97,15 @@ class EdgeServicer:
     def GetPerson(self, request, context):
         """A person's golden record and linked source records (identifiers masked by role; a
         researcher gets the de-identified view).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SearchPersons(self, request, context):
+        """The persons an identifier names: a resident ID, or an institution's patient number
+        (`<institution>|<number>`); or, without an identifier, the best matches of a name, birth
+        date and gender, each with its score. A patient finds only themselves, researchers none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +183,11 @@ def add_EdgeServicer_to_server(servicer, server):
                     request_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.GetPersonRequest.FromString,
                     response_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.Person.SerializeToString,
             ),
+            'SearchPersons': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchPersons,
+                    request_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.SearchPersonsRequest.FromString,
+                    response_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.PersonList.SerializeToString,
+            ),
             'ListObservations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListObservations,
                     request_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.ListObservationsRequest.FromString,
@@ -242,6 +261,33 @@ class Edge:
             '/healthstream.edge.v1.Edge/GetPerson',
             healthstream_dot_edge_dot_v1_dot_edge__pb2.GetPersonRequest.SerializeToString,
             healthstream_dot_edge_dot_v1_dot_edge__pb2.Person.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchPersons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthstream.edge.v1.Edge/SearchPersons',
+            healthstream_dot_edge_dot_v1_dot_edge__pb2.SearchPersonsRequest.SerializeToString,
+            healthstream_dot_edge_dot_v1_dot_edge__pb2.PersonList.FromString,
             options,
             channel_credentials,
             insecure,

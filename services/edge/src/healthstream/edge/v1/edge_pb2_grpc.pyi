@@ -43,6 +43,11 @@ class EdgeStub:
     """A person's golden record and linked source records (identifiers masked by role; a
     researcher gets the de-identified view).
     """
+    SearchPersons: _grpc.UnaryUnaryMultiCallable[_edge_pb2.SearchPersonsRequest, _edge_pb2.PersonList]
+    """The persons an identifier names: a resident ID, or an institution's patient number
+    (`<institution>|<number>`); or, without an identifier, the best matches of a name, birth
+    date and gender, each with its score. A patient finds only themselves, researchers none.
+    """
     ListObservations: _grpc.UnaryUnaryMultiCallable[_edge_pb2.ListObservationsRequest, _edge_pb2.ObservationPage]
     """A person's observations, oldest first, filtered and a page at a time."""
     ListConditions: _grpc.UnaryUnaryMultiCallable[_edge_pb2.ListConditionsRequest, _edge_pb2.ConditionList]
@@ -70,6 +75,11 @@ class EdgeAsyncStub(EdgeStub):
     GetPerson: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetPersonRequest, _edge_pb2.Person]  # type: ignore[assignment]
     """A person's golden record and linked source records (identifiers masked by role; a
     researcher gets the de-identified view).
+    """
+    SearchPersons: _aio.UnaryUnaryMultiCallable[_edge_pb2.SearchPersonsRequest, _edge_pb2.PersonList]  # type: ignore[assignment]
+    """The persons an identifier names: a resident ID, or an institution's patient number
+    (`<institution>|<number>`); or, without an identifier, the best matches of a name, birth
+    date and gender, each with its score. A patient finds only themselves, researchers none.
     """
     ListObservations: _aio.UnaryUnaryMultiCallable[_edge_pb2.ListObservationsRequest, _edge_pb2.ObservationPage]  # type: ignore[assignment]
     """A person's observations, oldest first, filtered and a page at a time."""
@@ -101,6 +111,17 @@ class EdgeServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_edge_pb2.Person, _abc.Awaitable[_edge_pb2.Person]]:
         """A person's golden record and linked source records (identifiers masked by role; a
         researcher gets the de-identified view).
+        """
+
+    @_abc_1.abstractmethod
+    def SearchPersons(
+        self,
+        request: _edge_pb2.SearchPersonsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.PersonList, _abc.Awaitable[_edge_pb2.PersonList]]:
+        """The persons an identifier names: a resident ID, or an institution's patient number
+        (`<institution>|<number>`); or, without an identifier, the best matches of a name, birth
+        date and gender, each with its score. A patient finds only themselves, researchers none.
         """
 
     @_abc_1.abstractmethod

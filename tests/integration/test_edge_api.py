@@ -286,13 +286,14 @@ def test_alerts_listed_streamed_live_and_acknowledged_on_to_vitals(
     projector.apply([Consumed("alerts", 0, 0, None, codec.encode("hs.vitals.Alert", alert))])
     listener.join(20)
     assert received and '"alert_id": "AL-1"' in received[0]
+    assert alert["person_id"] is None and '"person_id": "P1"' in received[0]  # linked since
     served = [
         entry.request
         for entry in (audit.from_record(codec.decode(v).record)
                       for _, v in read_all(kafka_bootstrap, edge_url.audit_topic, idle=2))
         if entry.request.reason == "alert.served"
     ]  # fmt: skip
-    assert [r.person_id for r in served] == [alert["person_id"]]  # whose alert was served
+    assert [r.person_id for r in served] == ["P1"]  # whose alert was served
 
     brief = token(scope="user/*.read user/Flag.write", exp=int(time.time()) + 2)
     opened = time.monotonic()

@@ -210,9 +210,6 @@ def _token_routes(app: FastAPI, edge: Edge) -> None:
                                  form.get("scope"))  # fmt: skip
 
 
-SEX = {"male": "M", "female": "F"}  # FHIR gender, as the golden record writes it
-
-
 def _person_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/persons")
     async def search_persons(
@@ -230,7 +227,7 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
         evidence. As the caller's role may see them."""
         if identifier is not None:
             return await op.search_persons(edge, request.state.caller, identifier)
-        wanted = op.Demographics(name, birthdate, SEX.get(gender or ""))
+        wanted = op.Demographics(name, birthdate, fhir_api.SEX.get(gender or ""))
         return await op.search_by_demographics(edge, request.state.caller, wanted, count)
 
     @app.get("/persons/{person_id}")

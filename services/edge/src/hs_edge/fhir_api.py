@@ -1,11 +1,12 @@
-"""The FHIR R4 view over REST: Patient/{id}, the Patient search (identifier),
-Patient/{id}/$everything, the Observation search
+"""The FHIR R4 view over REST: Patient/{id}, the Patient search (identifier; name, birthdate,
+gender, scored) and Patient/$match, Patient/{id}/$everything, the Observation search
 (patient, code, date, category, _count, with paging links) and the Condition search (patient).
 The same operations, scopes, roles, rate limits and audit as the rest of the edge; refusals are
 OperationOutcomes."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from urllib.parse import urlencode
@@ -18,6 +19,7 @@ from hs_edge import fhir
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused, Role
 from hs_edge.operations import Edge, ObservationQuery
+from hs_terminology.vocab import RESIDENT_ID_SYSTEMS
 
 MEDIA_TYPE = "application/fhir+json"
 PREFIXES = ("ge", "gt", "le", "lt", "eq")
@@ -73,6 +75,55 @@ def _patient(caller: Caller, person: Record, record_keys: list[str]) -> fhir.Res
     return fhir.patient(visible, record_keys, "masked" if masked else "full")
 
 
+SEX = {"male": "M", "female": "F"}  # FHIR gender, as the golden record writes it
+
+
+def _no_patients_for_research(caller: Caller) -> None:
+    if caller.role is Role.RESEARCHER:
+        raise Refused("role.forbidden", "researchers get de-identified data: not FHIR Patient", 403)
+
+
+def _matches(request: Request, caller: Caller, matches: list[op.Match]) -> fhir.Resource:
+    entries = [_patient(caller, m.person, m.record_keys) for m in matches]
+    scores = [(m.score.probability, m.grade) for m in matches]
+    links = _page_links(request, None)
+    return fhir.bundle("Patient", entries, _base(request), links, len(entries), scores)
+
+
+def _match_parameters(body: object) -> tuple[op.Demographics, str | None, int, bool]:
+    """(the demographics, a resident ID, count, onlyCertainMatches) of a $match request."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise Refused("request.parameters", "$match takes a Parameters resource", 400)
+    named = {p.get("name"): p for p in body.get("parameter", []) if isinstance(p, dict)}
+    patient = (named.get("resource") or {}).get("resource")
+    if not isinstance(patient, dict) or patient.get("resourceType") != "Patient":
+        raise Refused("request.parameters", "the resource parameter holds a Patient", 400)
+    names = [n for n in patient.get("name", []) if isinstance(n, dict)]
+    name = None
+    if names:
+        parts = [names[0].get("family") or "", *(names[0].get("given") or [])]
+        name = names[0].get("text") or " ".join(p for p in parts if p) or None
+    born = _birth_date(patient.get("birthDate"))
+    resident = [i.get("value") for i in patient.get("identifier", [])
+                if isinstance(i, dict) and i.get("system") in RESIDENT_ID_SYSTEMS]  # fmt: skip
+    count = (named.get("count") or {}).get("valueInteger", 10)
+    if not isinstance(count, int) or not 1 <= count <= 50:
+        raise Refused("request.parameters", "count is 1 to 50", 400)
+    certain = (named.get("onlyCertainMatches") or {}).get("valueBoolean") is True
+    identifier = str(resident[0]) if resident and resident[0] else None
+    sex = SEX.get(str(patient.get("gender")))
+    return op.Demographics(name, born, sex), identifier, count, certain
+
+
+def _birth_date(text: object) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(str(text))
+    except ValueError:
+        raise Refused("request.birthdate", "a birth date is YYYY-MM-DD", 400) from None
+
+
 def _page_links(request: Request, next_cursor: str | None) -> dict[str, str]:
     links = {"self": str(request.url)}
     if next_cursor is not None:
@@ -87,23 +138,57 @@ def _base(request: Request) -> str:
 
 
 def fhir_routes(app: FastAPI, edge: Edge) -> None:
+    _patient_search_routes(app, edge)
+    _record_routes(app, edge)
+
+
+def _patient_search_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/fhir/Patient", response_class=JSONResponse)
     async def search_patients(
-        request: Request, identifier: Annotated[str, Query(min_length=1, max_length=200)]
+        request: Request,
+        identifier: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+        name: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        birthdate: Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")] = None,
+        gender: Annotated[str | None, Query(pattern="^(male|female)$")] = None,
+        count: Annotated[int, Query(alias="_count", ge=1, le=50)] = 10,
     ) -> Response:
         """Patient?identifier=[<system>|]<value>: the resident ID, or an institution's patient
-        number (`<institution>|<number>` or `urn:hs:local:<institution>:patient|<number>`)."""
+        number (`<institution>|<number>` or `urn:hs:local:<institution>:patient|<number>`).
+        Patient?name=&birthdate=&gender=: the best matches, each with its search score."""
         caller: Caller = request.state.caller
-        if caller.role is Role.RESEARCHER:
-            raise Refused(
-                "role.forbidden", "researchers get de-identified data: not FHIR Patient", 403
-            )
-        persons = await op.find_persons(edge, caller, identifier, "search Patient")
-        entries = [_patient(caller, golden, keys) for golden, keys in persons]
-        links = _page_links(request, None)
-        body = fhir.bundle("Patient", entries, _base(request), links, total=len(entries))
-        return JSONResponse(body, media_type=MEDIA_TYPE)
+        _no_patients_for_research(caller)
+        if identifier is not None:
+            persons = await op.find_persons(edge, caller, identifier, "search Patient")
+            entries = [_patient(caller, golden, keys) for golden, keys in persons]
+            body = fhir.bundle("Patient", entries, _base(request), _page_links(request, None),
+                               total=len(entries))  # fmt: skip
+            return JSONResponse(body, media_type=MEDIA_TYPE)
+        wanted = op.Demographics(name, _birth_date(birthdate), SEX.get(gender or ""))
+        matches = await op.match_persons(edge, caller, wanted, "search Patient", count)
+        return JSONResponse(_matches(request, caller, matches), media_type=MEDIA_TYPE)
 
+    @app.post("/fhir/Patient/$match", response_class=JSONResponse)
+    async def match(request: Request) -> Response:
+        """The MDM operation: a Parameters resource with `resource` (a Patient: name,
+        birthDate, gender, identifier), and optionally `count` and `onlyCertainMatches`; the
+        candidates best first, each with its score and match grade."""
+        caller: Caller = request.state.caller
+        _no_patients_for_research(caller)
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise Refused("request.parameters", "$match takes a Parameters resource", 400) from None
+        wanted, identifier, count, only_certain = _match_parameters(body)
+        matches = await op.match_persons(edge, caller, wanted, "Patient/$match", count)
+        if identifier is not None:  # a resident ID given: who holds it counts first
+            holders = set(op.persons_identified(edge, identifier))
+            matches.sort(key=lambda m: (m.person["person_id"] not in holders, -m.score.weight))
+        if only_certain:
+            matches = [m for m in matches if m.grade == "certain"]
+        return JSONResponse(_matches(request, caller, matches), media_type=MEDIA_TYPE)
+
+
+def _record_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/fhir/Patient/{person_id}", response_class=JSONResponse)
     async def read_patient(request: Request, person_id: str) -> Response:
         caller: Caller = request.state.caller

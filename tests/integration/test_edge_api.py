@@ -4,6 +4,7 @@ what a clinician, a patient and a researcher see, every denial named, every requ
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import subprocess
 import threading
@@ -27,6 +28,7 @@ from healthstream.edge.v1 import edge_pb2 as pb
 from healthstream.edge.v1 import edge_pb2_grpc
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
+from PIL import Image
 
 from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer
@@ -40,7 +42,7 @@ from hs_common.testing import (
     schema_root,
     writer_headers,
 )
-from hs_edge import audit, grpc_api
+from hs_edge import audit, charts, grpc_api
 from hs_edge.api import create_app
 from hs_edge.auth import TokenValidator
 from hs_edge.operations import AuditTrail, Edge
@@ -840,3 +842,55 @@ def test_a_person_is_found_by_name_and_birth_date_and_a_namesake_scores_as_one(
     assert code == grpc.StatusCode.OK
     assert [p.person_id for p in reply.persons] == ["P1", "P2", "P3"]
     assert list(reply.scores) == sorted(reply.scores, reverse=True)
+
+
+def _screenshot(svg: bytes, folder: Path) -> Image.Image:
+    """The SVG as headless Chromium renders it."""
+    page, shot = folder / "chart.svg", folder / "chart.png"
+    page.write_bytes(svg)
+    subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--window-size={charts.WIDTH},{charts.HEIGHT}", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, timeout=90, check=True,
+    )  # fmt: skip
+    return Image.open(shot).convert("RGB")
+
+
+def _near(image: Image.Image, x: float, y: float, colour: str) -> bool:
+    """Whether a pixel within 2 px of (x, y) has `colour` (within antialiasing)."""
+    want = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    around = [image.getpixel((int(x) + dx, int(y) + dy)) for dx in range(-2, 3)
+              for dy in range(-2, 3)]  # fmt: skip
+    return any(
+        isinstance(p, tuple) and all(abs(a - b) <= 40 for a, b in zip(p, want, strict=True))
+        for p in around
+    )
+
+
+def test_a_trend_chart_renders_in_a_browser_with_its_range_and_its_abnormal_results(
+    edge_url: Running, tmp_path: Path
+) -> None:
+    url, clinician = edge_url.url, token()
+    answer = get(url, "/persons/P1/trend/chart", clinician, code="http://loinc.org|2345-7")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/svg+xml"
+    document = answer.text
+    dots = [(float(x), float(y), kind) for kind, x, y in re.findall(
+        r'<circle class="(\w+)" cx="([\d.]+)" cy="([\d.]+)"', document)]  # fmt: skip
+    assert len(dots) == 10  # the ten glucose results
+    assert {kind for _, _, kind in dots} == {"outside"}  # 7.8 mmol/L: above 3.9-6.1
+    band = re.search(r'<rect class="band" x="[\d.]+" y="([\d.]+)" width="[\d.]+" '
+                     r'height="([\d.]+)"', document)  # fmt: skip
+    assert band is not None
+    shot = _screenshot(answer.content, tmp_path)  # what a clinician's browser shows
+    assert shot.size == (charts.WIDTH, charts.HEIGHT)
+    assert all(_near(shot, x, y, charts.ABNORMAL) for x, y, _ in dots)
+    band_top, band_height = float(band.group(1)), float(band.group(2))
+    assert _near(shot, charts.LEFT + 200, band_top + band_height / 2, charts.REFERENCE_FILL)
+    png = get(url, "/persons/P1/trend/chart", clinician, code="http://loinc.org|2345-7",
+              image="png")  # fmt: skip
+    assert png.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(png.content)).size == (charts.WIDTH, charts.HEIGHT)
+    egfr = get(url, "/persons/P1/egfr/chart", clinician)
+    assert egfr.status_code == 200 and ">G" in egfr.text  # on the KDIGO categories
+    patient = token(role="patient", person_id="P1", sub="patient-1", scope="patient/*.read")
+    assert get(url, "/persons/P2/egfr/chart", patient).status_code == 403

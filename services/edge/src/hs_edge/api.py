@@ -210,6 +210,9 @@ def _token_routes(app: FastAPI, edge: Edge) -> None:
                                  form.get("scope"))  # fmt: skip
 
 
+CHART_TYPES = {"svg": "image/svg+xml", "png": "image/png"}
+
+
 def _person_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/persons")
     async def search_persons(
@@ -267,6 +270,25 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
     ) -> dict[str, Any]:  # fmt: skip
         """One code's results over time, with their change and slope a year (e.g. glucose)."""
         return op.series_trend(edge, request.state.caller, person_id, code, since, until)
+
+    @app.get("/persons/{person_id}/trend/chart", response_class=Response)
+    async def trend_chart(
+        request: Request, person_id: str, code: Annotated[str, Query(max_length=200)],
+        image: Literal["svg", "png"] = "svg",
+        since: datetime | None = None, until: datetime | None = None,
+    ) -> Response:  # fmt: skip
+        """The code's results as a chart (SVG or PNG): the reference range shaded, results
+        outside it in red."""
+        chart = op.trend_chart(edge, request.state.caller, person_id, code, image, since, until)
+        return Response(chart, media_type=CHART_TYPES[image])
+
+    @app.get("/persons/{person_id}/egfr/chart", response_class=Response)
+    async def kidney_chart(
+        request: Request, person_id: str, image: Literal["svg", "png"] = "svg"
+    ) -> Response:
+        """eGFR over time as a chart (SVG or PNG), on the KDIGO categories G1 to G5."""
+        chart = op.kidney_chart(edge, request.state.caller, person_id, image)
+        return Response(chart, media_type=CHART_TYPES[image])
 
     @app.get("/persons/{person_id}/egfr")
     async def kidney(request: Request, person_id: str) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from hs_common.codec import Codec, Record
 from hs_common.envelope import derived_envelope
 from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
-from hs_edge import audit
+from hs_edge import audit, charts
 from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
 from hs_edge.projector import code_key, demographic_key, identifier_key
 from hs_edge.ratelimit import Decision, RateLimiter
 from hs_edge.store import Page, Store, StoreUnavailable
-from hs_edge.trends import Point, Trend, kidney_trend, trend
+from hs_edge.trends import KidneyTrend, Point, Trend, kidney_trend, trend
 from hs_empi.model import Model, Score
 from hs_empi.service import DEFAULT_MODEL
 from hs_empi.standardize import IdentityFields, Standard, standardize
@@ -438,22 +438,69 @@ def _series(
     return results
 
 
+@dataclass(frozen=True)
+class Series:
+    points: list[Point]
+    unit: str | None
+    reference: tuple[float | None, float | None]  # the latest result's reference range
+    name: str  # the code's display, else the code
+
+
+def code_series(
+    edge: Edge, caller: Caller, person_id: str, code: str,
+    since: datetime | None = None, until: datetime | None = None,
+) -> Series:  # fmt: skip
+    """One code's numeric results of the person, oldest first."""
+    _, records = person(edge, caller, person_id, "Observation")
+    results = _series(edge, records, [parse_code(edge.codec, code)], since, until)
+    points = [Point(r["effective_at"], r["value_quantity"]) for r in results
+              if r["value_quantity"] is not None]  # fmt: skip
+    last = results[-1] if results else {}
+    reference = last.get("reference_range") or {}
+    name = ((last.get("code") or {}).get("display") or (last.get("local_code") or {}).get(
+        "display") or code.rpartition("|")[2])  # fmt: skip
+    return Series(points, last.get("unit"), (reference.get("low"), reference.get("high")), name)
+
+
 def series_trend(
     edge: Edge, caller: Caller, person_id: str, code: str,
     since: datetime | None = None, until: datetime | None = None,
 ) -> View:  # fmt: skip
     """One code's results over time, with their change and slope a year (e.g. glucose)."""
-    _, records = person(edge, caller, person_id, "Observation")
-    results = _series(edge, records, [parse_code(edge.codec, code)], since, until)
-    points = [Point(r["effective_at"], r["value_quantity"]) for r in results
-              if r["value_quantity"] is not None]  # fmt: skip
-    unit = results[-1]["unit"] if results else None
-    return {"code": code, "unit": unit, **trend_view(trend(points))}
+    series = code_series(edge, caller, person_id, code, since, until)
+    return {"code": code, "unit": series.unit, **trend_view(trend(series.points))}
+
+
+def trend_chart(
+    edge: Edge, caller: Caller, person_id: str, code: str, image: Literal["svg", "png"],
+    since: datetime | None = None, until: datetime | None = None,
+) -> bytes:  # fmt: skip
+    """The results of one code as a chart, the reference range shaded, those outside it
+    marked."""
+    series = code_series(edge, caller, person_id, code, since, until)
+    chart = charts.layout(series.name, series.unit or "", series.points,
+                          charts.reference_bands(*series.reference))  # fmt: skip
+    return charts.svg(chart).encode() if image == "svg" else charts.png(chart)
 
 
 def kidney_function(edge: Edge, caller: Caller, person_id: str) -> View:
     """eGFR (CKD-EPI 2021) from every creatinine result, with KDIGO categories and the
     progression flags."""
+    kidney = kidney_series(edge, caller, person_id)
+    return {
+        **trend_view(kidney.trend), "unit": "mL/min/1.73m2", "stages": list(kidney.stages),
+        "certain_drop": kidney.certain_drop, "rapid_progression": kidney.rapid_progression,
+    }  # fmt: skip
+
+
+def kidney_chart(edge: Edge, caller: Caller, person_id: str, image: Literal["svg", "png"]) -> bytes:
+    """eGFR over time, on the KDIGO categories G1 to G5."""
+    points = list(kidney_series(edge, caller, person_id).trend.points)
+    chart = charts.layout("eGFR (CKD-EPI 2021)", "mL/min/1.73m2", points, charts.kdigo_bands())
+    return charts.svg(chart).encode() if image == "svg" else charts.png(chart)
+
+
+def kidney_series(edge: Edge, caller: Caller, person_id: str) -> KidneyTrend:
     found, records = person(edge, caller, person_id, "Observation")
     golden = found["golden"] or {}
     if golden.get("birth_date") is None or golden.get("sex") not in ("F", "M"):
@@ -462,11 +509,7 @@ def kidney_function(edge: Edge, caller: Caller, person_id: str) -> View:
     results = _series(edge, records, codes, None, None)
     creatinine = [(r["effective_at"], r["value_quantity"], r["unit"]) for r in results
                   if r["value_quantity"] is not None]  # fmt: skip
-    kidney = kidney_trend(creatinine, golden["birth_date"], golden["sex"] == "F")
-    return {
-        **trend_view(kidney.trend), "unit": "mL/min/1.73m2", "stages": list(kidney.stages),
-        "certain_drop": kidney.certain_drop, "rapid_progression": kidney.rapid_progression,
-    }  # fmt: skip
+    return kidney_trend(creatinine, golden["birth_date"], golden["sex"] == "F")
 
 
 def trend_view(series: Trend) -> View:

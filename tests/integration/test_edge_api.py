@@ -894,3 +894,40 @@ def test_a_trend_chart_renders_in_a_browser_with_its_range_and_its_abnormal_resu
     assert egfr.status_code == 200 and ">G" in egfr.text  # on the KDIGO categories
     patient = token(role="patient", person_id="P1", sub="patient-1", scope="patient/*.read")
     assert get(url, "/persons/P2/egfr/chart", patient).status_code == 403
+
+
+def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_answers(
+    edge_url: Running,
+) -> None:
+    url, clinician = edge_url.url, token(scope="user/*.read")
+    status, statement = fhir_get(url, "/fhir/metadata")  # no token, as FHIR servers answer it
+    assert status == 200 and statement["fhirVersion"] == "4.0.1"
+    [rest] = statement["rest"]
+    listed = {r["type"]: r for r in rest["resource"]}
+    assert set(listed) == {"Patient", "Observation", "Condition"}
+    values = {"identifier": "H330102|A", "name": "王小明", "birthdate": "1987-03-15",
+              "gender": "male", "patient": "Patient/P1", "code": "http://loinc.org|2345-7",
+              "date": "ge2026-01-01", "category": "laboratory"}  # fmt: skip
+    for kind, resource in listed.items():
+        for param in resource["searchParam"]:
+            query = {param["name"]: values[param["name"]]}
+            if kind != "Patient":
+                query.setdefault("patient", "P1")
+            elif "documentation" in param:  # gender: with a birth date, as documented
+                query["birthdate"] = values["birthdate"]
+            answered, bundle = fhir_get(url, f"/fhir/{kind}", clinician, **query)
+            assert answered == 200 and bundle["type"] == "searchset", (kind, param)
+        codes = {i["code"] for i in resource["interaction"]}
+        if "read" in codes:
+            assert fhir_get(url, f"/fhir/{kind}/P1", clinician)[0] == 200
+        for operation in resource.get("operation", []):
+            if operation["name"] == "everything":
+                assert fhir_get(url, "/fhir/Patient/P1/$everything", clinician)[0] == 200
+            else:
+                patient = {"resourceType": "Patient", "birthDate": "1987-03-15"}
+                body = {"resourceType": "Parameters",
+                        "parameter": [{"name": "resource", "resource": patient}]}  # fmt: skip
+                headers = {"Authorization": f"Bearer {clinician}"}
+                posted = httpx.post(f"{url}/fhir/Patient/${operation['name']}", json=body,
+                                    headers=headers, timeout=10)  # fmt: skip
+                assert posted.status_code == 200, posted.text

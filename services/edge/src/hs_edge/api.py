@@ -31,7 +31,7 @@ from hs_edge.store import StoreUnavailable
 
 log = logging.getLogger("hs.edge.api")
 MAX_BODY = 16 * 1024  # bytes: every request body here is small
-PUBLIC = frozenset({"/oauth/token", "/healthz", "/docs", "/openapi.json"})
+PUBLIC = frozenset({"/oauth/token", "/healthz", "/docs", "/openapi.json", "/fhir/metadata"})
 
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:

@@ -326,6 +326,65 @@ def _original(result: Mapping[str, Any]) -> Resource | None:
 
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
+OPERATION = "http://hl7.org/fhir/OperationDefinition/"
+# What the FHIR view serves, each resource's interactions and search parameters (name, type):
+# the CapabilityStatement is made of this, and the tests try every entry of it.
+SERVED: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str, ...]]] = {
+    "Patient": (
+        ("read", "search-type"),
+        (("identifier", "token"), ("name", "string"), ("birthdate", "date"),
+         ("gender", "token", "with name or birthdate: gender alone finds no one")),
+        ("match", "everything"),
+    ),
+    "Observation": (
+        ("search-type",),
+        (("patient", "reference"), ("code", "token"), ("date", "date"),
+         ("category", "token")),
+        (),
+    ),
+    "Condition": (("search-type",), (("patient", "reference"),), ()),
+}  # fmt: skip
+
+
+def capability_statement(base_url: str, version: str, released: str) -> Resource:
+    """The server's CapabilityStatement: exactly the resources, interactions, search
+    parameters and operations SERVED."""
+    resources = []
+    for kind, (interactions, params, operations) in SERVED.items():
+        entry: Resource = {
+            "type": kind,
+            "interaction": [{"code": code} for code in interactions],
+            "searchParam": [
+                {"name": name, "type": kind_} | ({"documentation": note[0]} if note else {})
+                for name, kind_, *note in params
+            ],
+        }
+        if operations:
+            entry["operation"] = [
+                {"name": name, "definition": f"{OPERATION}{kind}-{name}"} for name in operations
+            ]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": released,
+        "kind": "instance",
+        "software": {"name": "HealthStream edge", "version": version},
+        "implementation": {"description": "HealthStream's FHIR R4 view", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json"],
+        "rest": [{
+            "mode": "server",
+            "security": {
+                "service": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                    "code": "SMART-on-FHIR",
+                }]}],
+                "description": "OAuth2 bearer tokens with SMART scopes (patient/, user/, system/)",
+            },
+            "resource": resources,
+        }],
+    }  # fmt: skip
 
 
 def bundle(

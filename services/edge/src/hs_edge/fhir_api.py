@@ -76,6 +76,7 @@ def _patient(caller: Caller, person: Record, record_keys: list[str]) -> fhir.Res
 
 
 SEX = {"male": "M", "female": "F"}  # FHIR gender, as the golden record writes it
+VERSION, RELEASED = "0.1.0", "2026-12-02"  # this view's version, in the CapabilityStatement
 
 
 def _no_patients_for_research(caller: Caller) -> None:
@@ -138,6 +139,12 @@ def _base(request: Request) -> str:
 
 
 def fhir_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/fhir/metadata", response_class=JSONResponse)
+    async def metadata(request: Request) -> Response:
+        """The CapabilityStatement (no token needed, as FHIR servers answer it)."""
+        statement = fhir.capability_statement(_base(request), VERSION, RELEASED)
+        return JSONResponse(statement, media_type=MEDIA_TYPE)
+
     _patient_search_routes(app, edge)
     _record_routes(app, edge)
 

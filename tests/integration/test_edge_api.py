@@ -931,3 +931,37 @@ def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_a
                 posted = httpx.post(f"{url}/fhir/Patient/${operation['name']}", json=body,
                                     headers=headers, timeout=10)  # fmt: skip
                 assert posted.status_code == 200, posted.text
+
+
+def test_a_recent_result_from_another_institution_stands_in_for_a_repeat_test(
+    edge_url: Running, codec: Codec, catalogue: SchemaCatalogue, schema_root: Path
+) -> None:
+    observation = golden_example(catalogue.get("hs.clinical.Observation"), schema_root)
+    observation |= {
+        "observation_id": "CREA-RECENT",
+        "effective_at": datetime.now(UTC) - timedelta(days=3),
+    }
+    observation["subject"]["local_patient_id"] = "A"
+    observation["result"]["code"] = CREATININE
+    value = codec.encode("hs.clinical.Observation", observation)
+    Projector(edge_url.store, codec).apply([Consumed("t", 0, 98, None, value)])
+    url, clinician = edge_url.url, token()
+
+    def check(code: str, ordering: str = "HZ01") -> httpx.Response:
+        return get(url, "/persons/P1/recent-results", clinician, code=code, ordering=ordering)
+
+    creatinine = check("http://loinc.org|2160-0").json()
+    assert creatinine["avoidable"] and creatinine["window_days"] == 30
+    assert [i["observation_id"] for i in creatinine["items"]] == ["CREA-RECENT"]
+    assert creatinine["from_other_institutions"] == 1  # done at H330102, ordered at HZ01
+    assert creatinine["items"][0]["reference_range"] and creatinine["items"][0]["institution"]
+    glucose = check("http://loinc.org|2345-7").json()  # March's results: older than a day
+    assert not glucose["avoidable"] and glucose["items"] == []
+    unknown = check("http://loinc.org|1234-5")
+    assert (unknown.status_code, unknown.json()["title"]) == (422, "recognition.no_window")
+    assert check("http://loinc.org|2160-0", ordering="HZ01'; --").status_code == 400
+    registry = edge_url.edge.registry
+    counted = {outcome: registry.get_sample_value("hs_edge_recent_result_checks_total",
+                                                  {"institution": "HZ01", "outcome": outcome})
+               for outcome in ("avoidable", "needed")}  # fmt: skip
+    assert counted == {"avoidable": 1.0, "needed": 1.0}

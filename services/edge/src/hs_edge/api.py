@@ -282,6 +282,15 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
         chart = op.trend_chart(edge, request.state.caller, person_id, code, image, since, until)
         return Response(chart, media_type=CHART_TYPES[image])
 
+    @app.get("/persons/{person_id}/recent-results")
+    async def recent_results(
+        request: Request, person_id: str, code: Annotated[str, Query(max_length=200)],
+        ordering: Annotated[str | None, Query(max_length=32)] = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """检验结果互认: before ordering `code` at `ordering` (an institution code), the
+        person's results of it within its validity window, from any institution."""
+        return op.recent_results(edge, request.state.caller, person_id, code, ordering)
+
     @app.get("/persons/{person_id}/egfr/chart", response_class=Response)
     async def kidney_chart(
         request: Request, person_id: str, image: Literal["svg", "png"] = "svg"

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
+from prometheus_client import CollectorRegistry, Counter
+
 from hs_common import control, topics
 from hs_common.codec import Codec, Record
 from hs_common.envelope import derived_envelope
@@ -24,6 +26,7 @@ from hs_edge import audit, charts
 from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
 from hs_edge.projector import code_key, demographic_key, identifier_key
 from hs_edge.ratelimit import Decision, RateLimiter
+from hs_edge.recognition import Window, load_windows, standing
 from hs_edge.store import Page, Store, StoreUnavailable
 from hs_edge.trends import KidneyTrend, Point, Trend, kidney_trend, trend
 from hs_empi.model import Model, Score
@@ -117,10 +120,19 @@ class Edge:
     # even checked (guessing and flooding cost it, not the edge).
     bad_tokens: RateLimiter = field(default_factory=lambda: RateLimiter(rate=0.5, capacity=20))
     matcher: Model = field(default_factory=shipped_model)  # scores demographic searches
+    windows: dict[str, Window] = field(default_factory=load_windows)  # 检验结果互认
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     opened: Opened = field(init=False)
+    recognitions: Counter = field(init=False)
 
     def __post_init__(self) -> None:
         self.opened = Opened(self.codec, self.opened_size)
+        self.recognitions = Counter(
+            "hs_edge_recent_result_checks",
+            "Checks for a recent result before ordering a test, by ordering institution and "
+            "outcome (avoidable: a result within its validity window stands in for a new test)",
+            ["institution", "outcome"], registry=self.registry,
+        )  # fmt: skip
 
 
 # --- admission and audit: one path for REST and gRPC -----------------------------------------
@@ -425,17 +437,10 @@ def _series(
     edge: Edge, records: list[str], codes: list[str], since: datetime | None, until: datetime | None
 ) -> list[Record]:
     """Every result of these codes (up to MAX_POINTS), oldest first."""
-    results: list[Record] = []
-    cursor = None
-    while len(results) < MAX_POINTS:
-        page = edge.store.observations(records, since, until, codes, None, MAX_PAGE, cursor)
-        for event in page.rows:
-            observation = edge.opened(event)
-            results.append(observation["result"] | {"effective_at": observation["effective_at"]})
-        if page.next_cursor is None:
-            break
-        cursor = page.next_cursor
-    return results
+    return [
+        o["result"] | {"effective_at": o["effective_at"]}
+        for o in _observations(edge, records, codes, since, until)
+    ]
 
 
 @dataclass(frozen=True)
@@ -517,6 +522,55 @@ def trend_view(series: Trend) -> View:
         "points": [{"at": p.at.isoformat(), "value": p.value} for p in series.points],
         "change": series.change, "slope_per_year": series.slope_per_year,
     }  # fmt: skip
+
+
+# --- results done elsewhere (检验结果互认) ---------------------------------------------------
+
+INSTITUTION_CODE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+def recent_results(
+    edge: Edge, caller: Caller, person_id: str, code: str, ordering: str | None,
+    now: datetime | None = None,
+) -> View:  # fmt: skip
+    """The person's results of an analyte about to be ordered, within its validity window,
+    from any institution; `avoidable` when one stands in for the new test. Each check is
+    counted by the ordering institution."""
+    window = edge.windows.get(code)
+    if window is None:
+        raise Refused("recognition.no_window", "no validity window is set for this analyte", 422)
+    if ordering is not None and not INSTITUTION_CODE.match(ordering):
+        raise Refused("request.ordering", "the ordering institution is its code", 400)
+    now = now or datetime.now(UTC)
+    _, records = person(edge, caller, person_id, "Observation")
+    found = _observations(edge, records, [parse_code(edge.codec, code)], window.opens(now), now)
+    results = standing(found)
+    items = [for_role(caller, observation_view(o)) for o in results]
+    elsewhere = sum(1 for o in results if o["envelope"]["source"]["institution"] != ordering)
+    avoidable = bool(results)
+    outcome = "avoidable" if avoidable else "needed"
+    edge.recognitions.labels(ordering or "unknown", outcome).inc()
+    return {
+        "code": code, "analyte": window.name, "window_days": window.days,
+        "since": window.opens(now).isoformat(), "avoidable": avoidable,
+        "from_other_institutions": elsewhere, "items": items,
+    }  # fmt: skip
+
+
+def _observations(
+    edge: Edge, records: list[str], codes: list[str], since: datetime | None,
+    until: datetime | None,
+) -> list[Record]:  # fmt: skip
+    """Every observation of these codes in [since, until) (up to MAX_POINTS), oldest first."""
+    found: list[Record] = []
+    cursor = None
+    while len(found) < MAX_POINTS:
+        page = edge.store.observations(records, since, until, codes, None, MAX_PAGE, cursor)
+        found += [edge.opened(event) for event in page.rows]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return found
 
 
 # --- alerts ---------------------------------------------------------------------------------

@@ -133,6 +133,7 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
         store, runtime.codec, TokenValidator(keys, settings.issuer, settings.audience),
         RateLimiter(settings.rate_per_second, settings.burst), trail, dev_issuer(settings),
         settings.ack_topic, settings.review_topic, opened_size=settings.opened_events,
+        registry=runtime.metrics.registry,
     )  # fmt: skip
     credentials = grpc_api.tls(settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())
     grpc_server, _ = await grpc_api.start(

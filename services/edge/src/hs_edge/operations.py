@@ -253,16 +253,22 @@ async def find_persons(
     caller.require("Patient")
     if caller.role is Role.RESEARCHER:
         raise Refused("role.forbidden", "researchers do not search by identifiers", 403)
-    found = persons_identified(edge, identifier)
-    if caller.role is Role.PATIENT:
-        found = [p for p in found if p == caller.person_id]
-    persons = []
-    for person_id in found:
-        stored = edge.store.person(person_id)
-        if stored is not None:
-            await edge.trail.record(audit_entry(caller, operation, person_id, 200, "person.found"))
-            persons.append((edge.opened(stored[0]), stored[1]))
+    persons = visible_persons(edge, caller, persons_identified(edge, identifier))
+    for golden, _ in persons:
+        found = audit_entry(caller, operation, golden["person_id"], 200, "person.found")
+        await edge.trail.record(found)
     return persons
+
+
+def visible_persons(
+    edge: Edge, caller: Caller, person_ids: list[str]
+) -> list[tuple[Record, list[str]]]:
+    """The golden records and record keys of those persons the caller may see (a patient:
+    only themselves)."""
+    if caller.role is Role.PATIENT:
+        person_ids = [p for p in person_ids if p == caller.person_id]
+    stored = (edge.store.person(p) for p in person_ids)
+    return [(edge.opened(event), keys) for event, keys in (s for s in stored if s is not None)]
 
 
 async def search_persons(edge: Edge, caller: Caller, identifier: str) -> View:
@@ -329,23 +335,15 @@ async def match_persons(
     query = wanted.standard()
     if query.name is None and query.birth_date is None:
         raise Refused("request.demographics", "give a name, a birth date, or both", 400)
-    keys = [demographic_key(edge.codec, "birth", query.birth_date.isoformat())] if (
-        query.birth_date
-    ) else []  # fmt: skip
-    if query.name is not None:
-        keys += [demographic_key(edge.codec, "family", n) for n in (query.name.family,
-                 query.name.given) if n]  # fmt: skip
-    found = edge.store.persons_with_any(keys, CANDIDATES)
-    if caller.role is Role.PATIENT:
-        found = [p for p in found if p == caller.person_id]
-    matches = []
-    for person_id in found:
-        stored = edge.store.person(person_id)
-        if stored is not None:
-            golden = edge.opened(stored[0])
-            matches.append(
-                Match(golden, stored[1], edge.matcher.score(query, golden_standard(golden)))
-            )
+    names = (query.name.family, query.name.given) if query.name else ()
+    keys = [demographic_key(edge.codec, "family", name) for name in names if name]
+    if query.birth_date is not None:
+        keys.append(demographic_key(edge.codec, "birth", query.birth_date.isoformat()))
+    found = visible_persons(edge, caller, edge.store.persons_with_any(keys, CANDIDATES))
+    matches = [
+        Match(golden, record_keys, edge.matcher.score(query, golden_standard(golden)))
+        for golden, record_keys in found
+    ]
     matches.sort(key=lambda m: -m.score.weight)
     for match in matches[:count]:
         await edge.trail.record(

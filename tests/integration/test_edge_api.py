@@ -907,16 +907,20 @@ def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_a
     assert set(listed) == {"Patient", "Observation", "Condition"}
     values = {"identifier": "H330102|A", "name": "王小明", "birthdate": "1987-03-15",
               "gender": "male", "patient": "Patient/P1", "code": "http://loinc.org|2345-7",
-              "date": "ge2026-01-01", "category": "laboratory"}  # fmt: skip
+              "date": "ge2026-01-01", "category": "laboratory",
+              "patient.identifier": "H330102|A"}  # fmt: skip
     for kind, resource in listed.items():
         for param in resource["searchParam"]:
             query = {param["name"]: values[param["name"]]}
-            if kind != "Patient":
-                query.setdefault("patient", "P1")
+            if kind != "Patient" and not param["name"].startswith("patient"):
+                query["patient"] = "P1"
             elif "documentation" in param:  # gender: with a birth date, as documented
                 query["birthdate"] = values["birthdate"]
             answered, bundle = fhir_get(url, f"/fhir/{kind}", clinician, **query)
             assert answered == 200 and bundle["type"] == "searchset", (kind, param)
+        for include in resource.get("searchInclude", []):
+            found = fhir_get(url, f"/fhir/{kind}", clinician, patient="P1", _include=include)[1]
+            assert found["entry"][0]["search"]["mode"] == "include"
         codes = {i["code"] for i in resource["interaction"]}
         if "read" in codes:
             assert fhir_get(url, f"/fhir/{kind}/P1", clinician)[0] == 200
@@ -965,3 +969,27 @@ def test_a_recent_result_from_another_institution_stands_in_for_a_repeat_test(
                                                   {"institution": "HZ01", "outcome": outcome})
                for outcome in ("avoidable", "needed")}  # fmt: skip
     assert counted == {"avoidable": 1.0, "needed": 1.0}
+
+
+def test_results_and_diagnoses_are_found_by_a_patient_number_at_an_institution(
+    edge_url: Running,
+) -> None:
+    url, clinician = edge_url.url, token(scope="user/*.read")
+    chained = {"patient.identifier": "H330102|B", "code": "http://loinc.org|2345-7", "_count": 50}
+    by_number = fhir_get(url, "/fhir/Observation", clinician, **chained)[1]
+    by_person = fhir_get(url, "/fhir/Observation", clinician, patient="P1",
+                         code="http://loinc.org|2345-7", _count=50)[1]  # fmt: skip
+    ids = [e["resource"]["id"] for e in by_number["entry"]]
+    assert ids and ids == [e["resource"]["id"] for e in by_person["entry"]]  # the whole person
+    conditions = fhir_get(url, "/fhir/Condition", clinician, **{"patient.identifier": "H330102|A"})
+    assert conditions[0] == 200 and conditions[1]["entry"][0]["resource"]["code"]
+    nobody = fhir_get(url, "/fhir/Observation", clinician, **{"patient.identifier": "H330102|Z"})
+    assert nobody[0] == 200 and nobody[1]["total"] == 0
+    several = fhir_get(
+        url, "/fhir/Condition", clinician, **{"patient.identifier": "330102198703150023"}
+    )  # P1 and P2 share it
+    assert several[0] == 409
+    both = fhir_get(
+        url, "/fhir/Condition", clinician, patient="P1", **{"patient.identifier": "x|y"}
+    )
+    assert both[0] == 400

@@ -327,8 +327,9 @@ def _original(result: Mapping[str, Any]) -> Resource | None:
 
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 OPERATION = "http://hl7.org/fhir/OperationDefinition/"
-# What the FHIR view serves, each resource's interactions and search parameters (name, type):
-# the CapabilityStatement is made of this, and the tests try every entry of it.
+# What the FHIR view serves, each resource's interactions, search parameters (name, type[,
+# documentation]) and operations; INCLUDES its _include values. The CapabilityStatement is made
+# of these, and the tests try every entry of it.
 SERVED: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str, ...]]] = {
     "Patient": (
         ("read", "search-type"),
@@ -338,12 +339,15 @@ SERVED: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str,
     ),
     "Observation": (
         ("search-type",),
-        (("patient", "reference"), ("code", "token"), ("date", "date"),
-         ("category", "token")),
+        (("patient", "reference"), ("patient.identifier", "token"), ("code", "token"),
+         ("date", "date"), ("category", "token")),
         (),
     ),
-    "Condition": (("search-type",), (("patient", "reference"),), ()),
+    "Condition": (
+        ("search-type",), (("patient", "reference"), ("patient.identifier", "token")), ()
+    ),
 }  # fmt: skip
+INCLUDES = {"Observation": ("Observation:patient",)}
 
 
 def capability_statement(base_url: str, version: str, released: str) -> Resource:
@@ -359,6 +363,8 @@ def capability_statement(base_url: str, version: str, released: str) -> Resource
                 for name, kind_, *note in params
             ],
         }
+        if kind in INCLUDES:
+            entry["searchInclude"] = list(INCLUDES[kind])
         if operations:
             entry["operation"] = [
                 {"name": name, "definition": f"{OPERATION}{kind}-{name}"} for name in operations

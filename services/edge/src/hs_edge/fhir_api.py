@@ -227,11 +227,17 @@ def _record_routes(app: FastAPI, edge: Edge) -> None:
 
     @app.get("/fhir/Condition", response_class=JSONResponse)
     async def search_conditions(
-        request: Request, patient: Annotated[str, Query(max_length=200)]
+        request: Request,
+        patient: Annotated[str | None, Query(max_length=200)] = None,
+        patient_identifier: Annotated[
+            str | None, Query(alias="patient.identifier", max_length=200)
+        ] = None,
     ) -> Response:
-        """A patient's diagnoses (Patient/<id> or <id>), oldest first, in one page."""
-        person_id = patient.removeprefix("Patient/")
-        request.state.person_id = person_id
+        """A patient's diagnoses (patient: Patient/<id> or <id>; or patient.identifier: a
+        resident ID or <institution>|<patient number>), oldest first, in one page."""
+        person_id = _subject(edge, request, patient, patient_identifier)
+        if person_id is None:
+            return _empty(request, "Condition")
         diagnoses = op.person_conditions(edge, request.state.caller, person_id)
         entries = [fhir.condition(d, person_id) for d in diagnoses]
         body = fhir.bundle("Condition", entries, _base(request), _page_links(request, None))
@@ -240,17 +246,26 @@ def _record_routes(app: FastAPI, edge: Edge) -> None:
     @app.get("/fhir/Observation", response_class=JSONResponse)
     async def search_observations(
         request: Request,
-        patient: Annotated[str, Query(max_length=200)],
+        patient: Annotated[str | None, Query(max_length=200)] = None,
+        patient_identifier: Annotated[
+            str | None, Query(alias="patient.identifier", max_length=200)
+        ] = None,
         code: Annotated[list[str] | None, Query(max_length=20)] = None,
         date: Annotated[list[str] | None, Query(max_length=2)] = None,
         category: Annotated[str | None, Query(max_length=40)] = None,
         count: Annotated[int, Query(alias="_count", ge=1, le=op.MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(alias="_cursor", max_length=300)] = None,
+        include: Annotated[str | None, Query(alias="_include", max_length=40)] = None,
     ) -> Response:
-        """Search by patient (Patient/<id> or <id>), code (<system>|<code>, commas for any of
-        several), date (ge/gt/le/lt/eq), category (laboratory, vital-signs)."""
-        person_id = patient.removeprefix("Patient/")
-        request.state.person_id = person_id
+        """Search by patient (Patient/<id> or <id>) or patient.identifier (a resident ID or
+        <institution>|<patient number>), code (<system>|<code>, commas for any of several),
+        date (ge/gt/le/lt/eq), category (laboratory, vital-signs);
+        _include=Observation:patient adds the Patient on the first page."""
+        if include not in (None, "Observation:patient"):
+            raise Refused("request.include", "_include is Observation:patient", 400)
+        person_id = _subject(edge, request, patient, patient_identifier)
+        if person_id is None:
+            return _empty(request, "Observation")
         codes = tuple(c for value in code or () for c in value.split(",") if c)
         since, until = date_range(date or [])
         if category is not None and category not in CATEGORIES:
@@ -260,10 +275,40 @@ def _record_routes(app: FastAPI, edge: Edge) -> None:
             edge, request.state.caller, person_id, query
         )
         entries = [fhir.observation(o, person_id) for o in observations]
+        if include and cursor is None:
+            caller: Caller = request.state.caller
+            found, record_keys = op.person(edge, caller, person_id, "Patient")
+            entries.insert(0, _patient(caller, found, record_keys))
         body = fhir.bundle(
             "Observation", entries, _base(request), _page_links(request, next_cursor)
         )
         return JSONResponse(body, media_type=MEDIA_TYPE)
+
+
+def _subject(
+    edge: Edge, request: Request, patient: str | None, identifier: str | None
+) -> str | None:
+    """The person a search is about: `patient`, or the one person `identifier` names (None:
+    it names no one)."""
+    if (patient is None) == (identifier is None):
+        raise Refused("request.patient", "give patient or patient.identifier", 400)
+    if patient is not None:
+        person_id = patient.removeprefix("Patient/")
+    else:
+        assert identifier is not None
+        found = op.persons_identified(edge, identifier)
+        if len(found) > 1:
+            raise Refused("request.patient", "the identifier names several persons", 409)
+        if not found:
+            return None
+        person_id = found[0]
+    request.state.person_id = person_id
+    return person_id
+
+
+def _empty(request: Request, kind: str) -> Response:
+    body = fhir.bundle(kind, [], _base(request), _page_links(request, None), total=0)
+    return JSONResponse(body, media_type=MEDIA_TYPE)
 
 
 def is_fhir(request: Request) -> bool:

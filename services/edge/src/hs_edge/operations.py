@@ -58,10 +58,19 @@ class AuditTrail:
     _written: audit.Entry | None = field(default=None, init=False)
 
     async def record(self, request: audit.Request) -> None:
-        entry = self.chain.append(request)
-        value = self.codec.encode("hs.edge.AuditEvent", audit.to_record(entry))
-        await self.producer.write(self.topic, value, entry.chain)
-        self._written = entry
+        await self.record_all([request])
+
+    async def record_all(self, requests: list[audit.Request]) -> None:
+        """Entries in this order, written together (one round trip to the broker), then
+        anchored."""
+        if not requests:
+            return
+        entries = [self.chain.append(request) for request in requests]
+        values = [self.codec.encode("hs.edge.AuditEvent", audit.to_record(e)) for e in entries]
+        # produced in order as the writes start; awaited together
+        await asyncio.gather(*(self.producer.write(self.topic, v, e.chain)
+                               for e, v in zip(entries, values, strict=True)))  # fmt: skip
+        self._written = entries[-1]
         if self.clock() - self._anchored_at >= self.anchor_seconds:
             self.anchor()
 
@@ -254,9 +263,10 @@ async def find_persons(
     if caller.role is Role.RESEARCHER:
         raise Refused("role.forbidden", "researchers do not search by identifiers", 403)
     persons = visible_persons(edge, caller, persons_identified(edge, identifier))
-    for golden, _ in persons:
-        found = audit_entry(caller, operation, golden["person_id"], 200, "person.found")
-        await edge.trail.record(found)
+    await edge.trail.record_all([
+        audit_entry(caller, operation, golden["person_id"], 200, "person.found")
+        for golden, _ in persons
+    ])  # fmt: skip
     return persons
 
 
@@ -307,7 +317,8 @@ class Match:
         )  # fmt: skip
 
 
-CANDIDATES = 200  # persons scored for one search by demographics
+CANDIDATES = 200  # persons scored for one search by demographics, at most
+FEW = 10  # fewer candidates by name than this: those born the same day are scored too
 
 
 def golden_standard(person: Record) -> Standard:
@@ -327,29 +338,45 @@ async def match_persons(
     edge: Edge, caller: Caller, wanted: Demographics, operation: str, count: int = 10
 ) -> list[Match]:
     """Persons like `wanted`, best first, each with the EMPI model's score and evidence (a
-    namesake born on another day scores low, and says why). The candidates are the persons
-    sharing the family name (either order of the name) or the birth date."""
+    namesake born on another day scores low, and says why)."""
     caller.require("Patient")
     if caller.role is Role.RESEARCHER:
         raise Refused("role.forbidden", "researchers do not search for persons", 403)
     query = wanted.standard()
     if query.name is None and query.birth_date is None:
         raise Refused("request.demographics", "give a name, a birth date, or both", 400)
-    names = (query.name.family, query.name.given) if query.name else ()
-    keys = [demographic_key(edge.codec, "family", name) for name in names if name]
-    if query.birth_date is not None:
-        keys.append(demographic_key(edge.codec, "birth", query.birth_date.isoformat()))
-    found = visible_persons(edge, caller, edge.store.persons_with_any(keys, CANDIDATES))
+    found = visible_persons(edge, caller, candidates(edge, query))
     matches = [
         Match(golden, record_keys, edge.matcher.score(query, golden_standard(golden)))
         for golden, record_keys in found
     ]
-    matches.sort(key=lambda m: -m.score.weight)
-    for match in matches[:count]:
-        await edge.trail.record(
-            audit_entry(caller, operation, match.person["person_id"], 200, "person.matched")
+    matches = sorted(matches, key=lambda m: -m.score.weight)[:count]
+    await edge.trail.record_all([
+        audit_entry(caller, operation, m.person["person_id"], 200, "person.matched")
+        for m in matches
+    ])  # fmt: skip
+    return matches
+
+
+def candidates(edge: Edge, query: Standard) -> list[str]:
+    """The persons worth scoring: those with the family name and birth date, or the whole name
+    (either order of the name: romanised names come given name first); when these are few,
+    those born that day too."""
+    names = (
+        [(query.name.family, query.name.given), (query.name.given, query.name.family)]
+        if query.name else []
+    )  # fmt: skip
+    born = query.birth_date.isoformat() if query.birth_date else None
+    keys = [demographic_key(edge.codec, "name", f + g) for f, g in names if f and g]
+    if born is not None:
+        keys += [demographic_key(edge.codec, "family-birth", f, born) for f, _ in names if f]
+    found = edge.store.persons_with_any(keys, CANDIDATES)
+    if born is not None and len(found) < FEW:
+        wider = edge.store.persons_with_any(
+            [demographic_key(edge.codec, "birth", born)], CANDIDATES
         )
-    return matches[:count]
+        found += [p for p in wider if p not in found]
+    return found[:CANDIDATES]
 
 
 async def search_by_demographics(

@@ -37,10 +37,10 @@ class Consumed:
     headers: tuple[tuple[str, str | bytes], ...] = ()
 
 
-# The golden records' projection: version 2 indexes what persons are found by (resident ID,
-# family name, birth date: person_identifiers); a read model made before reads the person topic
-# again.
-PERSONS = ("persons", 2)
+# The golden records' projection: version 3 indexes what persons are found by (resident ID,
+# name and birth date keys: person_identifiers); a read model made before reads the person
+# topic again.
+PERSONS = ("persons", 3)
 
 
 def identifier_key(codec: Codec, system: str, value: str) -> str:
@@ -48,21 +48,25 @@ def identifier_key(codec: Codec, system: str, value: str) -> str:
     return codec.keyring.pseudonym(system, value, purpose="identifier")
 
 
-def demographic_key(codec: Codec, part: str, value: str) -> str:
-    """The keyed pseudonym of a standardized family name (pinyin) or birth date, which
+def demographic_key(codec: Codec, part: str, *values: str) -> str:
+    """The keyed pseudonym of standardized demographics (pinyin names, a birth date) which
     candidates for a search by demographics are found by."""
-    return codec.keyring.pseudonym(part, value, purpose="demographics")
+    return codec.keyring.pseudonym(part, *values, purpose="demographics")
 
 
 def person_keys(codec: Codec, golden: Record) -> list[str]:
-    """What a golden record is found by: its resident ID, family name and birth date."""
+    """What a golden record is found by: its resident ID; its family name with its birth date,
+    its whole name, and (for wider searches) its birth date alone."""
     keys = []
     if isinstance(golden.get("id_number"), str):
         keys.append(identifier_key(codec, RESIDENT_ID_SYSTEM, golden["id_number"]))
-    if golden.get("family"):
-        keys.append(demographic_key(codec, "family", golden["family"]))
-    if golden.get("birth_date") is not None:
-        keys.append(demographic_key(codec, "birth", golden["birth_date"].isoformat()))
+    family, given, born = golden.get("family"), golden.get("given"), golden.get("birth_date")
+    if born is not None:
+        keys.append(demographic_key(codec, "birth", born.isoformat()))
+        if family:
+            keys.append(demographic_key(codec, "family-birth", family, born.isoformat()))
+    if family and given:
+        keys.append(demographic_key(codec, "name", family + given))
     return keys
 
 

@@ -318,7 +318,6 @@ class Match:
 
 
 CANDIDATES = 200  # persons scored for one search by demographics, at most
-FEW = 10  # fewer candidates by name than this: those born the same day are scored too
 
 
 def golden_standard(person: Record) -> Standard:
@@ -360,8 +359,8 @@ async def match_persons(
 
 def candidates(edge: Edge, query: Standard) -> list[str]:
     """The persons worth scoring: those with the family name and birth date, or the whole name
-    (either order of the name: romanised names come given name first); when these are few,
-    those born that day too."""
+    (either order of the name: romanised names come given name first); when no one has the
+    name (a misspelt one), those born that day."""
     names = (
         [(query.name.family, query.name.given), (query.name.given, query.name.family)]
         if query.name else []
@@ -371,7 +370,7 @@ def candidates(edge: Edge, query: Standard) -> list[str]:
     if born is not None:
         keys += [demographic_key(edge.codec, "family-birth", f, born) for f, _ in names if f]
     found = edge.store.persons_with_any(keys, CANDIDATES)
-    if born is not None and len(found) < FEW:
+    if born is not None and not found:
         wider = edge.store.persons_with_any(
             [demographic_key(edge.codec, "birth", born)], CANDIDATES
         )

@@ -314,16 +314,17 @@ class Store:
         return self.persons_with_any([identifier_key], limit)
 
     def persons_with_any(self, keys: Sequence[str], limit: int) -> list[str]:
-        """Persons found by any of `keys`, those found by most of them first."""
-        if not keys:
-            return []
-        marks = ", ".join("?" * len(keys))
-        rows = self._run(
-            f"SELECT person_id FROM person_identifiers WHERE identifier_key IN ({marks}) "  # noqa: S608
-            "GROUP BY person_id ORDER BY COUNT(*) DESC, person_id LIMIT ?",
-            (*keys, limit),
-        ).fetchall()
-        return [str(p) for (p,) in rows]
+        """Persons found by any of `keys`, those found by most of them first (one index
+        lookup a key)."""
+        counts: dict[str, int] = {}
+        for key in dict.fromkeys(keys):
+            rows = self._run(
+                "SELECT person_id FROM person_identifiers WHERE identifier_key = ? LIMIT ?",
+                (key, limit),
+            ).fetchall()
+            for (person_id,) in rows:
+                counts[str(person_id)] = counts.get(str(person_id), 0) + 1
+        return sorted(counts, key=lambda p: (-counts[p], p))[:limit]
 
     def person_of_record(self, record_key: str) -> str | None:
         row = self._run(

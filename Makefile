@@ -16,7 +16,7 @@ AS_ADMIN = $(if $(wildcard $(KAFKA_ADMIN_ENV)),set -a && . $(KAFKA_ADMIN_ENV) &&
 SENDERS = .local/ingestion-senders
 INSTITUTIONS := $(addprefix --institution ,$(basename $(notdir $(wildcard services/ingestion/sources/*.toml))))
 
-.PHONY: help install up demo down kafka-jars kafka-up kafka-down kafka-status dev-keys dev-credentials topics \
+.PHONY: help install up demo down kafka-jars fhir-validator kafka-up kafka-down kafka-status dev-keys dev-credentials topics \
 	pg-up pg-down lint format typecheck test test-unit test-integration check check-compat \
 	schemas-check schemas-release proto compose-config synth clean
 
@@ -76,6 +76,9 @@ down: ## stop the local platform (services, then the broker and PostgreSQL)
 
 kafka-jars: ## fetch the Apache Kafka broker jars from Maven Central (cached)
 	infra/kafka/kafka.sh fetch
+
+fhir-validator: ## fetch HAPI FHIR's reference validator from Maven Central (cached; the tests use it)
+	infra/fhir-validator/validator.sh fetch
 
 kafka-up: ## start the local Kafka broker (idempotent; waits until it answers)
 	infra/kafka/kafka.sh up

@@ -38,6 +38,7 @@ from hs_common.testing import (
     TopicFactory,
     free_port,
     golden_example,
+    hapi_errors,
     read_all,
     schema_root,
     writer_headers,
@@ -571,12 +572,18 @@ def test_grpc_streams_alerts_acknowledges_and_answers_health_and_reflection(
 
 
 def fhir_get(url: str, path: str, bearer: str | None = None, **params: Any) -> Any:
-    """The FHIR resource answered, validated as R4 by fhir.resources, and the status."""
+    """The status and the FHIR resource answered, `valid_r4`."""
     response = get(url, path, bearer, **params)
     assert response.headers["content-type"].startswith("application/fhir+json"), response.text
-    resource = response.json()
+    return response.status_code, valid_r4(response.json())
+
+
+def valid_r4(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource, after HAPI's reference validator found no error in it and fhir.resources
+    parsed it."""
+    assert hapi_errors(resource) == []
     get_fhir_model_class(resource["resourceType"]).model_validate(resource)
-    return response.status_code, resource
+    return resource
 
 
 def test_the_fhir_view_is_valid_r4_paged_by_links_and_refuses_in_operation_outcomes(
@@ -596,7 +603,9 @@ def test_the_fhir_view_is_valid_r4_paged_by_links_and_refuses_in_operation_outco
     pages, bundle = [first], first
     while next_link := {k["relation"]: k["url"] for k in bundle["link"]}.get("next"):
         assert next_link.startswith(f"{url}/fhir/Observation?")
-        bundle = httpx.get(next_link, headers={"Authorization": f"Bearer {clinician}"}).json()
+        bundle = valid_r4(
+            httpx.get(next_link, headers={"Authorization": f"Bearer {clinician}"}).json()
+        )
         pages.append(bundle)
     assert [len(p.get("entry", [])) for p in pages] == [4, 4, 2]
     found = [e["resource"] for p in pages for e in p.get("entry", [])]
@@ -831,8 +840,7 @@ def test_a_person_is_found_by_name_and_birth_date_and_a_namesake_scores_as_one(
     posting = {"Authorization": f"Bearer {clinician}", "Content-Type": "application/fhir+json"}
     matched = httpx.post(f"{url}/fhir/Patient/$match", json=parameters, headers=posting, timeout=10)
     assert matched.status_code == 200, matched.text
-    result = matched.json()
-    get_fhir_model_class("Bundle").model_validate(result)
+    result = valid_r4(matched.json())
     assert result["entry"][0]["resource"]["id"] == "P3"
     grades = [e["search"]["extension"][0]["valueCode"] for e in result["entry"]]
     assert len(grades) == 2 and grades[0] in ("certain", "probable")
@@ -935,6 +943,7 @@ def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_a
                 posted = httpx.post(f"{url}/fhir/Patient/${operation['name']}", json=body,
                                     headers=headers, timeout=10)  # fmt: skip
                 assert posted.status_code == 200, posted.text
+                valid_r4(posted.json())
 
 
 def test_a_recent_result_from_another_institution_stands_in_for_a_repeat_test(

@@ -1,6 +1,7 @@
-"""The FHIR R4 view: every resource built from decoded example events is validated with
-fhir.resources (R4B, the R4-compatible release it ships; the package has no R4 module) and
-against the required value sets, which fhir.resources does not check."""
+"""The FHIR R4 view: every resource built from decoded example events is validated by HAPI
+FHIR's reference validator (R4, offline; `hapi_errors`), by fhir.resources (R4B, the
+R4-compatible release it ships; the package has no R4 module) and against the required value
+sets, which fhir.resources does not check."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring
 from hs_common.schemas import SchemaCatalogue, default_schema_root
-from hs_common.testing import golden_example
+from hs_common.testing import golden_example, hapi_errors
 from hs_edge import fhir
 from hs_edge.auth import Caller, Role
 from hs_edge.operations import visible_golden
@@ -77,8 +78,10 @@ def empty_arrays(value: Any, path: str = "") -> list[str]:
 
 
 def validated(resource: dict[str, Any]) -> Any:
-    """The resource parsed by fhir.resources, after checking what that does not."""
+    """The resource parsed by fhir.resources, after checking what that does not, and with no
+    error from HAPI's validator."""
     model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    assert hapi_errors(resource) == []
     assert binding_problems(resource) == []
     assert empty_arrays(resource) == []
     if "id" in resource:
@@ -486,6 +489,12 @@ def test_the_validators_are_live() -> None:
         validated(fhir.patient(person(), [], "full") | {"gender": "M"})
     with pytest.raises(AssertionError):  # so do empty arrays
         validated(good | {"entry": []})
+    # an invariant: a unit's code needs its system (qty-3), which only HAPI checks
+    unit_without_system = fhir.observation(observation(), "P1")
+    unit_without_system["valueQuantity"].pop("system")
+    get_fhir_model_class("Observation").model_validate(unit_without_system)
+    assert binding_problems(unit_without_system) == []
+    assert any("qty-3" in e for e in hapi_errors(unit_without_system))
 
 
 def test_an_operation_outcome() -> None:

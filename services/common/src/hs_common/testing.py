@@ -13,6 +13,7 @@ Every test gets fresh topics and consumer groups (uuid names), so tests never sh
 from __future__ import annotations
 
 import asyncio
+import atexit
 import io
 import json
 import os
@@ -269,3 +270,60 @@ def processing(processor: ExactlyOnceProcessor) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(30)
+
+
+class FhirValidator:
+    """HAPI FHIR's reference R4 validator (infra/fhir-validator), one Java process for the
+    session, asked one resource at a time."""
+
+    def __init__(self) -> None:
+        script = repository_root() / "infra" / "fhir-validator" / "validator.sh"
+        self._process = subprocess.Popen(
+            [str(script), "run"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+        )
+        self._lock = threading.Lock()
+        self._answer()  # its first line says the R4 definitions are loaded
+
+    def _answer(self) -> list[dict[str, str]]:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("HAPI's validator stopped; its errors are on stderr")
+        return cast(list[dict[str, str]], json.loads(line))
+
+    def issues(self, resource: Mapping[str, Any]) -> list[dict[str, str]]:
+        """Everything the validator says about `resource`, each with severity, location and
+        message."""
+        assert self._process.stdin is not None
+        with self._lock:
+            self._process.stdin.write(json.dumps(resource, ensure_ascii=False) + "\n")
+            self._process.stdin.flush()
+            return self._answer()
+
+    def errors(self, resource: Mapping[str, Any]) -> list[str]:
+        """The validator's errors about `resource` ("location: message"); warnings left out."""
+        return [
+            f"{issue['location']}: {issue['message']}"
+            for issue in self.issues(resource)
+            if issue["severity"] in ("error", "fatal")
+        ]
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(30)
+
+
+_session_validator: list[FhirValidator] = []
+
+
+def hapi_errors(resource: Mapping[str, Any]) -> list[str]:
+    """HAPI's errors about a FHIR resource, from one validator process per test session."""
+    if not _session_validator:
+        _session_validator.append(FhirValidator())
+        atexit.register(_session_validator[0].close)
+    return _session_validator[0].errors(resource)

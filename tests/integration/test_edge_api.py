@@ -162,7 +162,11 @@ def edge_url(
 
 
 def get(url: str, path: str, bearer: str | None = None, **params: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    """GET with the token; a FHIR search parameter the edge does not support is refused
+    (`Prefer: handling=strict`), so no test passes by a parameter silently ignored."""
+    headers = {"Prefer": "handling=strict"} | (
+        {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    )
     return httpx.get(url + path, headers=headers, params=params, timeout=10)
 
 
@@ -693,6 +697,53 @@ def test_diagnoses_over_rest_grpc_and_fhir(edge_url: Running) -> None:
     assert codes == ["E11.9", "5A11"] and entry["resource"]["subject"]["reference"] == "Patient/P1"
 
 
+def test_searches_sort_filter_and_say_which_parameters_they_ignored(edge_url: Running) -> None:
+    url, clinician = edge_url.url, token(scope="user/*.read")
+    glucose = "http://loinc.org|2345-7"
+    pages, link = [], None
+    _, bundle = fhir_get(url, "/fhir/Observation", clinician, subject="Patient/P1", code=glucose,
+                         _sort="-date", _count=4)  # fmt: skip
+    while True:
+        pages.append(bundle)
+        link = {k["relation"]: k["url"] for k in bundle["link"]}.get("next")
+        if link is None:
+            break
+        bundle = valid_r4(httpx.get(link, headers={"Authorization": f"Bearer {clinician}"}).json())
+    newest_first = [e["resource"]["identifier"][0]["value"] for p in pages for e in p["entry"]]
+    assert newest_first == [f"OBS-{n}" for n in range(27, -1, -3)]
+    rest = get(url, "/persons/P1/observations", clinician, code=glucose, _sort="-effective_at",
+               _count=3).json()  # fmt: skip
+    assert [o["observation_id"] for o in rest["items"]] == ["OBS-27", "OBS-24", "OBS-21"]
+    request = pb.ListObservationsRequest(person_id="P1", codes=[glucose], page_size=2,
+                                         newest_first=True)  # fmt: skip
+    reply, *_ = grpc_call(edge_url.grpc_target, "ListObservations", request, clinician)
+    assert [o.observation_id for o in reply.items] == ["OBS-27", "OBS-24"]
+    assert get(url, "/fhir/Observation", clinician, patient="P1", _sort="value").status_code == 400
+
+    icd10 = "http://hl7.org/fhir/sid/icd-10"
+    for query, found in [
+        ({"code": f"{icd10}|E11.9"}, 1), ({"code": f"{icd10}|I10,{icd10}|E11.9"}, 1),
+        ({"code": f"{icd10}|I10"}, 0), ({"recorded-date": "lt2000-01-01"}, 0),
+        ({"recorded-date": "ge2026-01-01", "_sort": "-recorded-date"}, 1),
+    ]:  # fmt: skip
+        _, conditions = fhir_get(url, "/fhir/Condition", clinician, patient="P1", **query)
+        assert len(conditions.get("entry", [])) == found, query
+    both = get(url, "/fhir/Condition", clinician, patient="P1", subject="Patient/P2")
+    assert both.status_code == 400
+
+    # unknown parameters: refused when strict; else ignored, and the Bundle says which
+    strict = get(url, "/fhir/Observation", clinician, patient="P1", **{"value-quantity": "gt5"})
+    assert strict.status_code == 400 and "value-quantity" in strict.text
+    lenient = valid_r4(httpx.get(
+        f"{url}/fhir/Observation", params={"patient": "P1", "value-quantity": "gt5", "_count": 2},
+        headers={"Authorization": f"Bearer {clinician}"}, timeout=10,
+    ).json())  # fmt: skip
+    *matches, said = lenient["entry"]
+    assert len(matches) == 2 and said["search"]["mode"] == "outcome"
+    (issue,) = said["resource"]["issue"]
+    assert issue["severity"] == "warning" and "value-quantity" in issue["diagnostics"]
+
+
 @pytest.mark.parametrize("edge_url", ["postgresql"], indirect=True)
 def test_a_lost_database_connection_is_a_503_then_served_again(
     edge_url: Running, postgres_dsn: str
@@ -916,13 +967,18 @@ def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_a
     values = {"identifier": "H330102|A", "name": "王小明", "birthdate": "1987-03-15",
               "gender": "male", "patient": "Patient/P1", "code": "http://loinc.org|2345-7",
               "date": "ge2026-01-01", "category": "laboratory",
-              "patient.identifier": "H330102|A"}  # fmt: skip
+              "patient.identifier": "H330102|A", "subject": "Patient/P1",
+              "recorded-date": "ge2026-01-01"}  # fmt: skip
     for kind, resource in listed.items():
         for param in resource["searchParam"]:
             query = {param["name"]: values[param["name"]]}
-            if kind != "Patient" and not param["name"].startswith("patient"):
+            if kind != "Patient" and param["name"] not in (
+                "patient",
+                "patient.identifier",
+                "subject",
+            ):
                 query["patient"] = "P1"
-            elif "documentation" in param:  # gender: with a birth date, as documented
+            elif kind == "Patient" and "documentation" in param:  # gender: with a birth date
                 query["birthdate"] = values["birthdate"]
             answered, bundle = fhir_get(url, f"/fhir/{kind}", clinician, **query)
             assert answered == 200 and bundle["type"] == "searchset", (kind, param)

@@ -254,8 +254,14 @@ def _person_routes(app: FastAPI, edge: Edge) -> None:
         category: Annotated[str | None, Query(pattern="^[A-Z_]{1,40}$")] = None,
         count: Annotated[int, Query(alias="_count", ge=1, le=op.MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(max_length=300)] = None,
+        sort: Annotated[Literal["effective_at", "-effective_at"], Query(alias="_sort")] = (
+            "effective_at"
+        ),
     ) -> dict[str, Any]:
-        query = op.ObservationQuery(since, until, tuple(code or ()), category, count, cursor)
+        """Oldest first, or newest first with `_sort=-effective_at`."""
+        query = op.ObservationQuery(
+            since, until, tuple(code or ()), category, count, cursor, sort.startswith("-")
+        )
         return op.list_observations(edge, request.state.caller, person_id, query)
 
     @app.get("/persons/{person_id}/conditions")

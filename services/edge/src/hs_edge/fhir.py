@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Literal
 from urllib.parse import quote
@@ -339,15 +340,29 @@ SERVED: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str,
     ),
     "Observation": (
         ("search-type",),
-        (("patient", "reference"), ("patient.identifier", "token"), ("code", "token"),
-         ("date", "date"), ("category", "token")),
+        (("patient", "reference"), ("subject", "reference", "Patient/<id>: the same as patient"),
+         ("patient.identifier", "token"), ("code", "token"),
+         ("date", "date", "_sort=date (oldest first, the default) or _sort=-date"),
+         ("category", "token")),
         (),
     ),
     "Condition": (
-        ("search-type",), (("patient", "reference"), ("patient.identifier", "token")), ()
+        ("search-type",),
+        (("patient", "reference"), ("subject", "reference", "Patient/<id>: the same as patient"),
+         ("patient.identifier", "token"), ("code", "token"),
+         ("recorded-date", "date", "_sort=recorded-date (the default) or _sort=-recorded-date")),
+        (),
     ),
 }  # fmt: skip
 INCLUDES = {"Observation": ("Observation:patient",)}
+# Result parameters every search takes besides its search parameters (_cursor: our paging).
+RESULT_PARAMETERS = frozenset(("_count", "_cursor", "_sort", "_include"))
+
+
+def unsupported_parameters(kind: str, names: Iterable[str]) -> list[str]:
+    """The query parameters of a `kind` search that this view does not support."""
+    known = {name for name, *_ in SERVED[kind][1]} | RESULT_PARAMETERS
+    return sorted({name for name in names if name not in known})
 
 
 def capability_statement(base_url: str, version: str, released: str) -> Resource:
@@ -400,13 +415,15 @@ def bundle(
     links: Mapping[str, str],
     total: int | None = None,
     scores: Sequence[tuple[float, str]] = (),
+    outcome: Resource | None = None,
 ) -> Resource:
     """A searchset Bundle of `entries`. `kind` is the resource type searched for: its resources
     are matches, any other (e.g. the Patient of `_include`) an include. For `EVERYTHING`
     (Patient/$everything) every resource of the patient's compartment is a match. `links`
     maps relations (self, next, ...) to URLs; `total`, when known, counts all matches;
     `scores`, per entry, its search score and match grade (certain, probable, possible,
-    certainly-not) as MDM servers give them."""
+    certainly-not) as MDM servers give them; `outcome`, an OperationOutcome about the search
+    (e.g. the parameters it ignored), as the last entry."""
     base = base_url.rstrip("/")
     out: Resource = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
@@ -427,6 +444,12 @@ def bundle(
                 "score": round(score, 4),
                 "extension": [{"url": MATCH_GRADE, "valueCode": grade}],
             }
+    if outcome is not None:
+        out.setdefault("entry", []).append({
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}",  # an OperationOutcome has no id of its own
+            "resource": outcome,
+            "search": {"mode": "outcome"},
+        })  # fmt: skip
     return out
 
 

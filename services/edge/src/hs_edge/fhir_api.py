@@ -84,11 +84,35 @@ def _no_patients_for_research(caller: Caller) -> None:
         raise Refused("role.forbidden", "researchers get de-identified data: not FHIR Patient", 403)
 
 
-def _matches(request: Request, caller: Caller, matches: list[op.Match]) -> fhir.Resource:
+def _matches(
+    request: Request, caller: Caller, matches: list[op.Match], ignored: fhir.Resource | None = None
+) -> fhir.Resource:
     entries = [_patient(caller, m.person, m.record_keys) for m in matches]
     scores = [(m.score.probability, m.grade) for m in matches]
     links = _page_links(request, None)
-    return fhir.bundle("Patient", entries, _base(request), links, len(entries), scores)
+    return fhir.bundle("Patient", entries, _base(request), links, len(entries), scores, ignored)
+
+
+def _unsupported(request: Request, kind: str) -> fhir.Resource | None:
+    """What a search does with parameters this view does not support: with `Prefer:
+    handling=strict` it is refused; else (lenient, as FHIR servers default to) they are ignored,
+    and the OperationOutcome returned, to go with the results, names them."""
+    unsupported = fhir.unsupported_parameters(kind, request.query_params.keys())
+    if not unsupported:
+        return None
+    listed = ", ".join(unsupported)
+    if "handling=strict" in request.headers.get("prefer", "").replace(" ", ""):
+        raise Refused("request.parameter", f"not supported here: {listed}", 400)
+    return fhir.operation_outcome(
+        "not-supported", f"request.parameter: ignored, not supported here: {listed}", "warning"
+    )
+
+
+def _sort(value: str | None, field: str) -> bool:
+    """Whether `_sort` asks for the newest first (`-<field>`); the oldest first is the default."""
+    if value not in (None, field, f"-{field}"):
+        raise Refused("request.sort", f"_sort is {field} or -{field}", 400)
+    return value == f"-{field}"
 
 
 def _match_parameters(body: object) -> tuple[op.Demographics, str | None, int, bool]:
@@ -164,15 +188,16 @@ def _patient_search_routes(app: FastAPI, edge: Edge) -> None:
         Patient?name=&birthdate=&gender=: the best matches, each with its search score."""
         caller: Caller = request.state.caller
         _no_patients_for_research(caller)
+        ignored = _unsupported(request, "Patient")
         if identifier is not None:
             persons = await op.find_persons(edge, caller, identifier, "search Patient")
             entries = [_patient(caller, golden, keys) for golden, keys in persons]
             body = fhir.bundle("Patient", entries, _base(request), _page_links(request, None),
-                               total=len(entries))  # fmt: skip
+                               total=len(entries), outcome=ignored)  # fmt: skip
             return JSONResponse(body, media_type=MEDIA_TYPE)
         wanted = op.Demographics(name, _birth_date(birthdate), SEX.get(gender or ""))
         matches = await op.match_persons(edge, caller, wanted, "search Patient", count)
-        return JSONResponse(_matches(request, caller, matches), media_type=MEDIA_TYPE)
+        return JSONResponse(_matches(request, caller, matches, ignored), media_type=MEDIA_TYPE)
 
     @app.post("/fhir/Patient/$match", response_class=JSONResponse)
     async def match(request: Request) -> Response:
@@ -229,24 +254,45 @@ def _record_routes(app: FastAPI, edge: Edge) -> None:
     async def search_conditions(
         request: Request,
         patient: Annotated[str | None, Query(max_length=200)] = None,
+        subject: Annotated[str | None, Query(max_length=200)] = None,
         patient_identifier: Annotated[
             str | None, Query(alias="patient.identifier", max_length=200)
         ] = None,
+        code: Annotated[list[str] | None, Query(max_length=20)] = None,
+        recorded_date: Annotated[list[str] | None, Query(alias="recorded-date", max_length=2)] = (
+            None
+        ),
+        sort: Annotated[str | None, Query(alias="_sort", max_length=40)] = None,
     ) -> Response:
-        """A patient's diagnoses (patient: Patient/<id> or <id>; or patient.identifier: a
-        resident ID or <institution>|<patient number>), oldest first, in one page."""
-        person_id = _subject(edge, request, patient, patient_identifier)
+        """A patient's diagnoses (patient or subject: Patient/<id> or <id>; or
+        patient.identifier: a resident ID or <institution>|<patient number>), in one page,
+        oldest first (or newest, _sort=-recorded-date); code: <system>|<code> (ICD-10, ICD-11
+        or the source's own), commas for any of several; recorded-date: ge/gt/le/lt/eq."""
+        ignored = _unsupported(request, "Condition")
+        newest_first = _sort(sort, "recorded-date")
+        person_id = _subject(edge, request, patient or subject, patient_identifier, subject)
         if person_id is None:
-            return _empty(request, "Condition")
-        diagnoses = op.person_conditions(edge, request.state.caller, person_id)
+            return _empty(request, "Condition", ignored)
+        codes = {c for value in code or () for c in value.split(",") if c}
+        since, until = date_range(recorded_date or [])
+        diagnoses = [
+            d
+            for d in op.person_conditions(edge, request.state.caller, person_id)
+            if _coded_as(d, codes) and _within(d.get("recorded_at"), since, until)
+        ]
+        if newest_first:
+            diagnoses.reverse()
         entries = [fhir.condition(d, person_id) for d in diagnoses]
-        body = fhir.bundle("Condition", entries, _base(request), _page_links(request, None))
+        body = fhir.bundle(
+            "Condition", entries, _base(request), _page_links(request, None), outcome=ignored
+        )
         return JSONResponse(body, media_type=MEDIA_TYPE)
 
     @app.get("/fhir/Observation", response_class=JSONResponse)
     async def search_observations(
         request: Request,
         patient: Annotated[str | None, Query(max_length=200)] = None,
+        subject: Annotated[str | None, Query(max_length=200)] = None,
         patient_identifier: Annotated[
             str | None, Query(alias="patient.identifier", max_length=200)
         ] = None,
@@ -256,21 +302,27 @@ def _record_routes(app: FastAPI, edge: Edge) -> None:
         count: Annotated[int, Query(alias="_count", ge=1, le=op.MAX_PAGE)] = 50,
         cursor: Annotated[str | None, Query(alias="_cursor", max_length=300)] = None,
         include: Annotated[str | None, Query(alias="_include", max_length=40)] = None,
+        sort: Annotated[str | None, Query(alias="_sort", max_length=40)] = None,
     ) -> Response:
-        """Search by patient (Patient/<id> or <id>) or patient.identifier (a resident ID or
-        <institution>|<patient number>), code (<system>|<code>, commas for any of several),
-        date (ge/gt/le/lt/eq), category (laboratory, vital-signs);
-        _include=Observation:patient adds the Patient on the first page."""
+        """Search by patient or subject (Patient/<id> or <id>) or patient.identifier (a
+        resident ID or <institution>|<patient number>), code (<system>|<code>, commas for any
+        of several), date (ge/gt/le/lt/eq), category (laboratory, vital-signs); oldest first,
+        or newest with _sort=-date; _include=Observation:patient adds the Patient on the first
+        page."""
+        ignored = _unsupported(request, "Observation")
         if include not in (None, "Observation:patient"):
             raise Refused("request.include", "_include is Observation:patient", 400)
-        person_id = _subject(edge, request, patient, patient_identifier)
+        newest_first = _sort(sort, "date")
+        person_id = _subject(edge, request, patient or subject, patient_identifier, subject)
         if person_id is None:
-            return _empty(request, "Observation")
+            return _empty(request, "Observation", ignored)
         codes = tuple(c for value in code or () for c in value.split(",") if c)
         since, until = date_range(date or [])
         if category is not None and category not in CATEGORIES:
             raise Refused("request.category", f"category is one of {sorted(CATEGORIES)}", 400)
-        query = ObservationQuery(since, until, codes, CATEGORIES.get(category or ""), count, cursor)
+        query = ObservationQuery(
+            since, until, codes, CATEGORIES.get(category or ""), count, cursor, newest_first
+        )
         observations, next_cursor = op.observation_page(
             edge, request.state.caller, person_id, query
         )
@@ -279,19 +331,21 @@ def _record_routes(app: FastAPI, edge: Edge) -> None:
             caller: Caller = request.state.caller
             found, record_keys = op.person(edge, caller, person_id, "Patient")
             entries.insert(0, _patient(caller, found, record_keys))
-        body = fhir.bundle(
-            "Observation", entries, _base(request), _page_links(request, next_cursor)
-        )
+        links = _page_links(request, next_cursor)
+        body = fhir.bundle("Observation", entries, _base(request), links, outcome=ignored)
         return JSONResponse(body, media_type=MEDIA_TYPE)
 
 
 def _subject(
-    edge: Edge, request: Request, patient: str | None, identifier: str | None
-) -> str | None:
+    edge: Edge, request: Request, patient: str | None, identifier: str | None,
+    subject: str | None = None,
+) -> str | None:  # fmt: skip
     """The person a search is about: `patient`, or the one person `identifier` names (None:
-    it names no one)."""
-    if (patient is None) == (identifier is None):
-        raise Refused("request.patient", "give patient or patient.identifier", 400)
+    it names no one). `subject`, when given too, is refused: one of the three names them."""
+    if (patient is None) == (identifier is None) or (
+        subject is not None and subject not in (patient, f"Patient/{patient}")
+    ):
+        raise Refused("request.patient", "give one of patient, subject or patient.identifier", 400)
     if patient is not None:
         person_id = patient.removeprefix("Patient/")
     else:
@@ -306,9 +360,28 @@ def _subject(
     return person_id
 
 
-def _empty(request: Request, kind: str) -> Response:
-    body = fhir.bundle(kind, [], _base(request), _page_links(request, None), total=0)
+def _empty(request: Request, kind: str, ignored: fhir.Resource | None) -> Response:
+    links = _page_links(request, None)
+    body = fhir.bundle(kind, [], _base(request), links, total=0, outcome=ignored)
     return JSONResponse(body, media_type=MEDIA_TYPE)
+
+
+def _coded_as(diagnosis: Record, codes: set[str]) -> bool:
+    """Whether any of the diagnosis's codings is one of `codes` (<system>|<code>); True when
+    no code is asked for."""
+    coded = diagnosis["diagnosis"]
+    codings = [coded[k] for k in ("icd10", "icd11", "local_code") if coded.get(k)]
+    return not codes or any(f"{c['system']}|{c['code']}" in codes for c in codings)
+
+
+def _within(moment: datetime | None, since: datetime | None, until: datetime | None) -> bool:
+    if since is None and until is None:
+        return True
+    return (
+        moment is not None
+        and (since is None or moment >= since)
+        and (until is None or moment < until)
+    )
 
 
 def is_fhir(request: Request) -> bool:

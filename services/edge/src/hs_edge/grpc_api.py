@@ -205,7 +205,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
             moment(request.since, request.HasField("since")),
             moment(request.until, request.HasField("until")),
             tuple(request.codes), request.category or None, request.page_size or 50,
-            request.page_token or None,
+            request.page_token or None, request.newest_first,
         )  # fmt: skip
 
         async def work(caller: Caller) -> pb.ObservationPage:

@@ -202,6 +202,7 @@ class ObservationQuery:
     category: str | None = None
     count: int = 50
     cursor: str | None = None
+    newest_first: bool = False
 
 
 # --- persons and observations ---------------------------------------------------------------
@@ -403,7 +404,14 @@ def observation_page(
     codes = [parse_code(edge.codec, c) for c in query.codes]
     try:
         page: Page = edge.store.observations(
-            records, query.since, query.until, codes, query.category, query.count, query.cursor
+            records,
+            query.since,
+            query.until,
+            codes,
+            query.category,
+            query.count,
+            query.cursor,
+            query.newest_first,
         )
     except ValueError as error:
         raise Refused("request.cursor", str(error), 400) from None

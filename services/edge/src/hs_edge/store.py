@@ -371,8 +371,9 @@ class Store:
         self, record_keys: Sequence[str], since: datetime | None = None,
         until: datetime | None = None, code_keys: Sequence[str] = (),
         category: str | None = None, limit: int = 50, cursor: str | None = None,
+        newest_first: bool = False,
     ) -> Page:  # fmt: skip
-        """The observations of these records, oldest first, a page at a time."""
+        """The observations of these records, oldest (or newest) first, a page at a time."""
         if not record_keys:
             return Page([], None)
         where = [f"patient_key IN ({', '.join('?' * len(record_keys))})"]
@@ -391,16 +392,18 @@ class Store:
             parameters.append(category)
         if cursor is not None:
             at, institution, observation_id = _cursor(cursor)
+            after = "<" if newest_first else ">"
             where.append(
-                "(effective_at > ? OR (effective_at = ? AND (institution > ? OR "
-                "(institution = ? AND observation_id > ?))))"
+                f"(effective_at {after} ? OR (effective_at = ? AND (institution {after} ? OR "
+                f"(institution = ? AND observation_id {after} ?))))"
             )
             parameters += [at, at, institution, institution, observation_id]
+        order = " DESC" if newest_first else ""
         # the conditions are fixed fragments with placeholders; values are parameters only
         rows = self._run(
             "SELECT effective_at, institution, observation_id, event FROM observations WHERE "  # noqa: S608
             + " AND ".join(where)
-            + " ORDER BY effective_at, institution, observation_id LIMIT ?",
+            + f" ORDER BY effective_at{order}, institution{order}, observation_id{order} LIMIT ?",
             (*parameters, limit + 1),
         ).fetchall()
         more = len(rows) > limit

@@ -284,6 +284,7 @@ class ListObservationsRequest(_message.Message):
     CATEGORY_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
     person_id: _builtins.str
     category: _builtins.str
     """LABORATORY, VITAL_SIGNS, OTHER; empty: all"""
@@ -291,6 +292,8 @@ class ListObservationsRequest(_message.Message):
     """1 to 200; 0: 50"""
     page_token: _builtins.str
     """next_page_token of the previous page"""
+    newest_first: _builtins.bool
+    """false: oldest first"""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """inclusive"""
@@ -313,10 +316,11 @@ class ListObservationsRequest(_message.Message):
         category: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        newest_first: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "codes", b"codes", "page_size", b"page_size", "page_token", b"page_token", "person_id", b"person_id", "since", b"since", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "codes", b"codes", "newest_first", b"newest_first", "page_size", b"page_size", "page_token", b"page_token", "person_id", b"person_id", "since", b"since", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,12 +11,13 @@ from test_auth import VALIDATOR, token
 from hs_edge import operations as op
 from hs_edge.auth import Refused
 from hs_edge.ratelimit import RateLimiter
+from hs_edge.store import Store
 
 
 def edge(now: list[float]) -> op.Edge:
-    unused: Any = None  # admission touches neither the store, the codec nor the trail
-    return op.Edge(unused, unused, VALIDATOR, RateLimiter(rate=1, capacity=3), unused,
-                   clock=lambda: now[0], opened_size=0)  # fmt: skip
+    unused: Any = None  # admission touches neither the codec nor the trail
+    return op.Edge(Store.sqlite(":memory:"), unused, VALIDATOR, RateLimiter(rate=1, capacity=3),
+                   unused, clock=lambda: now[0], opened_size=0)  # fmt: skip
 
 
 def code(admitting: op.Edge, authorization: str | None, peer: str = "10.0.0.9") -> str:
@@ -50,3 +51,10 @@ def test_good_requests_are_limited_per_client_or_per_peer_on_public_paths(public
         except Refused as refused:
             answers.append(refused.code)
     assert answers == ["2", "1", "0", "rate.limited"]
+
+
+def test_a_revoked_client_s_token_is_refused_on_the_replica_that_revoked_it_at_once() -> None:
+    guarded = edge([0.0])
+    assert code(guarded, f"Bearer {token()}") == "admitted"
+    guarded.revoked.add("ward-app")
+    assert code(guarded, f"Bearer {token()}") == "client.revoked"

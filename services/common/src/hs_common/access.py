@@ -113,8 +113,9 @@ EDGE = Grant(
         topics.VITALS_ALERT,
         topics.VITALS_SUMMARY,
         topics.EDGE_AUDIT,
+        topics.EDGE_CLIENT,
     ),
-    writes=_names(topics.EDGE_AUDIT, topics.VITALS_ACK, topics.REVIEW_DECISION),
+    writes=_names(topics.EDGE_AUDIT, topics.EDGE_CLIENT, topics.VITALS_ACK, topics.REVIEW_DECISION),
     groups=("hs-edge", READER_GROUP_PREFIX),
 )
 # a disease-control dashboard or a ward display following the alert stream

@@ -21,6 +21,7 @@ _DOMAIN = b"hs-control\x1f"  # MACs of this kind are never valid for anything el
 WRITER_OF: dict[str, str] = {
     topics.REVIEW_DECISION.value_schema: "edge",
     topics.VITALS_ACK.value_schema: "edge",
+    topics.EDGE_CLIENT.value_schema: "edge",
     topics.PERSON_LINK.value_schema: "empi",
     topics.PERSON.value_schema: "empi",
 }

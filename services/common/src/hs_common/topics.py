@@ -67,6 +67,8 @@ VITALS_INPUT = TopicSpec(
 )
 # keyed by chain: each edge process's hash chain stays in order in one partition
 EDGE_AUDIT = TopicSpec("hs.edge.audit.v1", "hs.edge.AuditEvent", "audit chain")
+# the open platform's clients: the latest version per client is its state
+EDGE_CLIENT = TopicSpec("hs.edge.client.v1", "hs.edge.Client", "client id", compacted=True)
 DEAD_LETTER = TopicSpec("hs.ops.deadletter.v1", "hs.ops.DeadLetter", "stage", 30 * DAY_MS)
 
 ALL: tuple[TopicSpec, ...] = (
@@ -86,6 +88,7 @@ ALL: tuple[TopicSpec, ...] = (
     VITALS_FLAG,
     VITALS_INPUT,
     EDGE_AUDIT,
+    EDGE_CLIENT,
     DEAD_LETTER,
 )
 

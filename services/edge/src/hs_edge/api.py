@@ -5,14 +5,15 @@ and nothing is served."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -22,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hs_common.errors import NotStoredError
-from hs_edge import fhir_api
+from hs_edge import clients, fhir_api, platform
 from hs_edge import operations as op
-from hs_edge.auth import Caller, Refused
+from hs_edge.auth import Caller, Refused, Role
 from hs_edge.fhir_api import is_fhir
 from hs_edge.operations import Edge
 from hs_edge.store import StoreUnavailable
@@ -98,6 +99,7 @@ class Guard:
             receive = await _read_body(receive)
             await self.app(scope, receive, answer.send)
         except Refused as refused:
+            answer.caller = answer.caller or refused.caller
             await answer.refuse(refused.status, refused.code, str(refused), refused.headers)
         except Exception as error:  # noqa: BLE001 - answered and audited, whatever it was
             # the type only: an exception's text may hold personal data
@@ -183,6 +185,7 @@ def create_app(edge: Edge) -> FastAPI:
         return fhir_api.outcome(400, "request.invalid", f"invalid: {fields}")
 
     _token_routes(app, edge)
+    _client_routes(app, edge)
     _person_routes(app, edge)
     _alert_routes(app, edge)
     _review_routes(app, edge)
@@ -197,17 +200,79 @@ def _token_routes(app: FastAPI, edge: Edge) -> None:
 
     @app.post("/oauth/token")
     async def issue_token(request: Request) -> dict[str, Any]:
-        """OAuth2 client credentials (development setups only)."""
-        if edge.issuer is None:
-            raise Refused("token_endpoint.disabled", "tokens come from the identity provider", 404)
+        """OAuth2 client credentials for the registry's clients: the client id and secret in
+        the form, or as HTTP Basic (RFC 6749 2.3.1)."""
         form = {
             k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()
         }
         if form.get("grant_type") != "client_credentials":
             raise Refused("grant.unsupported", "only client_credentials is supported", 400)
-        request.state.client = form.get("client_id", "")
-        return edge.issuer.issue(form.get("client_id", ""), form.get("client_secret", ""),
-                                 form.get("scope"))  # fmt: skip
+        client_id, secret = _client_credentials(request, form)
+        request.state.client = client_id
+        return platform.issue_token(edge, client_id, secret, form.get("scope"))
+
+
+def _client_credentials(request: Request, form: dict[str, str]) -> tuple[str, str]:
+    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return form.get("client_id", ""), form.get("client_secret", "")
+    try:
+        client_id, _, secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        raise Refused("client.invalid", "the Basic credentials cannot be read", 401) from None
+    return unquote_plus(client_id), unquote_plus(secret)
+
+
+class NewClient(BaseModel):
+    """A client to register: who it is for, its role, its scopes (SMART), a patient app's
+    person, whether it is a sandbox client, and optionally its id."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    scope: str = Field(min_length=1, max_length=1000)
+    person_id: str | None = Field(None, max_length=100)
+    sandbox: bool = False
+    client_id: str | None = Field(None, max_length=63)
+
+
+class Rotation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_hours: float = Field(24.0, ge=0, le=24 * 7)
+
+
+def _client_routes(app: FastAPI, edge: Edge) -> None:
+    @app.post("/admin/clients", status_code=201)
+    async def register_client(request: Request, wanted: NewClient) -> dict[str, Any]:
+        """Register a client; the secret is in this answer only."""
+        registration = clients.Registration(
+            wanted.name, wanted.role, wanted.scope, wanted.person_id, wanted.sandbox,
+            wanted.client_id,
+        )  # fmt: skip
+        return await platform.register_client(edge, request.state.caller, registration)
+
+    @app.get("/admin/clients")
+    async def list_clients(request: Request) -> dict[str, Any]:
+        """Every client with its usage."""
+        return platform.list_clients(edge, request.state.caller)
+
+    @app.get("/admin/clients/{client_id}")
+    async def client_detail(request: Request, client_id: str) -> dict[str, Any]:
+        """The client and its usage per UTC day: requests, refusals, rate-limit hits."""
+        return platform.client_detail(edge, request.state.caller, client_id)
+
+    @app.post("/admin/clients/{client_id}/rotate")
+    async def rotate_secret(
+        request: Request, client_id: str, rotation: Rotation | None = None
+    ) -> dict[str, Any]:
+        """A new secret (in this answer only); the old one works for `grace_hours` more."""
+        grace = timedelta(hours=(rotation or Rotation()).grace_hours)
+        return await platform.rotate_secret(edge, request.state.caller, client_id, grace)
+
+    @app.post("/admin/clients/{client_id}/revoke")
+    async def revoke_client(request: Request, client_id: str) -> dict[str, Any]:
+        """No more tokens for the client, and the tokens it holds are refused."""
+        return await platform.revoke_client(edge, request.state.caller, client_id)
 
 
 CHART_TYPES = {"svg": "image/svg+xml", "png": "image/png"}

@@ -15,8 +15,6 @@ trail, never the token or its contents.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 import time
 from collections import OrderedDict
@@ -51,13 +49,15 @@ class Role(StrEnum):
 
 
 class Refused(HealthStreamError):
-    """A request refused: `code` names why (for the answer and the audit trail)."""
+    """A request refused: `code` names why (for the answer and the audit trail); `caller`,
+    when the token was accepted (a rate limit), so the refusal is the client's."""
 
     def __init__(
-        self, code: str, message: str, status: int, headers: dict[str, str] | None = None
-    ) -> None:
+        self, code: str, message: str, status: int, headers: dict[str, str] | None = None,
+        caller: Caller | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(message)
-        self.code, self.status, self.headers = code, status, headers
+        self.code, self.status, self.headers, self.caller = code, status, headers, caller
 
 
 def unauthorized(code: str, message: str) -> Refused:
@@ -123,9 +123,10 @@ class TokenValidator:
 
     def __init__(
         self, keys: KeySet, issuer: str, audience: str, now: Callable[[], int] | None = None,
-        remembered: int = 10_000,
+        remembered: int = 10_000, also_audiences: tuple[str, ...] = (),
     ) -> None:  # fmt: skip
         self.keys, self.issuer, self.audience = keys, issuer, audience
+        self.audiences = [audience, *also_audiences]  # a sandbox edge also takes the sandbox's
         self.now = now or (lambda: int(time.time()))
         self.remembered = remembered
         self._valid: OrderedDict[str, tuple[Caller, int, str]] = OrderedDict()  # ..., kid
@@ -163,7 +164,7 @@ class TokenValidator:
             registry = jwt.JWTClaimsRegistry(
                 now=self.now, leeway=LEEWAY_SECONDS,
                 iss={"essential": True, "value": self.issuer},
-                aud={"essential": True, "value": self.audience},
+                aud={"essential": True, "values": self.audiences},
                 exp={"essential": True}, iat={"essential": True}, sub={"essential": False},
             )  # fmt: skip
             registry.validate(decoded.claims)
@@ -213,49 +214,28 @@ def scope_text(scopes: Iterable[Scope]) -> str:
     return " ".join(f"{s.context}/{s.resource}.{s.access}" for s in scopes)
 
 
-@dataclass(frozen=True)
-class Client:
-    """A client registered with the development token endpoint."""
-
-    client_id: str
-    secret_sha256: str
-    role: Role
-    scope: str  # the scopes it may ask for, space-separated
-    person_id: str | None = None
-
-
-class DevIssuer:
-    """OAuth2 client credentials for development setups: signs short-lived tokens with the
-    development key. Production uses the identity provider instead."""
+class TokenIssuer:
+    """OAuth2 client credentials: signs short-lived tokens for the clients of the registry
+    (`hs_edge.clients`) with the edge's signing key, whose public key is in the key set the
+    edge accepts."""
 
     def __init__(
-        self, key: Any, issuer: str, audience: str, clients: Iterable[Client],
-        ttl_seconds: int = 300, now: Callable[[], int] | None = None,
-    ) -> None:  # fmt: skip
-        self.key, self.issuer, self.audience = key, issuer, audience
-        self.clients = {c.client_id: c for c in clients}
-        self.ttl = ttl_seconds
+        self, key: Any, issuer: str, ttl_seconds: int = 300, now: Callable[[], int] | None = None
+    ) -> None:
+        self.key, self.issuer, self.ttl = key, issuer, ttl_seconds
         self.now = now or (lambda: int(time.time()))
 
-    def issue(self, client_id: str, secret: str, scope: str | None) -> dict[str, Any]:
-        client = self.clients.get(client_id)
-        offered = hashlib.sha256(secret.encode()).hexdigest()
-        if client is None or not hmac.compare_digest(offered, client.secret_sha256):
-            raise unauthorized("client.invalid", "unknown client or wrong secret")
-        allowed = client.scope.split()
-        asked = scope.split() if scope else allowed
-        if not set(asked) <= set(allowed):
-            raise Refused("scope.invalid", "the client may not ask for these scopes", 400)
+    def token(
+        self, client_id: str, role: Role, scope: str, person_id: str | None, audience: str
+    ) -> dict[str, Any]:
         now = self.now()
         claims: dict[str, object] = {
-            "iss": self.issuer, "aud": self.audience, "iat": now, "exp": now + self.ttl,
-            "sub": client_id, "client_id": client_id, "role": client.role.value,
-            "scope": " ".join(asked), "jti": secrets.token_hex(8),
+            "iss": self.issuer, "aud": audience, "iat": now, "exp": now + self.ttl,
+            "sub": client_id, "client_id": client_id, "role": role.value, "scope": scope,
+            "jti": secrets.token_hex(8),
         }  # fmt: skip
-        if client.person_id:
-            claims["person_id"] = client.person_id
+        if person_id:
+            claims["person_id"] = person_id
         token = jwt.encode({"alg": "ES256", "kid": self.key.kid}, claims, self.key)
-        return {
-            "access_token": token, "token_type": "Bearer", "expires_in": self.ttl,
-            "scope": " ".join(asked),
-        }  # fmt: skip
+        return {"access_token": token, "token_type": "Bearer", "expires_in": self.ttl,
+                "scope": scope}  # fmt: skip

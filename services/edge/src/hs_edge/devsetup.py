@@ -5,7 +5,6 @@ refuses the development token endpoint."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from joserfc.jwk import ECKey
 
 from hs_edge.auth import Role
+from hs_edge.clients import secret_hash
 
 DEMO_CLIENTS: tuple[tuple[str, Role, str, str | None], ...] = (
     ("ward-app", Role.CLINICIAN, "user/*.read user/Flag.write", None),
@@ -52,10 +52,6 @@ class DevFiles:
     @property
     def clients(self) -> Path:
         return self.folder / "clients.json"
-
-
-def secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def write_dev_files(folder: Path) -> dict[str, str]:

@@ -137,7 +137,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
             )
         except Refused as refused:
             call.trailing = [(k.lower(), v) for k, v in (refused.headers or {}).items()]
-            await self._refuse(call, None, refused)
+            await self._refuse(call, refused.caller, refused)
             raise  # not reached: _refuse aborts the call
         assert admitted.caller is not None
         call.trailing = [(k.lower(), v) for k, v in admitted.headers.items()]

@@ -23,7 +23,8 @@ from hs_common.envelope import derived_envelope
 from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
 from hs_edge import audit, charts
-from hs_edge.auth import Caller, DevIssuer, Refused, Role, TokenValidator
+from hs_edge.auth import Caller, Refused, Role, TokenIssuer, TokenValidator
+from hs_edge.clients import RevokedClients
 from hs_edge.projector import code_key, demographic_key, identifier_key
 from hs_edge.ratelimit import Decision, RateLimiter
 from hs_edge.recognition import Window, load_windows, standing
@@ -119,9 +120,10 @@ class Edge:
     tokens: TokenValidator
     limiter: RateLimiter
     trail: AuditTrail
-    issuer: DevIssuer | None = None  # the development token endpoint, when enabled
+    issuer: TokenIssuer | None = None  # the token endpoint for registered clients, when on
     ack_topic: str = topics.VITALS_ACK.name
     review_topic: str = topics.REVIEW_DECISION.name
+    client_topic: str = topics.EDGE_CLIENT.name
     poll_seconds: float = 0.5  # how often the live alert stream looks for new alerts
     clock: Callable[[], float] = field(default=time.monotonic)
     opened_size: int = 10_000  # decoded events kept (0: none)
@@ -133,9 +135,11 @@ class Edge:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     opened: Opened = field(init=False)
     recognitions: Counter = field(init=False)
+    revoked: RevokedClients = field(init=False)
 
     def __post_init__(self) -> None:
         self.opened = Opened(self.codec, self.opened_size)
+        self.revoked = RevokedClients(self.store.revoked_clients)
         self.recognitions = Counter(
             "hs_edge_recent_result_checks",
             "Checks for a recent result before ordering a test, by ordering institution and "
@@ -167,12 +171,14 @@ def admit(edge: Edge, authorization: str | None, peer: str, public: bool = False
     except Refused:
         edge.bad_tokens.take(peer, now)
         raise
-    return Admission(caller, _within(edge.limiter.take(caller.client_id, now)))
+    if caller.client_id in edge.revoked:
+        raise Refused("client.revoked", "the client's access was revoked", 401, caller=caller)
+    return Admission(caller, _within(edge.limiter.take(caller.client_id, now), caller))
 
 
-def _within(decision: Decision) -> dict[str, str]:
+def _within(decision: Decision, caller: Caller | None = None) -> dict[str, str]:
     if not decision.allowed:
-        raise Refused("rate.limited", "too many requests", 429, decision.headers())
+        raise Refused("rate.limited", "too many requests", 429, decision.headers(), caller)
     return decision.headers()
 
 

@@ -1,5 +1,6 @@
-"""Topics into the read model: golden records, links, observations, diagnoses and alerts
-become rows, with the offsets consumed written in the same database transaction."""
+"""Topics into the read model: golden records, links, observations, diagnoses, alerts and the
+platform's clients become rows, the audit trail each client's usage per day, with the offsets
+consumed written in the same database transaction."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from hs_common.codec import Codec, Record
 from hs_common.errors import HealthStreamError, SealedFieldError
 from hs_common.kafka import make_consumer
 from hs_common.settings import RuntimeSettings
+from hs_edge.clients import SERVED_ITEMS
 from hs_edge.store import Store, StoreUnavailable
 from hs_terminology.vocab import RESIDENT_ID_SYSTEM
 
@@ -23,7 +25,7 @@ log = logging.getLogger("hs.edge.projector")
 
 SOURCES = (
     topics.PERSON.name, topics.PERSON_LINK.name, topics.OBSERVATION.name, topics.CONDITION.name,
-    topics.VITALS_ALERT.name,
+    topics.VITALS_ALERT.name, topics.EDGE_CLIENT.name, topics.EDGE_AUDIT.name,
 )  # fmt: skip
 
 
@@ -132,6 +134,17 @@ class Projector:
             self.store.put_alert(
                 event["alert_id"], event["action"], event["patient_key"], event["at"], message.value
             )
+        elif decoded.schema == topics.EDGE_CLIENT.value_schema:
+            self.store.put_client(
+                event["client_id"], event["version"], event["status"], message.value
+            )
+        elif decoded.schema == topics.EDGE_AUDIT.value_schema:
+            if event["reason"] in SERVED_ITEMS:
+                return 0
+            self.store.count_usage(
+                event["client_id"], event["at"].date().isoformat(), event["status"] >= 400,
+                event["reason"] == "rate.limited",
+            )  # fmt: skip
         else:
             return 0
         return 1

@@ -10,6 +10,7 @@ import logging
 import ssl
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
@@ -21,9 +22,9 @@ from hs_common.codec import Codec
 from hs_common.kafka import AsyncDurableProducer, read_range
 from hs_common.runtime import Runtime
 from hs_common.settings import Environment, RuntimeSettings
-from hs_edge import audit, grpc_api
+from hs_edge import audit, clients, grpc_api
 from hs_edge.api import create_app
-from hs_edge.auth import Client, DevIssuer, Role, TokenValidator
+from hs_edge.auth import Role, TokenIssuer, TokenValidator
 from hs_edge.devsetup import DevFiles
 from hs_edge.operations import AuditTrail, Edge
 from hs_edge.projector import Projector, follow
@@ -47,9 +48,13 @@ class EdgeSettings(RuntimeSettings):
     jwks_file: Path = Field(DEV.jwks, alias="HS_EDGE_JWKS_FILE")
     tls_cert: Path = Field(DEV.certificate, alias="HS_EDGE_TLS_CERT")
     tls_key: Path = Field(DEV.private_key, alias="HS_EDGE_TLS_KEY")
-    # the development token endpoint: its clients and signing key (refused in production)
+    # the token endpoint for the registry's clients, signing with this key (its public key
+    # must be in the JWKS file); the development clients (refused in production) turn it on
+    issue_tokens: bool = Field(False, alias="HS_EDGE_ISSUE_TOKENS")
     dev_clients_file: Path | None = Field(None, alias="HS_EDGE_DEV_CLIENTS")
     signing_key_file: Path = Field(DEV.signing_key, alias="HS_EDGE_SIGNING_KEY")
+    # an edge serving demo data only: it also accepts sandbox clients' tokens
+    sandbox: bool = Field(False, alias="HS_EDGE_SANDBOX")
     rate_per_second: float = Field(50.0, gt=0, alias="HS_EDGE_RATE_PER_SECOND")
     burst: int = Field(100, ge=1, alias="HS_EDGE_BURST")
     # decoded events kept in memory for pages asked for again (0: none)
@@ -62,19 +67,31 @@ class EdgeSettings(RuntimeSettings):
     observation_topic: str = Field(topics.OBSERVATION.name, alias="HS_EDGE_OBSERVATION_TOPIC")
     condition_topic: str = Field(topics.CONDITION.name, alias="HS_EDGE_CONDITION_TOPIC")
     alert_topic: str = Field(topics.VITALS_ALERT.name, alias="HS_EDGE_ALERT_TOPIC")
+    client_topic: str = Field(topics.EDGE_CLIENT.name, alias="HS_EDGE_CLIENT_TOPIC")
 
 
-def dev_issuer(settings: EdgeSettings) -> DevIssuer | None:
-    if settings.dev_clients_file is None:
+def token_issuer(settings: EdgeSettings) -> TokenIssuer | None:
+    if not (settings.issue_tokens or settings.dev_clients_file):
         return None
-    if settings.environment is Environment.PRODUCTION:
-        raise SystemExit("the development token endpoint is refused in production")
     key = ECKey.import_key(json.loads(settings.signing_key_file.read_text()))
-    clients = [
-        Client(c["client_id"], c["secret_sha256"], Role(c["role"]), c["scope"], c["person_id"])
-        for c in json.loads(settings.dev_clients_file.read_text())
-    ]
-    return DevIssuer(key, settings.issuer, settings.audience, clients)
+    return TokenIssuer(key, settings.issuer)
+
+
+def import_dev_clients(settings: EdgeSettings, store: Store, codec: Codec) -> None:
+    """The development clients `hs-edge dev-setup` wrote, into the registry unless there."""
+    if settings.dev_clients_file is None:
+        return
+    if settings.environment is Environment.PRODUCTION:
+        raise SystemExit("the development clients are refused in production")
+    now = datetime.now(UTC)
+    for c in json.loads(settings.dev_clients_file.read_text()):
+        if store.client(c["client_id"]) is None:
+            client = clients.imported(
+                c["client_id"], c["secret_sha256"], Role(c["role"]), c["scope"], c["person_id"],
+                now,
+            )  # fmt: skip
+            value = codec.encode(topics.EDGE_CLIENT.value_schema, client)
+            store.put_client(client["client_id"], 1, client["status"], value)
 
 
 def chain_head(settings: EdgeSettings, codec: Codec, instance: str) -> str:
@@ -93,7 +110,8 @@ def main() -> int:
     projector = Projector(Store.open(settings.database), runtime.codec)
     sources = (
         settings.person_topic, settings.link_topic, settings.observation_topic,
-        settings.condition_topic, settings.alert_topic,
+        settings.condition_topic, settings.alert_topic, settings.client_topic,
+        settings.audit_topic,
     )  # fmt: skip
     threading.Thread(
         target=follow, args=(settings, projector, sources), name="projector", daemon=True
@@ -129,11 +147,14 @@ async def serve(settings: EdgeSettings, runtime: Runtime) -> None:
     producer = AsyncDurableProducer(settings, "hs-edge-audit")
     store = Store.open(settings.database)
     trail = AuditTrail(producer, runtime.codec, settings.audit_topic, chain, anchors=store)
+    import_dev_clients(settings, store, runtime.codec)
+    sandbox = (settings.audience + clients.SANDBOX_SUFFIX,) if settings.sandbox else ()
     edge = Edge(
-        store, runtime.codec, TokenValidator(keys, settings.issuer, settings.audience),
-        RateLimiter(settings.rate_per_second, settings.burst), trail, dev_issuer(settings),
-        settings.ack_topic, settings.review_topic, opened_size=settings.opened_events,
-        registry=runtime.metrics.registry,
+        store, runtime.codec,
+        TokenValidator(keys, settings.issuer, settings.audience, also_audiences=sandbox),
+        RateLimiter(settings.rate_per_second, settings.burst), trail, token_issuer(settings),
+        settings.ack_topic, settings.review_topic, settings.client_topic,
+        opened_size=settings.opened_events, registry=runtime.metrics.registry,
     )  # fmt: skip
     credentials = grpc_api.tls(settings.tls_cert.read_bytes(), settings.tls_key.read_bytes())
     grpc_server, _ = await grpc_api.start(

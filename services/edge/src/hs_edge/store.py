@@ -61,6 +61,14 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS alerts_patient ON alerts (patient_key, at)",
     """CREATE TABLE IF NOT EXISTS audit_anchors (
         chain TEXT PRIMARY KEY, sequence BIGINT NOT NULL, hash TEXT NOT NULL)""",
+    # the open platform's clients (hs.edge.client.v1): the latest version of each
+    """CREATE TABLE IF NOT EXISTS clients (
+        client_id TEXT PRIMARY KEY, version BIGINT NOT NULL, status TEXT NOT NULL,
+        event BYTEA NOT NULL)""",
+    # each client's requests per UTC day, counted from the audit trail
+    """CREATE TABLE IF NOT EXISTS client_usage (
+        client_id TEXT NOT NULL, day TEXT NOT NULL, requests BIGINT NOT NULL,
+        refusals BIGINT NOT NULL, rate_limited BIGINT NOT NULL, PRIMARY KEY (client_id, day))""",
     """CREATE TABLE IF NOT EXISTS reviews (
         record_key TEXT PRIMARY KEY, status TEXT NOT NULL, decided_at BIGINT NOT NULL,
         event BYTEA NOT NULL)""",
@@ -245,6 +253,45 @@ class Store:
             "UPDATE reviews SET status = 'DECIDED' WHERE record_key = ? AND decided_at <= ?",
             (record_key, micros(at)),
         )
+
+    def put_client(self, client_id: str, version: int, status: str, event: bytes) -> None:
+        """A client's version, unless the store holds a later one."""
+        self._run(
+            "INSERT INTO clients VALUES (?, ?, ?, ?) ON CONFLICT (client_id) DO UPDATE SET "
+            "version = excluded.version, status = excluded.status, event = excluded.event "
+            "WHERE excluded.version > clients.version",
+            (client_id, version, status, event),
+        )
+
+    def revoked_clients(self) -> set[str]:
+        rows = self._run("SELECT client_id FROM clients WHERE status = 'REVOKED'").fetchall()
+        return {str(client_id) for (client_id,) in rows}
+
+    def client(self, client_id: str) -> bytes | None:
+        row = self._run("SELECT event FROM clients WHERE client_id = ?", (client_id,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def clients(self) -> list[bytes]:
+        rows = self._run("SELECT event FROM clients ORDER BY client_id").fetchall()
+        return [bytes(event) for (event,) in rows]
+
+    def count_usage(self, client_id: str, day: str, refused: bool, rate_limited: bool) -> None:
+        self._run(
+            "INSERT INTO client_usage VALUES (?, ?, 1, ?, ?) ON CONFLICT (client_id, day) "
+            "DO UPDATE SET requests = client_usage.requests + 1, "
+            "refusals = client_usage.refusals + excluded.refusals, "
+            "rate_limited = client_usage.rate_limited + excluded.rate_limited",
+            (client_id, day, int(refused), int(rate_limited)),
+        )
+
+    def usage(self, client_id: str) -> list[tuple[str, int, int, int]]:
+        """(day, requests, refusals, rate-limited) of a client, the latest day first."""
+        rows = self._run(
+            "SELECT day, requests, refusals, rate_limited FROM client_usage WHERE client_id = ? "
+            "ORDER BY day DESC",
+            (client_id,),
+        ).fetchall()
+        return [(str(d), int(n), int(r), int(x)) for d, n, r, x in rows]
 
     def put_anchor(self, chain: str, sequence: int, hash_: str) -> None:
         """The audit chain's head, recorded outside the trail (see `audit.verify`)."""

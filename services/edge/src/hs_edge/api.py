@@ -94,6 +94,7 @@ class Guard:
             return
         request = Request(scope, receive)
         answer = _Answer(self.edge, request, send)
+        op.serving_request()
         try:
             self._admit(request, answer)
             receive = await _read_body(receive)

@@ -100,6 +100,7 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
     ) -> Result:  # fmt: skip
         """Authenticate, limit, serve and audit one call whatever its outcome."""
         call = Call(context, f"gRPC {SERVICE}/{method}", person_id or None)
+        op.serving_request()
         caller = await self._admit(call)
         try:
             result = await work(caller)

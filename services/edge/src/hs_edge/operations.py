@@ -11,6 +11,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -42,6 +43,15 @@ MAX_POINTS = 5_000
 View = dict[str, Any]
 
 
+# The entries of what the request being served served, written with its own entry.
+_SERVED: ContextVar[list[audit.Request] | None] = ContextVar("hs_edge_served", default=None)
+
+
+def serving_request() -> None:
+    """Begin a request's scope: what it serves is audited with it, in one write."""
+    _SERVED.set([])
+
+
 @dataclass
 class AuditTrail:
     """This process's chain, written to the audit topic; its head is anchored in `anchors` (the
@@ -59,7 +69,23 @@ class AuditTrail:
     _written: audit.Entry | None = field(default=None, init=False)
 
     async def record(self, request: audit.Request) -> None:
-        await self.record_all([request])
+        """A request's entry, after the entries of what it served (`record_served`), all
+        written together."""
+        served = _SERVED.get()
+        entries = [*served, request] if served else [request]
+        if served:
+            served.clear()
+        await self.record_all(entries)
+
+    async def record_served(self, requests: list[audit.Request]) -> None:
+        """The entries of what the current request served (each person found or matched):
+        written with the request's own entry, when the request is in a scope
+        (`serving_request`); else at once."""
+        served = _SERVED.get()
+        if served is None:
+            await self.record_all(requests)
+        else:
+            served.extend(requests)
 
     async def record_all(self, requests: list[audit.Request]) -> None:
         """Entries in this order, written together (one round trip to the broker), then
@@ -270,7 +296,7 @@ async def find_persons(
     if caller.role is Role.RESEARCHER:
         raise Refused("role.forbidden", "researchers do not search by identifiers", 403)
     persons = visible_persons(edge, caller, persons_identified(edge, identifier))
-    await edge.trail.record_all([
+    await edge.trail.record_served([
         audit_entry(caller, operation, golden["person_id"], 200, "person.found")
         for golden, _ in persons
     ])  # fmt: skip
@@ -357,7 +383,7 @@ async def match_persons(
         for golden, record_keys in found
     ]
     matches = sorted(matches, key=lambda m: -m.score.weight)[:count]
-    await edge.trail.record_all([
+    await edge.trail.record_served([
         audit_entry(caller, operation, m.person["person_id"], 200, "person.matched")
         for m in matches
     ])  # fmt: skip

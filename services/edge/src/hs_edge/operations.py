@@ -351,6 +351,7 @@ class Match:
 
 
 CANDIDATES = 200  # persons scored for one search by demographics, at most
+NAMESAKES = 10  # of them, namesakes outside the birth-date blocks
 
 
 def golden_standard(person: Record) -> Standard:
@@ -391,24 +392,28 @@ async def match_persons(
 
 
 def candidates(edge: Edge, query: Standard) -> list[str]:
-    """The persons worth scoring: those with the family name and birth date, or the whole name
-    (either order of the name: romanised names come given name first); when no one has the
-    name (a misspelt one), those born that day."""
+    """The persons worth scoring. With a birth date: those with the whole name born that year,
+    the family name born that day, or the given name born that day (either order of the name:
+    romanised names come given name first), and a few namesakes born at other times, to be
+    shown with the low score they earn; when none of them, those born that day. Without a birth
+    date: those with the whole name."""
     names = (
         [(query.name.family, query.name.given), (query.name.given, query.name.family)]
         if query.name else []
     )  # fmt: skip
-    born = query.birth_date.isoformat() if query.birth_date else None
-    keys = [demographic_key(edge.codec, "name", f + g) for f, g in names if f and g]
-    if born is not None:
-        keys += [demographic_key(edge.codec, "family-birth", f, born) for f, _ in names if f]
+    whole = [demographic_key(edge.codec, "name", f + g) for f, g in names if f and g]
+    if query.birth_date is None:
+        return edge.store.persons_with_any(whole, CANDIDATES)
+    born, year = query.birth_date.isoformat(), str(query.birth_date.year)
+    keys = [demographic_key(edge.codec, "name-year", f + g, year) for f, g in names if f and g]
+    keys += [demographic_key(edge.codec, "family-birth", f, born) for f, _ in names if f]
+    keys += [demographic_key(edge.codec, "given-birth", g, born) for _, g in names if g]
     found = edge.store.persons_with_any(keys, CANDIDATES)
-    if born is not None and not found:
-        wider = edge.store.persons_with_any(
-            [demographic_key(edge.codec, "birth", born)], CANDIDATES
-        )
-        found += [p for p in wider if p not in found]
-    return found[:CANDIDATES]
+    found += [p for p in edge.store.persons_with_any(whole, NAMESAKES) if p not in found]
+    if not found:
+        found = edge.store.persons_with_any([demographic_key(edge.codec, "birth", born)],
+                                            CANDIDATES)  # fmt: skip
+    return found
 
 
 async def search_by_demographics(

@@ -40,9 +40,9 @@ class Consumed:
 
 
 # The golden records' projection: version 3 indexes what persons are found by (resident ID,
-# name and birth date keys: person_identifiers); a read model made before reads the person
-# topic again.
-PERSONS = ("persons", 3)
+# name and birth date keys: person_identifiers), version 4 the blocks a search with a birth
+# date looks in; a read model made before reads the person topic again.
+PERSONS = ("persons", 4)
 
 
 def identifier_key(codec: Codec, system: str, value: str) -> str:
@@ -57,8 +57,9 @@ def demographic_key(codec: Codec, part: str, *values: str) -> str:
 
 
 def person_keys(codec: Codec, golden: Record) -> list[str]:
-    """What a golden record is found by: its resident ID; its family name with its birth date,
-    its whole name, and (for wider searches) its birth date alone."""
+    """What a golden record is found by: its resident ID; its whole name with its birth year,
+    its family name with its birth date, its given name with its birth date (each tolerates a
+    mistake in the other part); its whole name, and its birth date alone (for wider searches)."""
     keys = []
     if isinstance(golden.get("id_number"), str):
         keys.append(identifier_key(codec, RESIDENT_ID_SYSTEM, golden["id_number"]))
@@ -67,6 +68,10 @@ def person_keys(codec: Codec, golden: Record) -> list[str]:
         keys.append(demographic_key(codec, "birth", born.isoformat()))
         if family:
             keys.append(demographic_key(codec, "family-birth", family, born.isoformat()))
+        if given:
+            keys.append(demographic_key(codec, "given-birth", given, born.isoformat()))
+        if family and given:
+            keys.append(demographic_key(codec, "name-year", family + given, str(born.year)))
     if family and given:
         keys.append(demographic_key(codec, "name", family + given))
     return keys

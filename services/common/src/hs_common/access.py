@@ -101,6 +101,18 @@ VITALS = Grant(
     transactional_ids=("hs-vitals",),
     owned_topic_prefixes=("changelog__hs-vitals", "repartition__hs-vitals"),
 )
+QUALITY = Grant(
+    "quality",
+    reads=_names(
+        topics.PATIENT_IDENTITY,
+        topics.ENCOUNTER,
+        topics.CONDITION,
+        topics.OBSERVATION,
+    ),
+    writes=_names(topics.QUALITY_RESULT, topics.DEAD_LETTER),
+    groups=("hs-quality", READER_GROUP_PREFIX),
+    transactional_ids=("hs-quality",),
+)
 EDGE = Grant(
     "edge",
     reads=_names(
@@ -121,7 +133,7 @@ EDGE = Grant(
 # a disease-control dashboard or a ward display following the alert stream
 DASHBOARD = Grant("dashboard", reads=_names(topics.VITALS_ALERT), groups=("dashboard",))
 
-SERVICES: tuple[Grant, ...] = (INGESTION, NORMALIZE, EMPI, VITALS, EDGE, DASHBOARD)
+SERVICES: tuple[Grant, ...] = (INGESTION, NORMALIZE, EMPI, VITALS, QUALITY, EDGE, DASHBOARD)
 
 
 def institution_principal(code: str) -> str:

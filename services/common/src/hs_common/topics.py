@@ -65,6 +65,8 @@ VITALS_FLAG = TopicSpec("hs.vitals.flag.v1", "hs.vitals.ReadingFlag", PATIENT_KE
 VITALS_INPUT = TopicSpec(
     "hs.vitals.input.v1", "hs.vitals.PatientInput", PATIENT_KEY, retention_ms=7 * DAY_MS
 )
+# hs-quality's score of each canonical event, keyed like the event
+QUALITY_RESULT = TopicSpec("hs.quality.result.v1", "hs.quality.QualityResult", PATIENT_KEY)
 # keyed by chain: each edge process's hash chain stays in order in one partition
 EDGE_AUDIT = TopicSpec("hs.edge.audit.v1", "hs.edge.AuditEvent", "audit chain")
 # the open platform's clients: the latest version per client is its state
@@ -87,6 +89,7 @@ ALL: tuple[TopicSpec, ...] = (
     VITALS_SUMMARY,
     VITALS_FLAG,
     VITALS_INPUT,
+    QUALITY_RESULT,
     EDGE_AUDIT,
     EDGE_CLIENT,
     DEAD_LETTER,

@@ -1,0 +1,1 @@
+"""HealthStream quality: data-quality checks declared as data, scored as records stream."""

@@ -1,0 +1,242 @@
+"""The checks of the rules file run on one decoded canonical event. Pure.
+
+Each check is applicable to a record or not (a range check of glucose says nothing about a
+sodium result); an applicable check passes or fails with a reason. A reason names the field
+and what is wrong with it, never a value: the result keeps nothing the event would seal."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from hs_empi.standardize import resident_id
+from hs_quality.rules import Check, Dimension, Kahn, Severity
+from hs_terminology import loinc, ucum
+
+Record = Mapping[str, Any]
+# not applicable (None), passed (""), or failed with a reason
+Outcome = str | None
+PASSED = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    check_id: str
+    kahn: Kahn
+    dimension: Dimension
+    severity: Severity
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A record's checks: those that applied, and those of them that failed."""
+
+    applied: tuple[str, ...]
+    failures: tuple[Failure, ...]
+
+    @property
+    def score(self) -> float:
+        """The share of the applicable checks passed (1.0 when none applied)."""
+        if not self.applied:
+            return 1.0
+        return 1.0 - len(self.failures) / len(self.applied)
+
+
+def path(record: Record, dotted: str) -> Any:
+    """The value at a dotted path (None where any step is missing)."""
+    value: Any = record
+    for step in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(step)
+    return value
+
+
+def _blank(value: Any) -> bool:
+    return (
+        value is None
+        or (isinstance(value, str | list | tuple) and not value)
+        or (isinstance(value, str) and not value.strip())
+    )
+
+
+def _is_required(check: Check, record: Record) -> Outcome:
+    missing = [f for f in check.field.split("+") if _blank(path(record, f))]
+    return f"missing: {', '.join(missing)}" if missing else PASSED
+
+
+def _value_pattern(check: Check, record: Record) -> Outcome:
+    value = path(record, check.field)
+    values = [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    if not values:
+        return None
+    pattern = _pattern(check.parameters["pattern"])
+    wrong = sum(1 for v in values if not pattern.search(v.strip()))
+    return f"{check.field}: {wrong} of {len(values)} not in the expected form" if wrong else PASSED
+
+
+_PATTERNS: dict[str, re.Pattern[str]] = {}
+
+
+def _pattern(text: str) -> re.Pattern[str]:
+    if text not in _PATTERNS:
+        _PATTERNS[text] = re.compile(text)
+    return _PATTERNS[text]
+
+
+def _resident_id_valid(check: Check, record: Record) -> Outcome:
+    numbers = [i["value"] for i in path(record, "person.identifiers") or []
+               if i.get("type") == "RESIDENT_ID"]  # fmt: skip
+    if not numbers:
+        return None
+    for number in numbers:
+        read = resident_id(number)
+        if read is None:
+            return "person.identifiers: a resident ID is not 18 characters of digits (and X)"
+        if not read.valid:
+            return "person.identifiers: a resident ID's check digit or birth date is wrong"
+    return PASSED
+
+
+def _code_mapped(check: Check, record: Record) -> Outcome:
+    return "result.code: the local code is not mapped" if path(record, "result.code") is None \
+        else PASSED  # fmt: skip
+
+
+def _unit_conforms(check: Check, record: Record) -> Outcome:
+    result = record.get("result") or {}
+    if result.get("unit_status") == "INCOMPATIBLE":
+        return "result.unit: the unit sent does not fit the analyte"
+    code, unit = result.get("code"), result.get("unit")
+    if not code or not unit or code.get("system") != "http://loinc.org":
+        return None
+    known = loinc.lookup(code["code"])
+    if known is None or not known.ucum or not ucum.is_valid(unit):
+        return None
+    try:  # the same kind of quantity, or mass and moles of this analyte (mg/dL, mmol/L)
+        ucum.convert(1.0, known.ucum, unit, known.molar_mass)
+    except ucum.UcumError:
+        return "result.unit: the unit does not fit the analyte's property"
+    return PASSED
+
+
+def _plausible_value(check: Check, record: Record) -> Outcome:
+    result = record.get("result") or {}
+    value = result.get("value_quantity")
+    if value is None or result.get("unit") != check.parameters["unit"]:
+        return None
+    low, high = float(check.parameters["low"]), float(check.parameters["high"])
+    if value < low:
+        return "result.value_quantity: below the plausible range for the analyte"
+    if value > high:
+        return "result.value_quantity: above the plausible range for the analyte"
+    return PASSED
+
+
+LOW_FLAGS = frozenset(("LOW", "CRITICAL_LOW", "BELOW_SCALE"))
+HIGH_FLAGS = frozenset(("HIGH", "CRITICAL_HIGH", "ABOVE_SCALE"))
+
+
+def _flag_agrees(check: Check, record: Record) -> Outcome:
+    result = record.get("result") or {}
+    flag, value = result.get("interpretation"), result.get("value_quantity")
+    reference = result.get("reference_range") or {}
+    low, high = reference.get("low"), reference.get("high")
+    if (
+        result.get("interpretation_origin") != "SENDER"
+        or value is None
+        or (low is None and high is None)
+        or flag not in LOW_FLAGS | HIGH_FLAGS | {"NORMAL"}
+    ):
+        return None
+    below, above = low is not None and value < low, high is not None and value > high
+    expected = "low" if below else "high" if above else "normal"
+    sent = "low" if flag in LOW_FLAGS else "high" if flag in HIGH_FLAGS else "normal"
+    if sent == expected:
+        return PASSED
+    return f"result.interpretation: flagged {sent} where the value against its range is {expected}"
+
+
+def _minutes(check: Check, name: str) -> timedelta:
+    return timedelta(minutes=float(check.parameters[name]))
+
+
+def _not_in_future(check: Check, record: Record) -> Outcome:
+    moment, received = path(record, check.field), path(record, "envelope.received_at")
+    if not isinstance(moment, datetime) or not isinstance(received, datetime):
+        return None
+    late = moment - received > _minutes(check, "skew_minutes")
+    return f"{check.field}: after the record was received" if late else PASSED
+
+
+def _time_order(check: Check, record: Record) -> Outcome:
+    first, then = path(record, check.field), path(record, check.parameters["before"])
+    if not isinstance(first, datetime) or not isinstance(then, datetime):
+        return None
+    return f"{check.field}: after {check.parameters['before']}" if first > then else PASSED
+
+
+def _timely(check: Check, record: Record) -> Outcome:
+    since, received = path(record, check.parameters["from"]), path(record, "envelope.received_at")
+    if not isinstance(since, datetime) or not isinstance(received, datetime):
+        return None
+    late = received - since > _minutes(check, "within_minutes")
+    limit = check.parameters["within_minutes"]
+    return f"envelope.received_at: more than {limit} minutes after {check.parameters['from']}" \
+        if late else PASSED  # fmt: skip
+
+
+RUN: Mapping[str, Callable[[Check, Record], Outcome]] = {
+    "isRequired": _is_required,
+    "valuePattern": _value_pattern,
+    "residentIdValid": _resident_id_valid,
+    "codeMapped": _code_mapped,
+    "unitConforms": _unit_conforms,
+    "plausibleValue": _plausible_value,
+    "flagAgrees": _flag_agrees,
+    "notInFuture": _not_in_future,
+    "timeOrder": _time_order,
+    "timely": _timely,
+}
+
+
+def _coded(record: Record) -> str | None:
+    code = path(record, "result.code")
+    return f"{code['system']}|{code['code']}" if isinstance(code, Mapping) else None
+
+
+class Checker:
+    """The checks of a rules file, by the event type they apply to."""
+
+    def __init__(self, checks: Sequence[Check]) -> None:
+        self.checks = tuple(checks)
+        self._by_schema: dict[str, list[Check]] = {}
+        for check in checks:
+            self._by_schema.setdefault(check.schema, []).append(check)
+
+    def schemas(self) -> frozenset[str]:
+        return frozenset(self._by_schema)
+
+    def score(self, schema: str, record: Record) -> Scored:
+        applied: list[str] = []
+        failures: list[Failure] = []
+        coded = _coded(record) if schema == "hs.clinical.Observation" else None
+        for check in self._by_schema.get(schema, ()):
+            if check.code is not None and check.code != coded:
+                continue
+            wanted = check.parameters.get("category")
+            if wanted is not None and record.get("category") != wanted:
+                continue
+            outcome = RUN[check.check_type](check, record)
+            if outcome is None:
+                continue
+            applied.append(check.check_id)
+            if outcome:
+                failures.append(Failure(check.check_id, check.kahn, check.dimension,
+                                        check.severity, check.field, outcome))  # fmt: skip
+        return Scored(tuple(applied), tuple(failures))

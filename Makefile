@@ -36,6 +36,7 @@ demo: up ## run the platform: broker, every service, and a generated feed replay
 	infra/service.sh up normalize
 	infra/service.sh up empi
 	infra/service.sh up vitals
+	infra/service.sh up quality
 	$(RUN) hs-edge dev-setup > .local/edge-clients.txt
 	HS_EDGE_DEV_CLIENTS=.local/edge/clients.json infra/service.sh up edge serve
 	$(RUN) hs-synth generate --out $(DEMO_DIR) --people $(DEMO_PEOPLE) --days 14 --quiet
@@ -51,12 +52,15 @@ demo: up ## run the platform: broker, every service, and a generated feed replay
 	@echo "  EMPI         hs.identity.link.v1 (a person per record, with score and evidence), log .local/services/empi.log"
 	@echo "  vitals       hs.vitals.alert.v1 (CGM, blood pressure, SpO2, heart rate, NEWS2 alerts), hs.vitals.summary.v1"
 	@echo "               (daily CGM and blood pressure), hs.vitals.flag.v1 (readings not used); rules: docs/vitals-rules.md"
+	@echo "  quality      hs.quality.result.v1 (each canonical event scored: the checks failed, with reasons); rules:"
+	@echo "               services/quality/src/hs_quality/data/rules.csv (docs/quality.md), log .local/services/quality.log"
 	@echo "  edge         https://127.0.0.1:8443 (OpenAPI: /docs; TLS certificate .local/edge/tls-cert.pem); client"
 	@echo "               secrets in .local/edge-clients.txt; a token: curl --cacert .local/edge/tls-cert.pem"
 	@echo "               https://127.0.0.1:8443/oauth/token -d grant_type=client_credentials -d client_id=ward-app -d client_secret=..."
+	@echo "               integrators' clients: POST /admin/clients (docs/edge.md, five commands to a first search)"
 	@echo "               then GET /persons/{person_id}, /persons/{person_id}/observations, /alerts/stream, /reviews,"
 	@echo "               /fhir/Patient/{person_id}/\$$everything; gRPC on 127.0.0.1:8444 (proto/); guide: docs/edge.md"
-	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI), :9404 (vitals), :9405 (edge)"
+	@echo "  metrics      http://127.0.0.1:9401/metrics (ingestion), :9402 (normalizer), :9403 (EMPI), :9404 (vitals), :9405 (edge), :9406 (quality)"
 	@echo "  broker       SASL_SSL on 127.0.0.1:9092, mutual TLS on :9094 (CA .local/kafka/tls/ca.pem); logins:"
 	@echo "               .local/kafka/admin.env, one per service and institution in .local/kafka-clients/;"
 	@echo "               publish as an institution: examples/publish_to_kafka.py (docs/institutions.md)"
@@ -70,6 +74,7 @@ down: ## stop the local platform (services, then the broker and PostgreSQL)
 	infra/service.sh down normalize
 	infra/service.sh down empi
 	infra/service.sh down vitals
+	infra/service.sh down quality
 	infra/service.sh down edge
 	infra/kafka/kafka.sh down
 	infra/postgres/pg.sh down

@@ -99,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(f"{len(checks)} checks\n")
         return 0
     settings = QualitySettings()
-    runtime = Runtime.start("quality", settings)
     try:
         checker, version = load_checker(settings)
     except rules.RulesError as error:
         raise SystemExit(f"the rules file is refused: {error}") from None
+    runtime = Runtime.start("quality", settings)
     processor = ExactlyOnceProcessor(
         settings,
         stage=STAGE,

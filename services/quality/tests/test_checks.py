@@ -66,6 +66,14 @@ def test_each_result_defect_is_found_by_its_check(change: dict[str, Any], check_
     assert "7.8" not in reasons[check_id] and "0.1" not in reasons[check_id]
 
 
+def test_a_result_below_the_limit_of_measurement_is_low() -> None:
+    at_limit = observation(value_quantity=3.9, comparator="<", interpretation="LOW")
+    assert "reference-deviation" not in failed(OBSERVATION, at_limit)
+    assert "reference-deviation" in failed(
+        OBSERVATION, at_limit | {"result": at_limit["result"] | {"comparator": None}}
+    )
+
+
 def test_times_out_of_order_in_the_future_or_late() -> None:
     late = example(OBSERVATION)
     late["envelope"]["received_at"] = late["issued_at"] + timedelta(minutes=11)

@@ -154,7 +154,9 @@ def _flag_agrees(check: Check, record: Record) -> Outcome:
         or flag not in LOW_FLAGS | HIGH_FLAGS | {"NORMAL"}
     ):
         return None
-    below, above = low is not None and value < low, high is not None and value > high
+    comparator = result.get("comparator") or ""  # "<4.0" against 4.0-6.0 is low
+    below = low is not None and (value < low or (comparator.startswith("<") and value <= low))
+    above = high is not None and (value > high or (comparator.startswith(">") and value >= high))
     expected = "low" if below else "high" if above else "normal"
     sent = "low" if flag in LOW_FLAGS else "high" if flag in HIGH_FLAGS else "normal"
     if sent == expected:

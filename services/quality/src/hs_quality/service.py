@@ -52,6 +52,7 @@ def result_record(event: Record, schema: str, scored: Scored, version: str) -> R
         "rules_version": version,
         "score": round(scored.score, 6),
         "checks_applied": len(scored.applied),
+        "applied": list(scored.applied),
         "failed_severity": SEVERITY_ORDER[worst],
         "failures": [
             {"check_id": f.check_id, "kahn": f.kahn.value, "dimension": f.dimension.value,

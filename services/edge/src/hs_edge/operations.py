@@ -783,8 +783,9 @@ def review_view(link: Record) -> View:
 # --- shared ---------------------------------------------------------------------------------
 
 
-async def send(edge: Edge, topic: str, schema: str, record: Record, key: str) -> None:
-    """An event for another service, stored (acks=all) before the request is answered."""
+async def send(edge: Edge, topic: str, schema: str, record: Record, key: str) -> bytes:
+    """An event for another service, stored (acks=all) before the request is answered; its
+    bytes as stored."""
     value = edge.codec.encode(schema, record)
     try:
         await edge.trail.producer.write(
@@ -792,6 +793,7 @@ async def send(edge: Edge, topic: str, schema: str, record: Record, key: str) ->
         )
     except NotStoredError:
         raise Refused("event.unavailable", f"{schema} could not be stored", 503) from None
+    return value
 
 
 def mask(identifier: str | None, keep_end: int) -> str | None:

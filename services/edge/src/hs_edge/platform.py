@@ -41,8 +41,7 @@ def _by(caller: Caller) -> str:
 
 
 async def _store(edge: Edge, client: Record) -> None:
-    await send(edge, edge.client_topic, SCHEMA, client, client["client_id"])
-    value = edge.codec.encode(SCHEMA, client)
+    value = await send(edge, edge.client_topic, SCHEMA, client, client["client_id"])
     edge.store.put_client(client["client_id"], client["version"], client["status"], value)
 
 

@@ -1,6 +1,9 @@
-"""hs-quality on the real broker: canonical events in, one quality result each out, exactly
-once, its failures sealed; what is not a canonical event is dead-lettered with its reason;
-the service refuses a rules file with an error, naming the line."""
+"""hs-quality on the real broker: canonical events in, one quality result each out, its
+failures sealed; the same result twice and one person's records that disagree across
+institutions found through what the service remembers; what is not a canonical event (or a
+link without the EMPI's MAC) dead-lettered; hourly and daily summaries per source with late
+records counted, and alerts opened once and resolved, exactly as an uninterrupted run would
+write them across a SIGKILL; a rules file with an error refused, naming the line."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,69 +22,112 @@ import pytest
 from hs_common.codec import Codec
 from hs_common.crypto import Keyring, Sealed
 from hs_common.kafka import make_producer
-from hs_common.processor import ExactlyOnceProcessor
 from hs_common.schemas import SchemaCatalogue
 from hs_common.settings import RuntimeSettings
-from hs_common.testing import TopicFactory, golden_example, processing, read_all
+from hs_common.testing import TopicFactory, golden_example, read_all, writer_headers
 from hs_quality import rules
 from hs_quality.checks import Checker
-from hs_quality.service import Scorer, rules_version
+from hs_quality.service import remembered
+from hs_quality.summary import SourceQuality, Tallied
 
 pytestmark = pytest.mark.integration
-EVENTS = 20000
+OBSERVATION, LINK = "hs.clinical.Observation", "hs.identity.PersonLink"
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
-def test_each_event_gets_one_result_with_its_failures_sealed(
-    runtime_settings: RuntimeSettings, codec: Codec, catalogue: SchemaCatalogue,
-    schema_root: Path, new_topic: TopicFactory, kafka_bootstrap: str,
+def service_env(
+    bootstrap: str, keyring: Keyring, tmp_path: Path, new_topic: TopicFactory, **settings: str
+) -> dict[str, str]:
+    """hs-quality's environment for a test: one input topic (it scores by the event's schema)
+    and its own output topics, one partition each, so that a run's order is the feed's."""
+    keyring.to_file(tmp_path / "keyring.json")
+    return os.environ | {
+        "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": bootstrap, "HS_METRICS_PORT": "0",
+        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_LOG_LEVEL": "WARNING",
+        "HS_INSTANCE_ID": "q-0", "HS_QUALITY_GROUP": f"hs-quality-{uuid.uuid4().hex[:8]}",
+        "HS_QUALITY_STATE_DIR": str(tmp_path / "state"), "HS_TOPIC_PARTITIONS": "1",
+        "HS_QUALITY_INPUT_TOPICS": new_topic("canonical"),
+        "HS_QUALITY_RESULT_TOPIC": new_topic("result"),
+        "HS_QUALITY_SUMMARY_TOPIC": new_topic("summary"),
+        "HS_QUALITY_ALERT_TOPIC": new_topic("alert"), "HS_DEAD_LETTER_TOPIC": new_topic("dead"),
+    } | settings  # fmt: skip
+
+
+def stop(service: subprocess.Popen[bytes]) -> None:
+    service.terminate()
+    service.wait(30)
+
+
+def test_results_sealed_duplicates_and_disagreeing_persons_found_bad_input_kept(
+    runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, catalogue: SchemaCatalogue,
+    schema_root: Path, new_topic: TopicFactory, kafka_bootstrap: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    inputs, results, dead = new_topic("canonical", 2), new_topic("quality", 2), new_topic("dead")
-    observation = golden_example(catalogue.get("hs.clinical.Observation"), schema_root)
+    env = service_env(kafka_bootstrap, keyring, tmp_path, new_topic)
+    observation = golden_example(catalogue.get(OBSERVATION), schema_root)
     implausible = copy.deepcopy(observation)
     implausible["envelope"]["event_id"] = "11111111-2222-4333-8444-555555555555"
-    implausible["result"]["value_quantity"] = 780.0
+    implausible["result"] |= {"value_quantity": 780.0, "original_value": "780"}
+    twice = copy.deepcopy(observation)
+    twice["envelope"]["event_id"] = "11111111-2222-4333-8444-666666666666"
     identity = golden_example(catalogue.get("hs.identity.PatientIdentity"), schema_root)
+    identity["envelope"]["event_id"] = "11111111-2222-4333-8444-999999999999"
+    link = golden_example(catalogue.get(LINK), schema_root)
+    link["envelope"]["event_id"] = "11111111-2222-4333-8444-888888888888"
+    other = copy.deepcopy(link)
+    other["envelope"]["event_id"] = "11111111-2222-4333-8444-777777777777"
+    other["record_key"], other["record"]["institution"] = "other-record", "OTHER-HOSPITAL"
+    other["record"]["sex"] = "M" if link["record"]["sex"] == "F" else "F"
     producer = make_producer(runtime_settings, "quality-feed")
-    sent: list[dict[str, Any]] = [observation, implausible, identity]
-    for record, name in zip(sent, ("hs.clinical.Observation", "hs.clinical.Observation",
-                                   "hs.identity.PatientIdentity"), strict=True):  # fmt: skip
-        producer.produce(inputs, codec.encode(name, record), b"k-1")
+    inputs = env["HS_QUALITY_INPUT_TOPICS"]
+    for record, name in ((observation, OBSERVATION), (implausible, OBSERVATION),
+                         (twice, OBSERVATION), (identity, "hs.identity.PatientIdentity"),
+                         (link, LINK), (other, LINK)):  # fmt: skip
+        value = codec.encode(name, record)
+        producer.produce(inputs, value, b"person-1" if name == LINK else b"k-1",
+                         headers=writer_headers(codec, value))  # fmt: skip
     producer.produce(inputs, b"not an event", b"k-2")
+    producer.produce(inputs, codec.encode(LINK, link), b"person-1")  # without the EMPI's MAC
     assert producer.flush(10) == 0
 
-    text = rules.default_rules_text()
-    scorer = Scorer(codec, Checker(rules.parse(text)), rules_version(text), results)
-    processor = ExactlyOnceProcessor(
-        runtime_settings, stage="quality.score", group_id=f"quality-{new_topic('g')}",
-        input_topics=[inputs], transform=scorer, codec=codec, dead_letter_topic=dead,
-        poll_timeout=0.2,
-    )  # fmt: skip
-    with processing(processor):
-        scored = read_all(kafka_bootstrap, results, expected=3, timeout=60)
-        letters = read_all(kafka_bootstrap, dead, expected=1, timeout=30)
-    assert len(scored) == 3 and {key for key, _ in scored} == {b"k-1"}
+    service = subprocess.Popen(["hs-quality"], env=env)
+    try:
+        scored = read_all(kafka_bootstrap, env["HS_QUALITY_RESULT_TOPIC"], 6, timeout=90, idle=60)
+        letters = read_all(kafka_bootstrap, env["HS_DEAD_LETTER_TOPIC"], 2, timeout=30)
+    finally:
+        stop(service)
     by_event = {str(r["scored_event_id"]): r for r in (codec.decode(v).record for _, v in scored)}
+    assert len(scored) == len(by_event) == 6
     clean = by_event[str(observation["envelope"]["event_id"])]
     assert (clean["score"], clean["failures"], clean["failed_severity"]) == (1.0, [], "NONE")
+    assert "observation-unique" in clean["applied"]
     bad = by_event[implausible["envelope"]["event_id"]]
     assert [f["check_id"] for f in bad["failures"]] == ["glucose-serum-mg-in-mmol"]
     assert bad["failed_severity"] == "ERROR" and bad["score"] < 1
-    assert (
-        "glucose-serum-mg-in-mmol" in bad["applied"]
-        and len(bad["applied"]) == bad["checks_applied"]
-    )
     assert "780" not in str(bad["failures"])
     assert bad["envelope"]["trace_id"] == implausible["envelope"]["trace_id"]
+    assert [f["check_id"] for f in by_event[twice["envelope"]["event_id"]]["failures"]] == [
+        "observation-unique"
+    ]
+    first_link = by_event[str(link["envelope"]["event_id"])]
+    assert "cross-source-consistency" not in first_link["applied"]  # nothing to compare yet
+    (disagrees,) = by_event[other["envelope"]["event_id"]]["failures"]
+    assert disagrees["check_id"] == "cross-source-consistency" and "sex" in disagrees["reason"]
+    assert by_event[other["envelope"]["event_id"]]["envelope"]["source"]["institution"] == (
+        "OTHER-HOSPITAL"
+    )
+    results_by_key = {str(codec.decode(v).record["scored_event_id"]): k for k, v in scored}
+    assert results_by_key[other["envelope"]["event_id"]] == b"other-record"
 
     # without the health key the failures stay sealed: they name the analyte
     outsider = Codec(catalogue, codec.keyring.restricted_to("identifying"))
-    unopened = [outsider.decode(v).record for _, v in scored]
-    sealed = [
-        r for r in unopened if str(r["scored_event_id"]) == implausible["envelope"]["event_id"]
-    ]
+    sealed = [r for r in (outsider.decode(v).record for _, v in scored)
+              if str(r["scored_event_id"]) == implausible["envelope"]["event_id"]]  # fmt: skip
     assert isinstance(sealed[0]["failures"], Sealed) and sealed[0]["score"] == bad["score"]
-    (letter,) = (codec.decode(v).record for _, v in letters)
-    assert bytes(letter["original"]) == b"not an event"
+    kept = {codec.decode(v).record["reason_code"]: codec.decode(v).record for _, v in letters}
+    assert set(kept) == {"codec.not_single_object", "control.unauthenticated"}
+    assert bytes(kept["codec.not_single_object"]["original"]) == b"not an event"
+    assert "without the empi's MAC" in kept["control.unauthenticated"]["reason"]
 
 
 def test_a_rules_file_with_an_error_is_refused_at_start(tmp_path: Path) -> None:
@@ -97,49 +144,123 @@ def test_a_rules_file_with_an_error_is_refused_at_start(tmp_path: Path) -> None:
     assert f"{bad} line {number}: severity 'eror'" in started.stderr
 
 
-def test_killed_and_restarted_it_scores_each_event_once_as_an_uninterrupted_run_would(
+EVENTS = 12000
+INSTITUTIONS = ("HOSP-A", "HOSP-B")
+
+
+def feed(golden: dict[str, Any]) -> list[dict[str, Any]]:
+    """Glucose results from two hospitals over five hours of sending; HOSP-A sends a tenth of
+    its results implausible in its third hour, and some results a day late (its HIS queue)."""
+    events = []
+    for n in range(EVENTS):
+        event = copy.deepcopy(golden)
+        institution = INSTITUTIONS[n % 2]
+        received = T0 + timedelta(seconds=n * 5 * 3600 / EVENTS)
+        if institution == "HOSP-A" and n % 500 == 2:
+            received -= timedelta(days=1)  # late for a window already closed
+        event["envelope"] |= {
+            "event_id": str(uuid.UUID(int=n + 1, version=4)),
+            "source": {"institution": institution, "system": "LIS"},
+            "received_at": received, "occurred_at": received - timedelta(minutes=30),
+        }  # fmt: skip
+        event["effective_at"] = received - timedelta(minutes=30)
+        event["issued_at"] = received - timedelta(minutes=3 if n % 7 else 40)
+        event["observation_id"] = f"R{n}"
+        degrading = institution == "HOSP-A" and 2 * HOUR <= received - T0 < 3 * HOUR
+        event["result"]["value_quantity"] = 780.0 if degrading and n % 10 == 0 else 5.6
+        event["result"]["original_value"] = str(n)
+        event["subject"]["local_patient_id"] = f"P{n % 50}"
+        events.append(event)
+    return events
+
+
+class Remembered(dict[str, Any]):
+    """The service's per-key state, for the uninterrupted run computed here."""
+
+    def set(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def uninterrupted(events: list[dict[str, Any]], grace: timedelta) -> tuple[list[Any], list[Any]]:
+    """What one uninterrupted run writes, in order: (window start, size, records, late,
+    failures per check) per summary, and (action, check, window start) per alert."""
+    checker = Checker(rules.load())
+    checks = {c.check_id: c for c in checker.checks}
+    states: dict[str, Remembered] = {}
+    sources = {i: SourceQuality(grace, 20) for i in INSTITUTIONS}
+    summaries, alerts = [], []
+    for event in events:
+        key = f"k{event['subject']['local_patient_id']}"
+        context = remembered(OBSERVATION, event, states.setdefault(key, Remembered()))  # type: ignore[arg-type]
+        scored = checker.score(OBSERVATION, event, context)
+        envelope = event["envelope"]
+        institution = envelope["source"]["institution"]
+        closed = sources[institution].add(Tallied(
+            envelope["event_id"], OBSERVATION, envelope["received_at"], envelope["occurred_at"],
+            scored.applied, tuple(f.check_id for f in scored.failures)), checks)  # fmt: skip
+        summaries += [(institution, w.start, w.size.value, body["records"], body["late_records"],
+                       {r["check_id"]: r["failed"] for r in body["checks"]})
+                      for w, body in closed.summaries]  # fmt: skip
+        alerts += [(institution, c.action, c.check_id, c.window.start) for c in closed.alerts]
+    return summaries, alerts
+
+
+def test_killed_and_restarted_it_writes_the_summaries_and_alerts_of_an_uninterrupted_run(
     runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, catalogue: SchemaCatalogue,
     schema_root: Path, new_topic: TopicFactory, kafka_bootstrap: str, tmp_path: Path,
 ) -> None:  # fmt: skip
-    inputs, results = new_topic("canonical", 3), new_topic("quality", 3)
-    golden = golden_example(catalogue.get("hs.clinical.Observation"), schema_root)
+    grace = timedelta(minutes=15)
+    env = service_env(kafka_bootstrap, keyring, tmp_path, new_topic,
+                      HS_QUALITY_GRACE_SECONDS=str(grace.total_seconds()))  # fmt: skip
+    events = feed(golden_example(catalogue.get(OBSERVATION), schema_root))
+    expected_summaries, expected_alerts = uninterrupted(events, grace)
     producer = make_producer(runtime_settings, "quality-feed")
-    expected = {}
-    checker = Checker(rules.load())
-    for n in range(EVENTS):
-        event = copy.deepcopy(golden)
-        event["envelope"]["event_id"] = str(uuid.UUID(int=n + 1, version=4))
-        event["result"]["value_quantity"] = 0.1 + (n % 200) * 0.6  # some above 110 mmol/L
-        event["subject"]["local_patient_id"] = f"P{n % 50}"
-        scored = checker.score("hs.clinical.Observation", event)
-        expected[event["envelope"]["event_id"]] = sorted(f.check_id for f in scored.failures)
-        producer.produce(inputs, codec.encode("hs.clinical.Observation", event), f"k{n % 50}")
+    for event in events:
+        key = f"k{event['subject']['local_patient_id']}"
+        producer.produce(env["HS_QUALITY_INPUT_TOPICS"], codec.encode(OBSERVATION, event), key)
     assert producer.flush(30) == 0
-    keyring.to_file(tmp_path / "keyring.json")
-    env = os.environ | {
-        "HS_ENV": "test", "HS_METRICS_PORT": "0", "HS_LOG_LEVEL": "WARNING",
-        "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_INSTANCE_ID": "q-0",
-        "HS_QUALITY_INPUT_TOPICS": inputs, "HS_QUALITY_RESULT_TOPIC": results,
-        "HS_QUALITY_GROUP": f"hs-quality-{uuid.uuid4().hex[:8]}",
-    }  # fmt: skip
+
     first = subprocess.Popen(["hs-quality"], env=env)
     uncommitted = 0
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and uncommitted < EVENTS // 10:
-        uncommitted = len(read_all(kafka_bootstrap, results, idle=0.5, timeout=2,
-                                   isolation="read_uncommitted"))  # fmt: skip
+    while time.monotonic() < deadline and uncommitted < EVENTS // 4:
+        uncommitted = len(read_all(kafka_bootstrap, env["HS_QUALITY_RESULT_TOPIC"], idle=0.5,
+                                   timeout=2, isolation="read_uncommitted"))  # fmt: skip
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     assert 0 < uncommitted < EVENTS  # killed mid-run
     second = subprocess.Popen(["hs-quality"], env=env)
     try:
-        answered = read_all(kafka_bootstrap, results, expected=EVENTS, timeout=180, idle=20)
+        results = read_all(kafka_bootstrap, env["HS_QUALITY_RESULT_TOPIC"], EVENTS, timeout=300,
+                           idle=150)  # fmt: skip
+        written = read_all(kafka_bootstrap, env["HS_QUALITY_SUMMARY_TOPIC"],
+                           len(expected_summaries), timeout=120, idle=20)  # fmt: skip
+        raised = read_all(kafka_bootstrap, env["HS_QUALITY_ALERT_TOPIC"], len(expected_alerts),
+                          timeout=30, idle=5)  # fmt: skip
     finally:
-        second.terminate()
-        second.wait(30)
-    decoded = [codec.decode(value).record for _, value in answered]
-    ids = [str(r["scored_event_id"]) for r in decoded]
-    assert len(ids) == EVENTS and set(ids) == set(expected)  # each once, none lost
-    got = {str(r["scored_event_id"]): sorted(f["check_id"] for f in r["failures"]) for r in decoded}
-    assert got == expected
-    assert sum(1 for failures in got.values() if failures) > EVENTS // 10
+        stop(second)
+    ids = [str(codec.decode(v).record["scored_event_id"]) for _, v in results]
+    assert len(ids) == len(set(ids)) == EVENTS  # each scored once, none lost
+
+    summaries = [codec.decode(v).record for _, v in written]
+    assert [(s["institution"], s["window_start"], s["window"], s["records"], s["late_records"],
+             {r["check_id"]: r["failed"] for r in s["checks"]}) for s in summaries] \
+        == expected_summaries  # fmt: skip
+    hours = [s for s in summaries if s["institution"] == "HOSP-A" and s["window"] == "HOUR"]
+    assert [s["window_start"] for s in hours] == [T0 + n * HOUR for n in range(4)]
+    assert sum(s["late_records"] for s in hours) > 0  # a day late: counted, not in its window
+    third = next(s for s in hours if s["window_start"] == T0 + 2 * HOUR)
+    glucose = next(r for r in third["checks"] if r["check_id"] == "glucose-serum-mg-in-mmol")
+    assert not glucose["passed"] and glucose["change_pct"] > 5 and len(glucose["examples"]) == 5
+    indicators = {i["check_id"]: i["status"] for i in third["indicators"]}
+    assert indicators["lab-timeliness"] == "FAILED"  # one in 7 reported 40 minutes earlier
+    (delay,) = third["delays"]
+    assert delay["median_minutes_at_most"] == 30.0  # specimen to receipt: 30 minutes
+
+    alerts = [codec.decode(v).record for _, v in raised]
+    assert [(a["institution"], a["action"], a["check_id"], a["window_start"]) for a in alerts] \
+        == expected_alerts  # fmt: skip
+    glucose_alerts = [(a["action"], a["window_start"]) for a in alerts
+                      if a["check_id"] == "glucose-serum-mg-in-mmol"]  # fmt: skip
+    assert glucose_alerts == [("OPENED", T0 + 2 * HOUR), ("RESOLVED", T0 + 3 * HOUR)]
+    assert len({a["alert_id"] for a in alerts if a["check_id"] == "glucose-serum-mg-in-mmol"}) == 1

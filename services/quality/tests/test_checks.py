@@ -12,7 +12,7 @@ import pytest
 from hs_common.schemas import SchemaCatalogue, default_schema_root
 from hs_common.testing import golden_example
 from hs_quality import rules
-from hs_quality.checks import Checker
+from hs_quality.checks import Checker, Context, Demographics, demographics, fingerprint
 
 CATALOGUE = SchemaCatalogue.load(default_schema_root())
 CHECKER = Checker(rules.load())
@@ -107,3 +107,33 @@ def test_a_record_s_score_is_the_share_of_its_applicable_checks_passed() -> None
     scored = CHECKER.score(OBSERVATION, observation(code=None, interpretation="NORMAL"))
     assert len(scored.failures) == 2
     assert scored.score == pytest.approx(1 - 2 / len(scored.applied))
+
+
+def test_the_same_result_twice_fails_uniqueness_only_with_what_the_service_remembers() -> None:
+    first, again = observation(), observation()
+    again["envelope"]["event_id"] = "0a0b0c0d-1e1f-4a2b-8c3d-4e5f6a7b8c9d"
+    assert fingerprint(first) == fingerprint(again)
+    assert "observation-unique" not in CHECKER.score(OBSERVATION, again).applied  # no context
+    remembered = CHECKER.score(OBSERVATION, again, Context(same_as="earlier-event-id"))
+    assert [f.check_id for f in remembered.failures] == ["observation-unique"]
+    fresh = CHECKER.score(OBSERVATION, first, Context())
+    assert "observation-unique" in fresh.applied and fresh.failures == ()
+    corrected = observation(original_value="6.2")
+    assert fingerprint(corrected) != fingerprint(first)
+
+
+def test_a_persons_birth_date_and_sex_agree_across_institutions() -> None:
+    link = example("hs.identity.PersonLink")
+    mine = demographics(link)
+    same = Demographics("OTHER-HOSPITAL", mine.birth_date, mine.sex)
+    other_sex = Demographics("OTHER-HOSPITAL", mine.birth_date, "M" if mine.sex == "F" else "F")
+    own_institution = Demographics(mine.institution, "1901-01-01", mine.sex)
+    name = "hs.identity.PersonLink"
+    assert CHECKER.score(name, link, Context(linked=(same,))).failures == ()
+    assert (
+        "cross-source-consistency"
+        not in CHECKER.score(name, link, Context(linked=(own_institution,))).applied
+    )  # a source's own records are the EMPI's concern, not consistency across sources
+    (failure,) = CHECKER.score(name, link, Context(linked=(same, other_sex))).failures
+    assert failure.check_id == "cross-source-consistency" and "sex differ" in failure.reason
+    assert mine.birth_date and mine.birth_date not in failure.reason

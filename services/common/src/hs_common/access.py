@@ -108,10 +108,15 @@ QUALITY = Grant(
         topics.ENCOUNTER,
         topics.CONDITION,
         topics.OBSERVATION,
+        topics.PERSON_LINK,
+        topics.QUALITY_RESULT,
     ),
-    writes=_names(topics.QUALITY_RESULT, topics.DEAD_LETTER),
+    writes=_names(
+        topics.QUALITY_RESULT, topics.QUALITY_SUMMARY, topics.QUALITY_ALERT, topics.DEAD_LETTER
+    ),
     groups=("hs-quality", READER_GROUP_PREFIX),
     transactional_ids=("hs-quality",),
+    owned_topic_prefixes=("changelog__hs-quality", "repartition__hs-quality"),
 )
 EDGE = Grant(
     "edge",

@@ -67,6 +67,9 @@ VITALS_INPUT = TopicSpec(
 )
 # hs-quality's score of each canonical event, keyed like the event
 QUALITY_RESULT = TopicSpec("hs.quality.result.v1", "hs.quality.QualityResult", PATIENT_KEY)
+# each source's closed hourly and daily windows, and its threshold crossings
+QUALITY_SUMMARY = TopicSpec("hs.quality.summary.v1", "hs.quality.SourceSummary", "institution")
+QUALITY_ALERT = TopicSpec("hs.quality.alert.v1", "hs.quality.QualityAlert", "institution")
 # keyed by chain: each edge process's hash chain stays in order in one partition
 EDGE_AUDIT = TopicSpec("hs.edge.audit.v1", "hs.edge.AuditEvent", "audit chain")
 # the open platform's clients: the latest version per client is its state
@@ -90,6 +93,8 @@ ALL: tuple[TopicSpec, ...] = (
     VITALS_FLAG,
     VITALS_INPUT,
     QUALITY_RESULT,
+    QUALITY_SUMMARY,
+    QUALITY_ALERT,
     EDGE_AUDIT,
     EDGE_CLIENT,
     DEAD_LETTER,

@@ -6,6 +6,7 @@ and what is wrong with it, never a value: the result keeps nothing the event wou
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -193,6 +194,66 @@ def _timely(check: Check, record: Record) -> Outcome:
         if late else PASSED  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Demographics:
+    """What one institution's record of a person says, as the EMPI compared it."""
+
+    institution: str
+    birth_date: str | None  # ISO date
+    sex: str | None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the service remembers that one record alone does not say."""
+
+    same_as: str | None = None  # the event id of an earlier identical result of the patient
+    linked: tuple[Demographics, ...] = ()  # the person's records at other institutions
+
+
+def fingerprint(record: Record) -> str:
+    """What makes two results the same result: code as sent, time, value and unit, status."""
+    result = record.get("result") or {}
+    local = result.get("local_code") or {}
+    moment = record.get("effective_at")
+    parts = (
+        local.get("system"), local.get("code"), moment.isoformat() if moment else None,
+        result.get("original_value"), result.get("original_unit"), record.get("status"),
+    )  # fmt: skip
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:24]
+
+
+def demographics(link: Record) -> Demographics:
+    matched = link.get("record") or {}
+    born = matched.get("birth_date")
+    return Demographics(matched.get("institution") or "", born.isoformat() if born else None,
+                        matched.get("sex"))  # fmt: skip
+
+
+def _unique(check: Check, record: Record, context: Context) -> Outcome:
+    if context.same_as is None:
+        return PASSED
+    return "result: the same code, time, value and status as an earlier event of the patient"
+
+
+def _consistent(check: Check, record: Record, context: Context) -> Outcome:
+    mine = demographics(record)
+    others = [d for d in context.linked if d.institution != mine.institution]
+    if not others:
+        return None
+    wanted = {f.rsplit(".", 1)[-1] for f in check.field.split("+")}
+    differ = [name for name in ("birth_date", "sex") if name in wanted and getattr(mine, name)
+              and any(getattr(d, name) and getattr(d, name) != getattr(mine, name)
+                      for d in others)]  # fmt: skip
+    if differ:
+        return f"record: {', '.join(differ)} differ from the person's record at another institution"
+    return PASSED
+
+
+REMEMBERING: Mapping[str, Callable[[Check, Record, Context], Outcome]] = {
+    "unique": _unique,
+    "crossSourceConsistent": _consistent,
+}
 RUN: Mapping[str, Callable[[Check, Record], Outcome]] = {
     "isRequired": _is_required,
     "valuePattern": _value_pattern,
@@ -224,7 +285,8 @@ class Checker:
     def schemas(self) -> frozenset[str]:
         return frozenset(self._by_schema)
 
-    def score(self, schema: str, record: Record) -> Scored:
+    def score(self, schema: str, record: Record, context: Context | None = None) -> Scored:
+        """The record's checks; those that need `context` apply only when it is given."""
         applied: list[str] = []
         failures: list[Failure] = []
         coded = _coded(record) if schema == "hs.clinical.Observation" else None
@@ -234,7 +296,11 @@ class Checker:
             wanted = check.parameters.get("category")
             if wanted is not None and record.get("category") != wanted:
                 continue
-            outcome = RUN[check.check_type](check, record)
+            remembering = REMEMBERING.get(check.check_type)
+            if remembering is None:
+                outcome = RUN[check.check_type](check, record)
+            else:
+                outcome = None if context is None else remembering(check, record, context)
             if outcome is None:
                 continue
             applied.append(check.check_id)

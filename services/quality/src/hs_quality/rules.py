@@ -62,10 +62,14 @@ CHECK_TYPES: Mapping[str, tuple[frozenset[str], bool]] = {
     "notInFuture": (frozenset({"skew_minutes"}), True),  # the time is not after receipt
     "timeOrder": (frozenset({"before"}), True),  # the field's time is not after `before`'s
     "timely": (frozenset({"within_minutes", "from"}), False),  # received within minutes of `from`
+    # these two need what the service remembers (hs_quality.checks.Context)
+    "unique": (frozenset(), False),  # not the same result as an earlier event of the patient
+    "crossSourceConsistent": (frozenset(), True),  # the fields agree with the person's other
+    # institutions' records (through the EMPI's links)
 }
 SCHEMAS = frozenset((
     "hs.clinical.Observation", "hs.clinical.Condition", "hs.clinical.Encounter",
-    "hs.identity.PatientIdentity",
+    "hs.identity.PatientIdentity", "hs.identity.PersonLink",
 ))  # fmt: skip
 COLUMNS = (
     "check_id", "check_type", "level", "schema", "field", "code", "parameters",

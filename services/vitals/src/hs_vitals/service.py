@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import json
 import logging
 import sys
 import threading
@@ -29,27 +28,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from confluent_kafka import TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 from quixstreams import Application, State, message_context
-from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import TopicConfig
-from quixstreams.models.serializers import Serializer
-from quixstreams.state.rocksdb import RocksDBOptions
 
-from hs_common import control, topics
+from hs_common import control, streaming, topics
 from hs_common.codec import Codec, Record
-from hs_common.crypto import Sealed
 from hs_common.deadletter import DeadLetter, Origin
 from hs_common.envelope import new_envelope
 from hs_common.errors import HealthStreamError
 from hs_common.kafka import make_consumer, make_producer
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
+from hs_common.streaming import Out, PayloadSerializer
 from hs_vitals import inputs
 from hs_vitals.daily import DaySummary
 from hs_vitals.monitor import (
@@ -66,7 +62,6 @@ from hs_vitals.thresholds import NO_COHORTS, Cohorts, load_cohorts
 log = logging.getLogger("hs.vitals")
 
 STATE_KEY = "monitor"
-SEALED_STATE = b"\x00sealed:"
 AAD_STATE = "hs.vitals.state"
 STAGE = "vitals"
 
@@ -93,46 +88,6 @@ class VitalsSettings(RuntimeSettings):
     # an alert whose escalation fell due longer ago than this (a replay of old data) is not
     # escalated by the clock: only a later reading can
     live_hours: float = Field(24.0, gt=0, alias="HS_VITALS_ESCALATION_LIVE_HOURS")
-
-
-class Out(NamedTuple):
-    """An encoded record for one of the application's output topics."""
-
-    topic: str
-    key: str
-    payload: bytes
-
-
-class PayloadSerializer(Serializer):
-    def __call__(self, value: Out, ctx: Any) -> bytes:
-        return value.payload
-
-
-def sealed_state(codec: Codec) -> RocksDBOptions:
-    """State values sealed with the health key; state keys (constant names) left readable,
-    since the store looks them up by their bytes."""
-
-    def dumps(value: Any) -> bytes:
-        plain = json.dumps(value).encode()
-        if isinstance(value, str):
-            return plain
-        sealed = codec.keyring.seal("health", AAD_STATE, plain)
-        return (
-            SEALED_STATE
-            + json.dumps([sealed.key_id, sealed.nonce.hex(), sealed.ciphertext.hex()]).encode()
-        )
-
-    def loads(data: bytes) -> Any:
-        if not data.startswith(SEALED_STATE):
-            return json.loads(data)
-        key_id, nonce, ciphertext = json.loads(data[len(SEALED_STATE) :])
-        sealed = Sealed(key_id, bytes.fromhex(nonce), bytes.fromhex(ciphertext))
-        plain = codec.keyring.open(AAD_STATE, sealed)
-        if plain is None:
-            raise RuntimeError("vitals state sealed with a key this process does not hold")
-        return json.loads(plain)
-
-    return RocksDBOptions(dumps=dumps, loads=loads)
 
 
 def alert_id(patient_key: str, rule: str, opened: datetime) -> str:
@@ -383,26 +338,15 @@ class EscalationClock:
 
 def build(vitals: Vitals) -> Application:
     settings, codec = vitals.settings, vitals.codec
-    app = Application(
-        broker_address=ConnectionConfig.from_librdkafka_dict(settings.kafka_client_config()),
-        consumer_group=settings.group_id,
-        # a stable transactional id under the service's prefix (the broker's ACLs allow only it)
-        producer_extra_config={"transactional.id": f"{settings.group_id}-{settings.instance_id}"},
-        processing_guarantee="exactly-once",
-        auto_offset_reset="earliest",
-        state_dir=str(settings.state_dir),
-        rocksdb_options=sealed_state(codec),
-        commit_interval=settings.commit_seconds,
-        loglevel=None,
-    )
+    app = streaming.application(
+        settings, codec, settings.group_id, str(settings.state_dir), AAD_STATE,
+        settings.commit_seconds,
+    )  # fmt: skip
     names = (
         settings.alert_topic, settings.summary_topic, settings.flag_topic,
         settings.dead_letter_topic,
     )  # fmt: skip
-    outputs = {
-        name: app.topic(name, key_serializer="string", value_serializer=PayloadSerializer())
-        for name in names
-    }
+    outputs = streaming.output_topics(app, names)
     patient_inputs = app.topic(
         settings.input_topic,
         key_serializer="string",

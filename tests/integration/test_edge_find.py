@@ -9,7 +9,7 @@ import asyncio
 import csv
 import uuid
 from collections import Counter, defaultdict
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,6 @@ import pytest
 from joserfc.jwk import ECKey, KeySet
 
 from hs_common.codec import Codec
-from hs_common.envelope import new_envelope
 from hs_common.kafka import AsyncDurableProducer, make_producer, read_range
 from hs_common.settings import RuntimeSettings
 from hs_common.testing import TopicFactory, processing, read_all
@@ -28,11 +27,8 @@ from hs_edge.operations import AuditTrail, Edge
 from hs_edge.projector import Projector, consumed
 from hs_edge.ratelimit import RateLimiter
 from hs_edge.store import Store
-from hs_ingestion.intake import Kept, receive_hl7
-from hs_ingestion.normalize import normalize_raw
-from hs_ingestion.sources import SourceRegistry, default_sources_dir
-from hs_ingestion.tools import hl7_messages
 from hs_synth.generate import GeneratorConfig, generate
+from tests.feeds import canonical_events
 from tests.integration.test_empi import empi_processor
 
 pytestmark = pytest.mark.integration
@@ -42,27 +38,7 @@ IDENTITY = "hs.identity.PatientIdentity"
 def identities(folder: Path, codec: Codec) -> list[dict[str, Any]]:
     """The PatientIdentity events ingestion makes of the generated files: the hospitals' HL7,
     the clinics' JSON and CSV, the FHIR server's resources."""
-    sources = SourceRegistry.load(default_sources_dir())
-    now = datetime.now(UTC)
-    raws = []
-    for path in sorted((folder / "hl7").glob("*.mllp")):
-        for chunk in hl7_messages(path.read_bytes()):
-            kept = receive_hl7(chunk.payload, sources, codec.keyring)
-            if isinstance(kept, Kept):
-                raws.append(kept.record)
-    bodies = [(p.stem, line) for p in sorted(folder.glob("*/*.ndjson"))
-              for line in p.read_bytes().splitlines() if line]  # fmt: skip
-    bodies += [("SHC02", p.read_bytes()) for p in sorted(folder.glob("clinics/SHC02/*.csv"))]
-    for code, body in bodies:
-        if sources.get(code) is not None and sources.get(code).format != "device-batch":  # type: ignore[union-attr]
-            envelope = new_envelope(code, "import", now, now)
-            raws.append({"envelope": envelope, "payload": body, "charset": "utf-8"})
-    events = []
-    for raw in raws:
-        source = sources.get(raw["envelope"]["source"]["institution"])
-        assert source is not None
-        events += [e.record for e in normalize_raw(raw, source).events if e.schema == IDENTITY]
-    return events
+    return [record for schema, record in canonical_events(folder, codec) if schema == IDENTITY]
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,8 @@ class Quality:
     def source_step(self, value: bytes, state: State[str, Any]) -> list[Out]:
         record = self.codec.decode(value, expect=topics.QUALITY_RESULT.value_schema).record
         grace = timedelta(seconds=self.settings.grace_seconds)
-        stored = state.get("source")
+        kind = record["scored_type"]  # each input topic is its own stream in event time
+        stored = state.get(kind)
         source = (
             SourceQuality.from_state(stored, grace, self.settings.alert_min_records)
             if stored
@@ -216,34 +217,36 @@ class Quality:
         )
         envelope = record["envelope"]
         closed = source.add(tallied(record), self.checks)
-        state.set("source", source.to_state())
+        state.set(kind, source.to_state())
         institution = envelope["source"]["institution"]
-        return [self.summary(institution, envelope, window, body)
+        return [self.summary(institution, kind, envelope, window, body)
                 for window, body in closed.summaries] + [
-            self.alert(institution, envelope, change) for change in closed.alerts
+            self.alert(institution, kind, envelope, change) for change in closed.alerts
         ]  # fmt: skip
 
     def summary(
-        self, institution: str, parent: Record, window: SourceWindow, body: dict[str, Any]
-    ) -> Out:
+        self, institution: str, kind: str, parent: Record, window: SourceWindow,
+        body: dict[str, Any],
+    ) -> Out:  # fmt: skip
         envelope = derived_envelope(parent, occurred_at=window.end)
-        envelope["event_id"] = derived_id(institution, window.size.value, window.start.isoformat())
+        envelope["event_id"] = derived_id(institution, kind, window.size.value,
+                                          window.start.isoformat())  # fmt: skip
         envelope["source"]["system"] = "hs-quality"
-        record = {"envelope": envelope, "institution": institution,
+        record = {"envelope": envelope, "institution": institution, "scored_type": kind,
                   "rules_version": self.version, **body}  # fmt: skip
         payload = self.codec.encode(topics.QUALITY_SUMMARY.value_schema, record)
         return Out(self.settings.summary_topic, institution, payload)
 
-    def alert(self, institution: str, parent: Record, change: AlertChange) -> Out:
+    def alert(self, institution: str, kind: str, parent: Record, change: AlertChange) -> Out:
         self.metrics.alerts.labels(change.action).inc()
         check = self.checks[change.check_id]
-        alert_id = change.alert_id(institution)
+        alert_id = change.alert_id(f"{institution}|{kind}")
         envelope = derived_envelope(parent, occurred_at=change.window.end)
         envelope["event_id"] = derived_id(alert_id, change.action)
         envelope["source"]["system"] = "hs-quality"
         record = {
             "envelope": envelope, "alert_id": alert_id, "action": change.action,
-            "institution": institution, "check_id": change.check_id,
+            "institution": institution, "scored_type": kind, "check_id": change.check_id,
             "severity": check.severity.value, "dimension": check.dimension.value,
             "window_start": change.window.start, "window_end": change.window.end,
             "applied": change.window.tallies[change.check_id].applied,

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from hs_synth.defects import DefectConfig
 from hs_synth.generate import GeneratorConfig, generate
 from hs_synth.replay import Targets, replay
 
@@ -23,6 +24,8 @@ COURSE_OPTIONS = (
     "outbreaks",
     "infection_scale",
 )
+DEFECT_RATES = ("implausible_value", "wrong_unit", "duplicate_result", "late_result",
+                "missing_birth_date")  # fmt: skip
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -63,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--identity-only", action="store_true", help="people and registrations only")
     for option in COURSE_OPTIONS:
         gen.add_argument(f"--{option.replace('_', '-')}", type=float, default=None)
+    for option in DEFECT_RATES:
+        gen.add_argument(f"--{option.replace('_', '-')}", type=float, default=0.0,
+                         help="data-quality defect rate (truth/quality_defects.csv)")  # fmt: skip
+    gen.add_argument("--degrading-source", default="",
+                     help="a hospital whose vital-sign codes change mid-run")  # fmt: skip
+    gen.add_argument("--degrading-from-day", type=int, default=0)
     gen.add_argument("--quiet", action="store_true")
 
     play = commands.add_parser("replay", help="send a generated folder to a running platform")
@@ -95,12 +104,18 @@ def main(argv: list[str] | None = None) -> int:
             bad_rate=args.bad_rate,
             identity_only=args.identity_only,
             courses=courses,
+            defects=DefectConfig(
+                **{k: getattr(args, k) for k in DEFECT_RATES},
+                degrading_source=args.degrading_source,
+                degrading_from_day=args.degrading_from_day,
+            ),
         )
         manifest = generate(config, args.out, progress=not args.quiet)
         print(
             f"wrote {args.out}: {manifest['people']} people, {manifest['records']} source records, "
             f"{manifest['episodes']} episodes, {manifest['cases']} notifiable cases, "
-            f"{manifest['bad_inputs']} malformed inputs"
+            f"{manifest['bad_inputs']} malformed inputs, "
+            f"{manifest['quality_defects']} quality defects"
         )
         for name, count in sorted(manifest["files"].items()):
             print(f"  {name}: {count}")

@@ -434,6 +434,7 @@ def _inpatient_stay(
             consciousness="A" if worse < 4 else "C",
             temperature=round(min(39.6, rng.uniform(36.4, 37.2) + 0.5 * worse), 1),
             visit_id=visit,
+            admitted_at=admitted,
         )
         feed.vitals.append(signs)
         score, single_three = news2(signs)

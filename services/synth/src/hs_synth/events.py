@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hs_synth.registrations import Registration
 
@@ -15,6 +15,20 @@ class LabResult:
     value: float  # canonical unit
     at: datetime
     order_id: str
+    # defects (hs_synth.defects)
+    unit_sent: str | None = None  # a unit other than the institution's own for the test
+    copies: int = 1  # the order's message sent this many times
+    sent_late: timedelta = timedelta(0)  # the report sent this long after it was issued
+
+
+# a lab result is analysed half an hour after the specimen is taken, and its report sent
+# five minutes later
+ANALYSED_AFTER = timedelta(minutes=30)
+REPORTED_AFTER = timedelta(minutes=35)
+
+
+def report_sent_at(result: LabResult) -> datetime:
+    return result.at + REPORTED_AFTER + result.sent_late
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,9 @@ class VitalSigns:
     consciousness: str  # A, C, V, P, U
     temperature: float
     visit_id: str
+    admitted_at: datetime | None = None  # the stay's start
+    copies: int = 1  # defects (hs_synth.defects): the message sent this many times
+    upgraded_codes: bool = False  # sent under new local codes nobody mapped
 
 
 @dataclass(frozen=True)

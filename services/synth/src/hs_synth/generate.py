@@ -19,7 +19,7 @@ import json
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,8 @@ from tqdm import tqdm
 from hs_synth import badinput
 from hs_synth import institutions as inst
 from hs_synth.courses import CourseConfig, Truth, clinical_courses
-from hs_synth.events import Feed, LabResult
+from hs_synth.defects import Defect, DefectConfig, spoil_feed, spoil_registrations
+from hs_synth.events import Feed, LabResult, report_sent_at
 from hs_synth.formats import clinic, devices, fhir
 from hs_synth.formats.hl7 import Hl7Writer
 from hs_synth.people import Person, generate_people
@@ -51,6 +52,7 @@ class GeneratorConfig:
     merge_rate: float = 0.7  # re-registrations the hospital later merges with ADT^A40
     update_rate: float = 0.1  # registrations followed by an ADT^A08 / re-sent record
     courses: dict[str, float] = field(default_factory=dict)  # CourseConfig overrides
+    defects: DefectConfig = field(default_factory=DefectConfig)  # data-quality defects
 
 
 @dataclass
@@ -85,6 +87,10 @@ def generate(config: GeneratorConfig, out: Path, progress: bool = True) -> dict[
         )
 
     rng = random.Random(f"generate:{config.seed}")
+    spoiler = random.Random(f"defects:{config.seed}")
+    defects: list[Defect] = []
+    if config.defects.any:
+        registrations, defects = spoil_registrations(spoiler, registrations, config.defects)
     output = Output()
     writers = {i.code: Hl7Writer(i) for i in inst.ALL if i.channel is inst.Channel.HL7}
     merges = _identity_messages(rng, config, registrations, writers, output, progress)
@@ -94,11 +100,15 @@ def generate(config: GeneratorConfig, out: Path, progress: bool = True) -> dict[
             start=config.start, days=config.days, **_course_overrides(config)
         )
         feed, truth = clinical_courses(registrations, course_config, config.seed)
+        if config.defects.any:
+            defects += spoil_feed(spoiler, feed, config.defects, config.start)
         _clinical_messages(feed, writers, output, progress)
 
     bad: list[dict[str, str]] = []
     counts = _write_streams(rng, config, output, out, bad, progress)
     _write_truth(out, people, registrations, merges, truth, bad)
+    _csv(out / "truth" / "quality_defects.csv", tuple(f.name for f in fields(Defect)),
+         (astuple(d) for d in defects))  # fmt: skip
     manifest = {
         "generator": "hs-synth 0.1.0",
         "config": {**asdict(config), "start": config.start.isoformat()},
@@ -109,6 +119,7 @@ def generate(config: GeneratorConfig, out: Path, progress: bool = True) -> dict[
         "cases": len(truth.cases),
         "outbreaks": len(truth.outbreaks),
         "bad_inputs": len(bad),
+        "quality_defects": len(defects),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return manifest
@@ -183,7 +194,9 @@ def _clinical_messages(
         channel = results[0].registration.institution.channel
         at = results[0].at
         if channel is inst.Channel.HL7:
-            output.add(f"hl7/{code}.mllp", at, writers[code].labs(results))
+            for _copy in range(results[0].copies):
+                output.add(f"hl7/{code}.mllp", report_sent_at(results[0]),
+                           writers[code].labs(results))  # fmt: skip
         elif channel is inst.Channel.CLINIC_JSON:
             output.add("clinics/HZC01.ndjson", at, clinic.json_labs(results))
         elif channel is inst.Channel.CLINIC_CSV:
@@ -209,7 +222,8 @@ def _clinical_messages(
         feed.vitals, desc="vital signs", unit="set", disable=not progress, mininterval=1
     ):
         code = signs.registration.institution.code
-        output.add(f"hl7/{code}.mllp", signs.at, writers[code].vitals(signs))
+        for _copy in range(signs.copies):
+            output.add(f"hl7/{code}.mllp", signs.at, writers[code].vitals(signs))
     for first_at, batch in devices.batches(feed.readings):
         output.add(
             "devices/W01.ndjson", datetime.fromisoformat(first_at).replace(tzinfo=None), batch

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hs_synth.events import Diagnosis, LabResult
+from hs_synth.events import ANALYSED_AFTER, Diagnosis, LabResult
 from hs_synth.formats.clinic import iso
 from hs_synth.institutions import LOINC
 from hs_synth.registrations import Registration
@@ -112,6 +112,7 @@ def observations_bundle(results: list[LabResult]) -> bytes:
                 },
                 "subject": {"reference": f"Patient/{first.registration.local_id}"},
                 "effectiveDateTime": iso(result.at),
+                "issued": iso(result.at + ANALYSED_AFTER),
                 "valueQuantity": {
                     "value": result.value,
                     "unit": unit,

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from hs_synth.events import Admission, Diagnosis, LabResult, VitalSigns
+from hs_synth.defects import vital_code
+from hs_synth.events import (
+    ANALYSED_AFTER,
+    Admission,
+    Diagnosis,
+    LabResult,
+    VitalSigns,
+    report_sent_at,
+)
 from hs_synth.institutions import Institution
 from hs_synth.registrations import Registration
 
@@ -123,7 +131,7 @@ class Hl7Writer:
             self.msh(d.at, "ADT^A08", "ADT_A01"),
             f"EVN|A08|{ts(d.at)}",
             self.pid(d.registration),
-            f"PV1|1|O|MZ||||||||||||||||{d.visit_id}",
+            _pv1("O", "MZ", d.visit_id, d.at),
             f"DG1|1||{d.icd10}^{escape(d.display)}^I10||{ts(d.at)}|{'F' if d.final else 'W'}",
         ]
         return self.frame(segments)
@@ -131,9 +139,9 @@ class Hl7Writer:
     def labs(self, results: list[LabResult]) -> bytes:
         first = results[0]
         segments = [
-            self.msh(first.at, "ORU^R01", "ORU_R01"),
+            self.msh(report_sent_at(first), "ORU^R01", "ORU_R01"),
             self.pid(first.registration),
-            f"PV1|1|O|MZ||||||||||||||||{first.order_id}",
+            _pv1("O", "MZ", first.order_id, first.at),
             f"OBR|1|{first.order_id}|{first.order_id}-F|LAB^检验^L|||{ts(first.at)}",
         ]
         for index, result in enumerate(results, start=1):
@@ -146,9 +154,10 @@ class Hl7Writer:
             )
             flag = _flag(value, code.range_text)
             observation = f"{code.code}^{escape(code.display)}^L"
+            unit = result.unit_sent or code.unit
             segments.append(
-                f"OBX|{index}|NM|{observation}||{text}|{code.unit}|{code.range_text}|{flag}"
-                f"|||F|||{ts(result.at)}"
+                f"OBX|{index}|NM|{observation}||{text}|{unit}|{code.range_text}|{flag}"
+                f"|||F|||{ts(result.at)}|||||{ts(result.at + ANALYSED_AFTER)}"
             )
         return self.frame(segments)
 
@@ -166,14 +175,21 @@ class Hl7Writer:
         segments = [
             self.msh(v.at, "ORU^R01", "ORU_R01"),
             self.pid(v.registration),
-            f"PV1|1|I|ICU||||||||||||||||{v.visit_id}",
+            _pv1("I", "ICU", v.visit_id, v.admitted_at),
             f"OBR|1|{v.visit_id}-{ts(v.at)}||VS^生命体征^L|||{ts(v.at)}",
         ]
         for index, (code, name, kind, value, unit) in enumerate(observations, start=1):
+            sent = vital_code(code, v)
             segments.append(
-                f"OBX|{index}|{kind}|{code}^{name}^L||{value}|{unit}|||||F|||{ts(v.at)}"
+                f"OBX|{index}|{kind}|{sent}^{name}^L||{value}|{unit}|||||F|||{ts(v.at)}"
             )
         return self.frame(segments)
+
+
+def _pv1(patient_class: str, location: str, visit_id: str, admitted: datetime | None) -> str:
+    """PV1 with the visit number (PV1-19) and its start (PV1-44)."""
+    start = ts(admitted) if admitted else ""
+    return f"PV1|1|{patient_class}|{location}{'|' * 16}{visit_id}{'|' * 25}{start}"
 
 
 def _xpn(family: str, given: str, swapped: bool, name_type: str) -> str:

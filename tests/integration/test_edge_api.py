@@ -963,16 +963,20 @@ def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_a
     assert status == 200 and statement["fhirVersion"] == "4.0.1"
     [rest] = statement["rest"]
     listed = {r["type"]: r for r in rest["resource"]}
-    assert set(listed) == {"Patient", "Observation", "Condition"}
+    assert set(listed) == {"Patient", "Observation", "Condition", "MeasureReport"}
     values = {"identifier": "H330102|A", "name": "王小明", "birthdate": "1987-03-15",
               "gender": "male", "patient": "Patient/P1", "code": "http://loinc.org|2345-7",
               "date": "ge2026-01-01", "category": "laboratory",
               "patient.identifier": "H330102|A", "subject": "Patient/P1",
-              "recorded-date": "ge2026-01-01"}  # fmt: skip
+              "recorded-date": "ge2026-01-01", "reporter": "Organization/H330102",
+              "period": "ge2026-01-01"}  # fmt: skip
+    quality = token(role="administrator", scope="user/MeasureReport.read")
     for kind, resource in listed.items():
         for param in resource["searchParam"]:
             query = {param["name"]: values[param["name"]]}
-            if kind != "Patient" and param["name"] not in (
+            if kind == "MeasureReport":
+                query["reporter"] = values["reporter"]
+            elif kind != "Patient" and param["name"] not in (
                 "patient",
                 "patient.identifier",
                 "subject",
@@ -980,7 +984,8 @@ def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_a
                 query["patient"] = "P1"
             elif kind == "Patient" and "documentation" in param:  # gender: with a birth date
                 query["birthdate"] = values["birthdate"]
-            answered, bundle = fhir_get(url, f"/fhir/{kind}", clinician, **query)
+            bearer = quality if kind == "MeasureReport" else clinician
+            answered, bundle = fhir_get(url, f"/fhir/{kind}", bearer, **query)
             assert answered == 200 and bundle["type"] == "searchset", (kind, param)
         for include in resource.get("searchInclude", []):
             found = fhir_get(url, f"/fhir/{kind}", clinician, patient="P1", _include=include)[1]

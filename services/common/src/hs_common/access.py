@@ -131,6 +131,8 @@ EDGE = Grant(
         topics.VITALS_SUMMARY,
         topics.EDGE_AUDIT,
         topics.EDGE_CLIENT,
+        topics.QUALITY_SUMMARY,
+        topics.QUALITY_ALERT,
     ),
     writes=_names(topics.EDGE_AUDIT, topics.EDGE_CLIENT, topics.VITALS_ACK, topics.REVIEW_DECISION),
     groups=("hs-edge", READER_GROUP_PREFIX),

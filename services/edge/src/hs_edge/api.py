@@ -18,12 +18,12 @@ from urllib.parse import parse_qs, unquote_plus
 from fastapi import FastAPI, Query, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hs_common.errors import NotStoredError
-from hs_edge import clients, fhir_api, platform
+from hs_edge import clients, fhir_api, platform, quality
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused, Role
 from hs_edge.fhir_api import is_fhir
@@ -190,6 +190,7 @@ def create_app(edge: Edge) -> FastAPI:
     _person_routes(app, edge)
     _alert_routes(app, edge)
     _review_routes(app, edge)
+    _quality_routes(app, edge)
     fhir_api.fhir_routes(app, edge)
     return app
 
@@ -235,6 +236,7 @@ class NewClient(BaseModel):
     person_id: str | None = Field(None, max_length=100)
     sandbox: bool = False
     client_id: str | None = Field(None, max_length=63)
+    institution: str | None = Field(None, max_length=40)
 
 
 class Rotation(BaseModel):
@@ -248,7 +250,7 @@ def _client_routes(app: FastAPI, edge: Edge) -> None:
         """Register a client; the secret is in this answer only."""
         registration = clients.Registration(
             wanted.name, wanted.role, wanted.scope, wanted.person_id, wanted.sandbox,
-            wanted.client_id,
+            wanted.client_id, wanted.institution,
         )  # fmt: skip
         return await platform.register_client(edge, request.state.caller, registration)
 
@@ -429,6 +431,37 @@ def _review_routes(app: FastAPI, edge: Edge) -> None:
         return await op.decide_review(
             edge, request.state.caller, record_key, body.decision, body.reason
         )
+
+
+QualityWindow = Annotated[Literal["HOUR", "DAY"], Query(alias="window")]
+Since = Annotated[datetime | None, Query(description="default: 2 days of hours, 30 of days")]
+
+
+def _quality_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/quality/sources")
+    async def quality_sources(request: Request) -> dict[str, Any]:
+        """The sources hs-quality has windows for (a source's own staff: theirs)."""
+        return op.quality_sources(edge, request.state.caller)
+
+    @app.get("/quality/sources/{institution}")
+    async def quality_report(
+        request: Request, institution: str, size: QualityWindow = "DAY", since: Since = None
+    ) -> dict[str, Any]:
+        """A source's data-quality report: the seed's four indicators per window, the worst
+        checks with example record ids, delays, top unmapped codes and open alerts."""
+        report = op.quality_report(edge, request.state.caller, institution, size, since)
+        return quality.as_json(report)
+
+    @app.get("/quality/sources/{institution}/report", response_class=HTMLResponse)
+    async def quality_page(
+        request: Request, institution: str, size: QualityWindow = "DAY", since: Since = None,
+        download: bool = False,
+    ) -> HTMLResponse:  # fmt: skip
+        """The report as a page with a chart per indicator (download=true: as a file)."""
+        report = op.quality_report(edge, request.state.caller, institution, size, since)
+        headers = ({"Content-Disposition": f'attachment; filename="quality-{institution}.html"'}
+                   if download else {})  # fmt: skip
+        return HTMLResponse(quality.page(report), headers=headers)
 
 
 async def _audited(

@@ -46,6 +46,7 @@ class Role(StrEnum):
     PUBLIC_HEALTH = "public_health"
     RESEARCHER = "researcher"
     ADMINISTRATOR = "administrator"
+    SOURCE_STAFF = "source_staff"  # a sending institution's own IT team: its quality reports
 
 
 class Refused(HealthStreamError):
@@ -95,6 +96,7 @@ class Caller:
     role: Role
     scopes: tuple[Scope, ...]
     person_id: str | None = None  # the patient's own person, for the patient role
+    institution: str | None = None  # the source's own institution, for source staff
     expires_at: int | None = None  # the token's exp (Unix seconds): a live stream ends there
 
     def may(self, resource: str, access: str = "read") -> bool:
@@ -108,12 +110,19 @@ class Caller:
         if self.role not in roles:
             raise forbidden("role.forbidden", f"the {self.role.value} role may not do this")
 
+    def require_institution(self, institution: str) -> None:
+        """Source staff may see only their own institution's reports."""
+        if self.role is Role.SOURCE_STAFF and institution != self.institution:
+            raise forbidden("source.other_institution",
+                            "source staff may see only their own institution")  # fmt: skip
+
     def require_person(self, person_id: str) -> None:
         """A patient may see only their own person."""
         if self.role is Role.PATIENT and person_id != self.person_id:
             raise forbidden("patient.other_person", "a patient may see only their own record")
 
 
+QUALITY_RESOURCE = "MeasureReport"  # all a source's own staff may read: their data quality
 MAX_TOKEN_SECONDS = 3600  # longer-lived tokens are refused: a stolen one stays useful too long
 
 
@@ -197,16 +206,22 @@ def caller_of(claims: dict[str, object]) -> Caller:
     contexts = ("patient",) if role is Role.PATIENT else ("user", "system")
     parsed = map(Scope.parse, str(claims.get("scope", "")).split())
     scopes = tuple(s for s in parsed if s is not None and s.context in contexts)
+    if role is Role.SOURCE_STAFF:
+        scopes = tuple(s for s in scopes if s.resource == QUALITY_RESOURCE)
     client = str(claims.get("client_id") or claims.get("azp") or claims.get("sub") or "")
     if not client:
         raise unauthorized("token.client_id", "the token names no client")
     person = claims.get("person_id")
     if role is Role.PATIENT and not isinstance(person, str):
         raise forbidden("patient.no_person", "a patient token must name the patient's person")
+    institution = claims.get("institution")
+    if role is Role.SOURCE_STAFF and not isinstance(institution, str):
+        raise forbidden("source.no_institution", "a source staff token must name its institution")
     subject = claims.get("sub")
     return Caller(
         client, str(subject) if subject else None, role, scopes,
         person if isinstance(person, str) else None,
+        institution if isinstance(institution, str) else None,
     )  # fmt: skip
 
 
@@ -226,8 +241,9 @@ class TokenIssuer:
         self.now = now or (lambda: int(time.time()))
 
     def token(
-        self, client_id: str, role: Role, scope: str, person_id: str | None, audience: str
-    ) -> dict[str, Any]:
+        self, client_id: str, role: Role, scope: str, person_id: str | None, audience: str,
+        institution: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         now = self.now()
         claims: dict[str, object] = {
             "iss": self.issuer, "aud": audience, "iat": now, "exp": now + self.ttl,
@@ -236,6 +252,8 @@ class TokenIssuer:
         }  # fmt: skip
         if person_id:
             claims["person_id"] = person_id
+        if institution:
+            claims["institution"] = institution
         token = jwt.encode({"alg": "ES256", "kid": self.key.kid}, claims, self.key)
         return {"access_token": token, "token_type": "Bearer", "expires_in": self.ttl,
                 "scope": scope}  # fmt: skip

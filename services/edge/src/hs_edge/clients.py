@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hs_common.codec import Record
-from hs_edge.auth import Refused, Role, Scope
+from hs_edge.auth import QUALITY_RESOURCE, Refused, Role, Scope
 
 CLIENT_ID = re.compile(r"[a-z0-9][a-z0-9-]{2,62}")
 SANDBOX_SUFFIX = "-sandbox"  # a sandbox client's tokens are for `<audience>-sandbox`
@@ -43,6 +43,7 @@ class Registration:
     person_id: str | None = None
     sandbox: bool = False
     client_id: str | None = None  # None: one is made
+    institution: str | None = None  # for source staff: their institution
 
 
 def checked_scope(role: Role, scope: str) -> str:
@@ -51,7 +52,12 @@ def checked_scope(role: Role, scope: str) -> str:
     words = scope.split()
     for word in words:
         parsed = Scope.parse(word)
-        if parsed is None or parsed.context not in contexts:
+        outside = (
+            role is Role.SOURCE_STAFF
+            and parsed is not None
+            and (parsed.resource != QUALITY_RESOURCE)
+        )
+        if parsed is None or parsed.context not in contexts or outside:
             raise Refused(
                 "client.scope", f"not a scope a {role.value} client can use: {word!r}", 400
             )
@@ -69,11 +75,15 @@ def register(wanted: Registration, by: str, now: datetime) -> tuple[Record, str]
         raise Refused("client.name", "a client's name is 1 to 200 characters", 400)
     if (wanted.role is Role.PATIENT) != (wanted.person_id is not None):
         raise Refused("client.person", "a patient's client names its person; others none", 400)
+    if (wanted.role is Role.SOURCE_STAFF) != (wanted.institution is not None):
+        raise Refused("client.institution",
+                      "a source staff client names its institution; others none", 400)  # fmt: skip
     secret = new_secret()
     record: Record = {
         "client_id": client_id, "version": 1, "name": wanted.name.strip(),
         "role": wanted.role.value, "scope": checked_scope(wanted.role, wanted.scope),
-        "person_id": wanted.person_id, "sandbox": wanted.sandbox, "status": "ACTIVE",
+        "person_id": wanted.person_id, "institution": wanted.institution,
+        "sandbox": wanted.sandbox, "status": "ACTIVE",
         "secret_sha256": secret_hash(secret), "previous_secret_sha256": None,
         "previous_valid_until": None, "changed_at": now, "changed_by": by,
     }  # fmt: skip
@@ -133,6 +143,7 @@ class Grant:
     scope: str
     person_id: str | None
     audience: str
+    institution: str | None = None
 
 
 def grant(client: Record, secret: str, asked: str | None, audience: str, now: datetime) -> Grant:
@@ -146,8 +157,9 @@ def grant(client: Record, secret: str, asked: str | None, audience: str, now: da
         raise Refused("scope.invalid", "the client may not ask for these scopes", 400)
     sandboxed = audience + SANDBOX_SUFFIX if client["sandbox"] else audience
     return Grant(
-        client["client_id"], Role(client["role"]), " ".join(scope), client["person_id"], sandboxed
-    )
+        client["client_id"], Role(client["role"]), " ".join(scope), client["person_id"], sandboxed,
+        client.get("institution"),
+    )  # fmt: skip
 
 
 def view(client: Record, usage: list[tuple[str, int, int, int]] | None = None) -> dict[str, Any]:
@@ -155,6 +167,7 @@ def view(client: Record, usage: list[tuple[str, int, int, int]] | None = None) -
     shown: dict[str, Any] = {
         "client_id": client["client_id"], "name": client["name"], "role": client["role"],
         "scope": client["scope"], "person_id": client["person_id"],
+        "institution": client.get("institution"),
         "sandbox": client["sandbox"], "status": client["status"].lower(),
         "version": client["version"], "changed_at": client["changed_at"].isoformat(),
         "changed_by": client["changed_by"],
@@ -176,11 +189,14 @@ def view(client: Record, usage: list[tuple[str, int, int, int]] | None = None) -
     return shown
 
 
-def imported(client_id: str, secret_sha256: str, role: Role, scope: str,
-             person_id: str | None, now: datetime) -> Record:  # fmt: skip
+def imported(
+    client_id: str, secret_sha256: str, role: Role, scope: str, person_id: str | None,
+    now: datetime, institution: str | None = None,
+) -> Record:  # fmt: skip
     """A development client (from `hs-edge dev-setup`'s file) as the registry's first version."""
-    record, _ = register(Registration(client_id, role, scope, person_id, client_id=client_id),
-                         "dev-setup", now)  # fmt: skip
+    wanted = Registration(client_id, role, scope, person_id, client_id=client_id,
+                          institution=institution)  # fmt: skip
+    record, _ = register(wanted, "dev-setup", now)
     return record | {"secret_sha256": secret_sha256}
 
 

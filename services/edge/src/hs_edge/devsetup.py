@@ -26,6 +26,7 @@ DEMO_CLIENTS: tuple[tuple[str, Role, str, str | None], ...] = (
     ("cdc-dashboard", Role.PUBLIC_HEALTH, "user/*.read", None),
     ("research-export", Role.RESEARCHER, "user/Observation.read user/Patient.read", None),
     ("admin-console", Role.ADMINISTRATOR, "system/*.*", None),
+    ("hz01-it", Role.SOURCE_STAFF, "user/MeasureReport.read", "HZ01"),  # HZ01's IT team
 )
 
 
@@ -91,7 +92,8 @@ def write_dev_files(folder: Path) -> dict[str, str]:
     shown = {client: secrets.token_urlsafe(24) for client, *_ in DEMO_CLIENTS}
     clients = [
         {"client_id": client, "secret_sha256": secret_hash(shown[client]), "role": role.value,
-         "scope": scope, "person_id": person}
+         "scope": scope, "person_id": None if role is Role.SOURCE_STAFF else person,
+         "institution": person if role is Role.SOURCE_STAFF else None}
         for client, role, scope, person in DEMO_CLIENTS
     ]  # fmt: skip
     _write_private(files.clients, json.dumps(clients, indent=2))

@@ -353,6 +353,12 @@ SERVED: dict[str, tuple[tuple[str, ...], tuple[tuple[str, ...], ...], tuple[str,
          ("recorded-date", "date", "_sort=recorded-date (the default) or _sort=-recorded-date")),
         (),
     ),
+    "MeasureReport": (
+        ("search-type",),
+        (("reporter", "reference", "Organization/<institution>: a source's data quality, one "
+          "report per day (hs-quality)"), ("period", "date")),
+        (),
+    ),
 }  # fmt: skip
 INCLUDES = {"Observation": ("Observation:patient",)}
 # Result parameters every search takes besides its search parameters (_cursor: our paging).

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from hs_common.codec import Record
-from hs_edge import fhir
+from hs_edge import fhir, quality
 from hs_edge import operations as op
 from hs_edge.auth import Caller, Refused, Role
 from hs_edge.operations import Edge, ObservationQuery
@@ -171,6 +171,28 @@ def fhir_routes(app: FastAPI, edge: Edge) -> None:
 
     _patient_search_routes(app, edge)
     _record_routes(app, edge)
+    _quality_routes(app, edge)
+
+
+def _quality_routes(app: FastAPI, edge: Edge) -> None:
+    @app.get("/fhir/MeasureReport", response_class=JSONResponse)
+    async def search_measure_reports(
+        request: Request,
+        reporter: Annotated[str, Query(min_length=1, max_length=100)],
+        period: Annotated[list[str] | None, Query(max_length=2)] = None,
+    ) -> Response:
+        """A source's data quality per day as MeasureReports (reporter: Organization/<code>),
+        each check a group: records it applied to, records violating it, % violating; period:
+        ge/gt/le/lt/eq on the day's start (default: the last 30 days)."""
+        ignored = _unsupported(request, "MeasureReport")
+        institution = reporter.removeprefix("Organization/")
+        since, until = date_range(period or [])
+        windows = op.quality_windows(edge, request.state.caller, institution, "DAY", since)
+        entries = [quality.measure_report(w) for w in windows
+                   if until is None or w["window_start"] < until]  # fmt: skip
+        body = fhir.bundle("MeasureReport", entries, _base(request), _page_links(request, None),
+                           outcome=ignored)  # fmt: skip
+        return JSONResponse(body, media_type=MEDIA_TYPE)
 
 
 def _patient_search_routes(app: FastAPI, edge: Edge) -> None:

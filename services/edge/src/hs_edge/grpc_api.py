@@ -23,6 +23,7 @@ from typing_extensions import override
 from hs_common.codec import Record
 from hs_common.errors import NotStoredError
 from hs_edge import operations as op
+from hs_edge import quality
 from hs_edge.auth import Caller, Refused
 from hs_edge.operations import Edge
 from hs_edge.store import StoreUnavailable
@@ -288,6 +289,17 @@ class EdgeService(edge_pb2_grpc.EdgeServicer):
         return await self._answer(
             context, "ListReviews", None, pb.ReviewList,
             lambda caller: op.open_reviews(self.edge, caller),
+        )  # fmt: skip
+
+    @override
+    async def GetQualityReport(
+        self, request: pb.GetQualityReportRequest, context: Context
+    ) -> pb.QualityReport:
+        since = moment(request.since, request.HasField("since"))
+        return await self._answer(
+            context, "GetQualityReport", None, pb.QualityReport,
+            lambda caller: quality.as_json(op.quality_report(
+                self.edge, caller, request.institution, request.window or "DAY", since)),
         )  # fmt: skip
 
     @override

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter
@@ -23,7 +23,7 @@ from hs_common.codec import Codec, Record
 from hs_common.envelope import derived_envelope
 from hs_common.errors import NotStoredError
 from hs_common.kafka import AsyncDurableProducer
-from hs_edge import audit, charts
+from hs_edge import audit, charts, quality
 from hs_edge.auth import Caller, Refused, Role, TokenIssuer, TokenValidator
 from hs_edge.clients import RevokedClients
 from hs_edge.projector import code_key, demographic_key, identifier_key
@@ -882,3 +882,47 @@ def observation_view(observation: Record) -> View:
         "reference_range": result["reference_range"],
         "interpretation": result["interpretation"],
     }
+
+
+# --- data quality (hs-quality's windows): platform staff see every source, a source's own
+# staff theirs only ------------------------------------------------------------------------
+
+QUALITY_ROLES = (Role.ADMINISTRATOR, Role.SOURCE_STAFF)
+WINDOW_SIZES = ("HOUR", "DAY")
+
+
+def _quality_reader(caller: Caller) -> None:
+    caller.require("MeasureReport")
+    caller.require_role(*QUALITY_ROLES)
+
+
+def quality_sources(edge: Edge, caller: Caller) -> View:
+    _quality_reader(caller)
+    sources = edge.store.quality_sources()
+    if caller.role is Role.SOURCE_STAFF:
+        sources = [s for s in sources if s == caller.institution]
+    return {"sources": sources}
+
+
+def quality_windows(
+    edge: Edge, caller: Caller, institution: str, size: str, since: datetime | None
+) -> list[Record]:
+    """The source's closed windows of `size` from `since` (None: the last 2 days of hours,
+    30 of days), oldest first."""
+    _quality_reader(caller)
+    caller.require_institution(institution)
+    if size not in WINDOW_SIZES:
+        raise Refused("quality.window", "the window is HOUR or DAY", 400)
+    back = timedelta(days=2) if size == "HOUR" else timedelta(days=30)
+    found = edge.store.quality_windows(institution, size, since or datetime.now(UTC) - back)
+    return [edge.codec.decode(value).record for value in found]
+
+
+def quality_report(
+    edge: Edge, caller: Caller, institution: str, size: str, since: datetime | None
+) -> Record:
+    windows = quality_windows(edge, caller, institution, size, since)
+    alerts = [edge.codec.decode(v).record for v in edge.store.quality_alerts(institution)]
+    if not windows and not alerts:
+        raise Refused("quality.unknown_source", "no quality windows for this source", 404)
+    return quality.report(institution, size, windows, alerts)

@@ -27,8 +27,9 @@ def issue_token(edge: Edge, client_id: str, secret: str, scope: str | None) -> d
         raise Refused("client.invalid", "unknown client or wrong secret", 401)
     granted = clients.grant(client, secret, scope, edge.tokens.audience, datetime.now(UTC))
     return edge.issuer.token(
-        granted.client_id, granted.role, granted.scope, granted.person_id, granted.audience
-    )
+        granted.client_id, granted.role, granted.scope, granted.person_id, granted.audience,
+        granted.institution,
+    )  # fmt: skip
 
 
 def _administrator(caller: Caller, access: str) -> None:

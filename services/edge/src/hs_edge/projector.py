@@ -26,6 +26,7 @@ log = logging.getLogger("hs.edge.projector")
 SOURCES = (
     topics.PERSON.name, topics.PERSON_LINK.name, topics.OBSERVATION.name, topics.CONDITION.name,
     topics.VITALS_ALERT.name, topics.EDGE_CLIENT.name, topics.EDGE_AUDIT.name,
+    topics.QUALITY_SUMMARY.name, topics.QUALITY_ALERT.name,
 )  # fmt: skip
 
 
@@ -139,6 +140,16 @@ class Projector:
             self.store.put_alert(
                 event["alert_id"], event["action"], event["patient_key"], event["at"], message.value
             )
+        elif decoded.schema == topics.QUALITY_SUMMARY.value_schema:
+            self.store.put_quality_window(
+                event["institution"], event["scored_type"], event["window"],
+                event["window_start"], message.value,
+            )  # fmt: skip
+        elif decoded.schema == topics.QUALITY_ALERT.value_schema:
+            self.store.put_quality_alert(
+                event["alert_id"], event["action"], event["institution"], event["window_end"],
+                message.value,
+            )  # fmt: skip
         elif decoded.schema == topics.EDGE_CLIENT.value_schema:
             self.store.put_client(
                 event["client_id"], event["version"], event["status"], message.value

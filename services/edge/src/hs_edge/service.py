@@ -68,6 +68,10 @@ class EdgeSettings(RuntimeSettings):
     condition_topic: str = Field(topics.CONDITION.name, alias="HS_EDGE_CONDITION_TOPIC")
     alert_topic: str = Field(topics.VITALS_ALERT.name, alias="HS_EDGE_ALERT_TOPIC")
     client_topic: str = Field(topics.EDGE_CLIENT.name, alias="HS_EDGE_CLIENT_TOPIC")
+    quality_summary_topic: str = Field(
+        topics.QUALITY_SUMMARY.name, alias="HS_EDGE_QUALITY_SUMMARY_TOPIC"
+    )
+    quality_alert_topic: str = Field(topics.QUALITY_ALERT.name, alias="HS_EDGE_QUALITY_ALERT_TOPIC")
 
 
 def token_issuer(settings: EdgeSettings) -> TokenIssuer | None:
@@ -88,7 +92,7 @@ def import_dev_clients(settings: EdgeSettings, store: Store, codec: Codec) -> No
         if store.client(c["client_id"]) is None:
             client = clients.imported(
                 c["client_id"], c["secret_sha256"], Role(c["role"]), c["scope"], c["person_id"],
-                now,
+                now, c.get("institution"),
             )  # fmt: skip
             value = codec.encode(topics.EDGE_CLIENT.value_schema, client)
             store.put_client(client["client_id"], 1, client["status"], value)
@@ -111,7 +115,7 @@ def main() -> int:
     sources = (
         settings.person_topic, settings.link_topic, settings.observation_topic,
         settings.condition_topic, settings.alert_topic, settings.client_topic,
-        settings.audit_topic,
+        settings.audit_topic, settings.quality_summary_topic, settings.quality_alert_topic,
     )  # fmt: skip
     threading.Thread(
         target=follow, args=(settings, projector, sources), name="projector", daemon=True

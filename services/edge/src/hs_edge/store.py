@@ -72,6 +72,14 @@ SCHEMA = (
     """CREATE TABLE IF NOT EXISTS reviews (
         record_key TEXT PRIMARY KEY, status TEXT NOT NULL, decided_at BIGINT NOT NULL,
         event BYTEA NOT NULL)""",
+    # hs-quality's closed windows per source and data type, and its alerts
+    """CREATE TABLE IF NOT EXISTS quality_windows (
+        institution TEXT NOT NULL, scored_type TEXT NOT NULL, size TEXT NOT NULL,
+        window_start BIGINT NOT NULL, event BYTEA NOT NULL,
+        PRIMARY KEY (institution, scored_type, size, window_start))""",
+    """CREATE TABLE IF NOT EXISTS quality_alerts (
+        alert_id TEXT NOT NULL, action TEXT NOT NULL, institution TEXT NOT NULL,
+        at BIGINT NOT NULL, event BYTEA NOT NULL, PRIMARY KEY (alert_id, action))""",
 )
 
 
@@ -82,6 +90,8 @@ EVENT_TABLES = {
     "conditions": ("institution", "condition_id"),
     "alerts": ("alert_id", "action"),
     "reviews": ("record_key",),
+    "quality_windows": ("institution", "scored_type", "size", "window_start"),
+    "quality_alerts": ("alert_id", "action"),
 }
 
 
@@ -236,6 +246,46 @@ class Store:
             "ON CONFLICT (alert_id, action) DO NOTHING",
             (alert_id, action, patient_key, micros(at), received, event),
         )
+
+    def put_quality_window(
+        self, institution: str, scored_type: str, size: str, start: datetime, event: bytes
+    ) -> None:
+        self._run(
+            "INSERT INTO quality_windows VALUES (?, ?, ?, ?, ?) ON CONFLICT "
+            "(institution, scored_type, size, window_start) DO UPDATE SET event = excluded.event",
+            (institution, scored_type, size, micros(start), event),
+        )
+
+    def put_quality_alert(
+        self, alert_id: str, action: str, institution: str, at: datetime, event: bytes
+    ) -> None:
+        self._run(
+            "INSERT INTO quality_alerts VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (alert_id, action) DO NOTHING",
+            (alert_id, action, institution, micros(at), event),
+        )
+
+    def quality_sources(self) -> list[str]:
+        rows = self._run(
+            "SELECT DISTINCT institution FROM quality_windows ORDER BY institution"
+        ).fetchall()
+        return [str(institution) for (institution,) in rows]
+
+    def quality_windows(self, institution: str, size: str, since: datetime) -> list[bytes]:
+        """The source's windows of `size` from `since`, oldest first."""
+        rows = self._run(
+            "SELECT event FROM quality_windows WHERE institution = ? AND size = ? AND "
+            "window_start >= ? ORDER BY window_start, scored_type",
+            (institution, size, micros(since)),
+        ).fetchall()
+        return [bytes(event) for (event,) in rows]
+
+    def quality_alerts(self, institution: str) -> list[bytes]:
+        rows = self._run(
+            "SELECT event FROM quality_alerts WHERE institution = ? ORDER BY at, action DESC",
+            (institution,),
+        ).fetchall()
+        return [bytes(event) for (event,) in rows]
 
     def put_link(self, record_key: str, action: str, at: datetime, event: bytes) -> None:
         """A REVIEW opens the record's review; a later decision about the record closes it."""

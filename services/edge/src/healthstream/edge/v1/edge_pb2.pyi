@@ -1145,3 +1145,334 @@ class DecideReviewResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecideReviewResponse: _TypeAlias = DecideReviewResponse  # noqa: Y015
+
+@_typing.final
+class GetQualityReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    institution: _builtins.str
+    window: _builtins.str
+    """HOUR or DAY (empty: DAY)"""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """unset: the last 2 days of hours, 30 of days"""
+
+    def __init__(
+        self,
+        *,
+        institution: _builtins.str = ...,
+        window: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["institution", b"institution", "since", b"since", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQualityReportRequest: _TypeAlias = GetQualityReportRequest  # noqa: Y015
+
+@_typing.final
+class QualityPoint(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    VIOLATED_PCT_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    violated_pct: _builtins.float
+    applied: _builtins.int
+    passed: _builtins.bool
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        violated_pct: _builtins.float = ...,
+        applied: _builtins.int = ...,
+        passed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "passed", b"passed", "violated_pct", b"violated_pct", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityPoint: _TypeAlias = QualityPoint  # noqa: Y015
+
+@_typing.final
+class QualityIndicator(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    VIOLATED_PCT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_PCT_FIELD_NUMBER: _builtins.int
+    SERIES_FIELD_NUMBER: _builtins.int
+    check_id: _builtins.str
+    title: _builtins.str
+    status: _builtins.str
+    """PASSED, FAILED, NOT_MEASURED"""
+    violated_pct: _builtins.float
+    threshold_pct: _builtins.float
+    @_builtins.property
+    def series(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityPoint]: ...
+    def __init__(
+        self,
+        *,
+        check_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        status: _builtins.str = ...,
+        violated_pct: _builtins.float | None = ...,
+        threshold_pct: _builtins.float | None = ...,
+        series: _abc.Iterable[Global___QualityPoint] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_threshold_pct", b"_threshold_pct", "_violated_pct", b"_violated_pct", "threshold_pct", b"threshold_pct", "violated_pct", b"violated_pct"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_threshold_pct", b"_threshold_pct", "_violated_pct", b"_violated_pct", "check_id", b"check_id", "series", b"series", "status", b"status", "threshold_pct", b"threshold_pct", "title", b"title", "violated_pct", b"violated_pct"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__threshold_pct: _TypeAlias = _typing.Literal["threshold_pct"]  # noqa: Y015
+    _WhichOneofArgType__threshold_pct: _TypeAlias = _typing.Literal["_threshold_pct", b"_threshold_pct"]  # noqa: Y015
+    _WhichOneofReturnType__violated_pct: _TypeAlias = _typing.Literal["violated_pct"]  # noqa: Y015
+    _WhichOneofArgType__violated_pct: _TypeAlias = _typing.Literal["_violated_pct", b"_violated_pct"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__threshold_pct) -> _WhichOneofReturnType__threshold_pct | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__violated_pct) -> _WhichOneofReturnType__violated_pct | None: ...
+
+Global___QualityIndicator: _TypeAlias = QualityIndicator  # noqa: Y015
+
+@_typing.final
+class QualityCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    SCORED_TYPE_FIELD_NUMBER: _builtins.int
+    KAHN_FIELD_NUMBER: _builtins.int
+    DIMENSION_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    THRESHOLD_PCT_FIELD_NUMBER: _builtins.int
+    APPLIED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    EXAMPLES_FIELD_NUMBER: _builtins.int
+    VIOLATED_PCT_FIELD_NUMBER: _builtins.int
+    PASSED_FIELD_NUMBER: _builtins.int
+    check_id: _builtins.str
+    scored_type: _builtins.str
+    kahn: _builtins.str
+    dimension: _builtins.str
+    severity: _builtins.str
+    threshold_pct: _builtins.float
+    applied: _builtins.int
+    failed: _builtins.int
+    violated_pct: _builtins.float
+    passed: _builtins.bool
+    @_builtins.property
+    def examples(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """scored event ids"""
+
+    def __init__(
+        self,
+        *,
+        check_id: _builtins.str = ...,
+        scored_type: _builtins.str = ...,
+        kahn: _builtins.str = ...,
+        dimension: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        threshold_pct: _builtins.float = ...,
+        applied: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        examples: _abc.Iterable[_builtins.str] | None = ...,
+        violated_pct: _builtins.float = ...,
+        passed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "check_id", b"check_id", "dimension", b"dimension", "examples", b"examples", "failed", b"failed", "kahn", b"kahn", "passed", b"passed", "scored_type", b"scored_type", "severity", b"severity", "threshold_pct", b"threshold_pct", "violated_pct", b"violated_pct"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityCheck: _TypeAlias = QualityCheck  # noqa: Y015
+
+@_typing.final
+class QualityDelay(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCORED_TYPE_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    WITHIN_10_MINUTES_PCT_FIELD_NUMBER: _builtins.int
+    MEDIAN_MINUTES_AT_MOST_FIELD_NUMBER: _builtins.int
+    P90_MINUTES_AT_MOST_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    scored_type: _builtins.str
+    records: _builtins.int
+    within_10_minutes_pct: _builtins.float
+    median_minutes_at_most: _builtins.float
+    p90_minutes_at_most: _builtins.float
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        scored_type: _builtins.str = ...,
+        records: _builtins.int = ...,
+        within_10_minutes_pct: _builtins.float = ...,
+        median_minutes_at_most: _builtins.float | None = ...,
+        p90_minutes_at_most: _builtins.float | None = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_median_minutes_at_most", b"_median_minutes_at_most", "_p90_minutes_at_most", b"_p90_minutes_at_most", "median_minutes_at_most", b"median_minutes_at_most", "p90_minutes_at_most", b"p90_minutes_at_most", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_median_minutes_at_most", b"_median_minutes_at_most", "_p90_minutes_at_most", b"_p90_minutes_at_most", "median_minutes_at_most", b"median_minutes_at_most", "p90_minutes_at_most", b"p90_minutes_at_most", "records", b"records", "scored_type", b"scored_type", "window_start", b"window_start", "within_10_minutes_pct", b"within_10_minutes_pct"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__median_minutes_at_most: _TypeAlias = _typing.Literal["median_minutes_at_most"]  # noqa: Y015
+    _WhichOneofArgType__median_minutes_at_most: _TypeAlias = _typing.Literal["_median_minutes_at_most", b"_median_minutes_at_most"]  # noqa: Y015
+    _WhichOneofReturnType__p90_minutes_at_most: _TypeAlias = _typing.Literal["p90_minutes_at_most"]  # noqa: Y015
+    _WhichOneofArgType__p90_minutes_at_most: _TypeAlias = _typing.Literal["_p90_minutes_at_most", b"_p90_minutes_at_most"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__median_minutes_at_most) -> _WhichOneofReturnType__median_minutes_at_most | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__p90_minutes_at_most) -> _WhichOneofReturnType__p90_minutes_at_most | None: ...
+
+Global___QualityDelay: _TypeAlias = QualityDelay  # noqa: Y015
+
+@_typing.final
+class UnmappedCode(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """system|code as sent"""
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "count", b"count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnmappedCode: _TypeAlias = UnmappedCode  # noqa: Y015
+
+@_typing.final
+class QualityAlert(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    CHECK_ID_FIELD_NUMBER: _builtins.int
+    SCORED_TYPE_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    VIOLATED_PCT_FIELD_NUMBER: _builtins.int
+    THRESHOLD_PCT_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    alert_id: _builtins.str
+    check_id: _builtins.str
+    scored_type: _builtins.str
+    severity: _builtins.str
+    violated_pct: _builtins.float
+    threshold_pct: _builtins.float
+    action: _builtins.str
+    """OPENED or RESOLVED (in alerts; open_alerts are open)"""
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        alert_id: _builtins.str = ...,
+        check_id: _builtins.str = ...,
+        scored_type: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        violated_pct: _builtins.float = ...,
+        threshold_pct: _builtins.float = ...,
+        action: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "alert_id", b"alert_id", "check_id", b"check_id", "scored_type", b"scored_type", "severity", b"severity", "threshold_pct", b"threshold_pct", "violated_pct", b"violated_pct", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityAlert: _TypeAlias = QualityAlert  # noqa: Y015
+
+@_typing.final
+class QualityReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTITUTION_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    LATE_RECORDS_FIELD_NUMBER: _builtins.int
+    INDICATORS_FIELD_NUMBER: _builtins.int
+    WORST_CHECKS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    DELAYS_FIELD_NUMBER: _builtins.int
+    UNMAPPED_CODES_FIELD_NUMBER: _builtins.int
+    OPEN_ALERTS_FIELD_NUMBER: _builtins.int
+    ALERTS_FIELD_NUMBER: _builtins.int
+    institution: _builtins.str
+    window: _builtins.str
+    windows: _builtins.int
+    records: _builtins.int
+    late_records: _builtins.int
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def indicators(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityIndicator]: ...
+    @_builtins.property
+    def worst_checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityCheck]: ...
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityCheck]: ...
+    @_builtins.property
+    def delays(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityDelay]: ...
+    @_builtins.property
+    def unmapped_codes(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnmappedCode]: ...
+    @_builtins.property
+    def open_alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityAlert]: ...
+    @_builtins.property
+    def alerts(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityAlert]: ...
+    def __init__(
+        self,
+        *,
+        institution: _builtins.str = ...,
+        window: _builtins.str = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        windows: _builtins.int = ...,
+        records: _builtins.int = ...,
+        late_records: _builtins.int = ...,
+        indicators: _abc.Iterable[Global___QualityIndicator] | None = ...,
+        worst_checks: _abc.Iterable[Global___QualityCheck] | None = ...,
+        checks: _abc.Iterable[Global___QualityCheck] | None = ...,
+        delays: _abc.Iterable[Global___QualityDelay] | None = ...,
+        unmapped_codes: _abc.Iterable[Global___UnmappedCode] | None = ...,
+        open_alerts: _abc.Iterable[Global___QualityAlert] | None = ...,
+        alerts: _abc.Iterable[Global___QualityAlert] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "checks", b"checks", "delays", b"delays", "indicators", b"indicators", "institution", b"institution", "late_records", b"late_records", "open_alerts", b"open_alerts", "period_end", b"period_end", "period_start", b"period_start", "records", b"records", "unmapped_codes", b"unmapped_codes", "window", b"window", "windows", b"windows", "worst_checks", b"worst_checks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityReport: _TypeAlias = QualityReport  # noqa: Y015

@@ -89,6 +89,11 @@ class EdgeStub:
                 request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.DecideReviewRequest.SerializeToString,
                 response_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.DecideReviewResponse.FromString,
                 _registered_method=True)
+        self.GetQualityReport = channel.unary_unary(
+                '/healthstream.edge.v1.Edge/GetQualityReport',
+                request_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.GetQualityReportRequest.SerializeToString,
+                response_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.QualityReport.FromString,
+                _registered_method=True)
 
 
 class EdgeServicer:
@@ -175,6 +180,15 @@ class EdgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQualityReport(self, request, context):
+        """A source's data quality (hs-quality's windows): the seed's four indicators per window,
+        the worst checks with example record ids, delays, top unmapped codes, open alerts.
+        Platform staff (administrator) see every source, a source's own staff theirs only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EdgeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +246,11 @@ def add_EdgeServicer_to_server(servicer, server):
                     servicer.DecideReview,
                     request_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.DecideReviewRequest.FromString,
                     response_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.DecideReviewResponse.SerializeToString,
+            ),
+            'GetQualityReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQualityReport,
+                    request_deserializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.GetQualityReportRequest.FromString,
+                    response_serializer=healthstream_dot_edge_dot_v1_dot_edge__pb2.QualityReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +550,33 @@ class Edge:
             '/healthstream.edge.v1.Edge/DecideReview',
             healthstream_dot_edge_dot_v1_dot_edge__pb2.DecideReviewRequest.SerializeToString,
             healthstream_dot_edge_dot_v1_dot_edge__pb2.DecideReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQualityReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/healthstream.edge.v1.Edge/GetQualityReport',
+            healthstream_dot_edge_dot_v1_dot_edge__pb2.GetQualityReportRequest.SerializeToString,
+            healthstream_dot_edge_dot_v1_dot_edge__pb2.QualityReport.FromString,
             options,
             channel_credentials,
             insecure,

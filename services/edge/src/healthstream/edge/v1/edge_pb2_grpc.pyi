@@ -68,6 +68,11 @@ class EdgeStub:
     """The EMPI's possible matches waiting for a person, with the evidence."""
     DecideReview: _grpc.UnaryUnaryMultiCallable[_edge_pb2.DecideReviewRequest, _edge_pb2.DecideReviewResponse]
     """LINK or NO_LINK on a possible match; sent on to the EMPI."""
+    GetQualityReport: _grpc.UnaryUnaryMultiCallable[_edge_pb2.GetQualityReportRequest, _edge_pb2.QualityReport]
+    """A source's data quality (hs-quality's windows): the seed's four indicators per window,
+    the worst checks with example record ids, delays, top unmapped codes, open alerts.
+    Platform staff (administrator) see every source, a source's own staff theirs only.
+    """
 
 @_typing.type_check_only
 class EdgeAsyncStub(EdgeStub):
@@ -101,6 +106,11 @@ class EdgeAsyncStub(EdgeStub):
     """The EMPI's possible matches waiting for a person, with the evidence."""
     DecideReview: _aio.UnaryUnaryMultiCallable[_edge_pb2.DecideReviewRequest, _edge_pb2.DecideReviewResponse]  # type: ignore[assignment]
     """LINK or NO_LINK on a possible match; sent on to the EMPI."""
+    GetQualityReport: _aio.UnaryUnaryMultiCallable[_edge_pb2.GetQualityReportRequest, _edge_pb2.QualityReport]  # type: ignore[assignment]
+    """A source's data quality (hs-quality's windows): the seed's four indicators per window,
+    the worst checks with example record ids, delays, top unmapped codes, open alerts.
+    Platform staff (administrator) see every source, a source's own staff theirs only.
+    """
 
 class EdgeServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -197,5 +207,16 @@ class EdgeServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_edge_pb2.DecideReviewResponse, _abc.Awaitable[_edge_pb2.DecideReviewResponse]]:
         """LINK or NO_LINK on a possible match; sent on to the EMPI."""
+
+    @_abc_1.abstractmethod
+    def GetQualityReport(
+        self,
+        request: _edge_pb2.GetQualityReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_edge_pb2.QualityReport, _abc.Awaitable[_edge_pb2.QualityReport]]:
+        """A source's data quality (hs-quality's windows): the seed's four indicators per window,
+        the worst checks with example record ids, delays, top unmapped codes, open alerts.
+        Platform staff (administrator) see every source, a source's own staff theirs only.
+        """
 
 def add_EdgeServicer_to_server(servicer: EdgeServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

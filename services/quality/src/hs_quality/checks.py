@@ -274,13 +274,20 @@ def _coded(record: Record) -> str | None:
 
 
 class Checker:
-    """The checks of a rules file, by the event type they apply to."""
+    """The checks of a rules file, by the event type and the code they apply to (a record
+    meets only its own code's checks: a thousand range checks cost a record the few on its
+    analyte)."""
 
     def __init__(self, checks: Sequence[Check]) -> None:
         self.checks = tuple(checks)
         self._by_schema: dict[str, list[Check]] = {}
+        self._by_code: dict[tuple[str, str], list[Check]] = {}
         for check in checks:
-            self._by_schema.setdefault(check.schema, []).append(check)
+            if check.code is None:
+                self._by_schema.setdefault(check.schema, []).append(check)
+            else:
+                self._by_schema.setdefault(check.schema, [])
+                self._by_code.setdefault((check.schema, check.code), []).append(check)
 
     def schemas(self) -> frozenset[str]:
         return frozenset(self._by_schema)
@@ -290,9 +297,8 @@ class Checker:
         applied: list[str] = []
         failures: list[Failure] = []
         coded = _coded(record) if schema == "hs.clinical.Observation" else None
-        for check in self._by_schema.get(schema, ()):
-            if check.code is not None and check.code != coded:
-                continue
+        own = self._by_code.get((schema, coded), ()) if coded is not None else ()
+        for check in (*self._by_schema.get(schema, ()), *own):
             wanted = check.parameters.get("category")
             if wanted is not None and record.get("category") != wanted:
                 continue

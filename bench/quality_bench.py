@@ -91,7 +91,9 @@ def rate_of(settings: RuntimeSettings, topic: str, expected: int, timeout: float
     return (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
-def run_service(settings: RuntimeSettings, events: list[tuple[str, bytes]], baseline: bool) -> float:
+def run_service(
+    settings: RuntimeSettings, events: list[tuple[str, bytes]], baseline: bool
+) -> float:
     admin = AdminClient(settings.kafka_client_config())
     tag = uuid.uuid4().hex[:6]
     inputs, results = f"bench-quality-in-{tag}", f"bench-quality-result-{tag}"

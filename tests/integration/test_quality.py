@@ -28,7 +28,7 @@ from hs_common.testing import TopicFactory, golden_example, read_all, writer_hea
 from hs_quality import rules
 from hs_quality.checks import Checker
 from hs_quality.service import remembered
-from hs_quality.summary import SourceQuality, Tallied
+from hs_quality.summary import SourceQuality, Tallied, window_start
 
 pytestmark = pytest.mark.integration
 OBSERVATION, LINK = "hs.clinical.Observation", "hs.identity.PersonLink"
@@ -142,6 +142,32 @@ def test_a_rules_file_with_an_error_is_refused_at_start(tmp_path: Path) -> None:
     )  # fmt: skip
     assert started.returncode != 0
     assert f"{bad} line {number}: severity 'eror'" in started.stderr
+
+
+def test_a_source_gone_quiet_has_its_window_closed_by_the_clock(
+    runtime_settings: RuntimeSettings, codec: Codec, keyring: Keyring, catalogue: SchemaCatalogue,
+    schema_root: Path, new_topic: TopicFactory, kafka_bootstrap: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    env = service_env(kafka_bootstrap, keyring, tmp_path, new_topic,
+                      HS_QUALITY_GRACE_SECONDS="2", HS_QUALITY_TICK_SECONDS="0.5")  # fmt: skip
+    golden = golden_example(catalogue.get(OBSERVATION), schema_root)
+    end = window_start(datetime.now(UTC), HOUR) + HOUR
+    producer = make_producer(runtime_settings, "quality-feed")
+    for n in range(3):  # sent 5 s before the hour ends; then nothing
+        event = copy.deepcopy(golden)
+        event["envelope"]["event_id"] = str(uuid.UUID(int=n + 1, version=4))
+        event["envelope"]["received_at"] = end - timedelta(seconds=5)
+        event["result"]["original_value"] = str(n)
+        producer.produce(env["HS_QUALITY_INPUT_TOPICS"], codec.encode(OBSERVATION, event), "k")
+    assert producer.flush(10) == 0
+    service = subprocess.Popen(["hs-quality"], env=env)
+    try:
+        written = read_all(kafka_bootstrap, env["HS_QUALITY_SUMMARY_TOPIC"], 1, timeout=90,
+                           idle=60)  # fmt: skip
+    finally:
+        stop(service)
+    (summary,) = (codec.decode(v).record for _, v in written)
+    assert (summary["window"], summary["window_end"], summary["records"]) == ("HOUR", end, 3)
 
 
 EVENTS = 12000

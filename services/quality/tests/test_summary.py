@@ -130,3 +130,17 @@ def test_too_few_records_neither_open_nor_resolve_an_alert() -> None:
         changes += source.add(identity(n, T0 + timedelta(minutes=n), missing=True), CHECKS).alerts
     changes += source.add(identity(99, T0 + 2 * HOUR), CHECKS).alerts
     assert changes == []
+
+
+def test_a_quiet_source_closes_its_windows_by_the_clock_as_time_passes() -> None:
+    source = SourceQuality(GRACE)
+    heard = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)  # the record's Kafka time
+    source.add(identity(1, T0 + timedelta(minutes=50)), CHECKS, heard)
+    assert source.tick(heard + timedelta(minutes=24), CHECKS).summaries == []  # 10:14 < 10:15
+    ((window, body),) = source.tick(heard + timedelta(minutes=25), CHECKS).summaries
+    assert (window.start, body["records"]) == (T0, 1)
+    assert source.tick(heard, CHECKS).summaries == []  # a tick from the past changes nothing
+    # a record for the closed hour, arriving now, is late
+    source.add(identity(2, T0 + timedelta(minutes=55)), CHECKS, heard + timedelta(minutes=26))
+    assert next(w for w in source.open if w.size is Size.HOUR).late == 1
+    assert SourceQuality(GRACE).tick(heard, CHECKS).summaries == []  # nothing heard yet

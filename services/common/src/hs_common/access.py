@@ -110,9 +110,14 @@ QUALITY = Grant(
         topics.OBSERVATION,
         topics.PERSON_LINK,
         topics.QUALITY_RESULT,
+        topics.QUALITY_CLOCK,
     ),
     writes=_names(
-        topics.QUALITY_RESULT, topics.QUALITY_SUMMARY, topics.QUALITY_ALERT, topics.DEAD_LETTER
+        topics.QUALITY_RESULT,
+        topics.QUALITY_SUMMARY,
+        topics.QUALITY_ALERT,
+        topics.QUALITY_CLOCK,
+        topics.DEAD_LETTER,
     ),
     groups=("hs-quality", READER_GROUP_PREFIX),
     transactional_ids=("hs-quality",),

@@ -70,6 +70,8 @@ QUALITY_RESULT = TopicSpec("hs.quality.result.v1", "hs.quality.QualityResult", P
 # each source's closed hourly and daily windows, and its threshold crossings
 QUALITY_SUMMARY = TopicSpec("hs.quality.summary.v1", "hs.quality.SourceSummary", "institution")
 QUALITY_ALERT = TopicSpec("hs.quality.alert.v1", "hs.quality.QualityAlert", "institution")
+# hs-quality's clock: closes the windows of a source that has gone quiet
+QUALITY_CLOCK = TopicSpec("hs.quality.clock.v1", "hs.quality.Tick", "institution", DAY_MS)
 # keyed by chain: each edge process's hash chain stays in order in one partition
 EDGE_AUDIT = TopicSpec("hs.edge.audit.v1", "hs.edge.AuditEvent", "audit chain")
 # the open platform's clients: the latest version per client is its state
@@ -95,6 +97,7 @@ ALL: tuple[TopicSpec, ...] = (
     QUALITY_RESULT,
     QUALITY_SUMMARY,
     QUALITY_ALERT,
+    QUALITY_CLOCK,
     EDGE_AUDIT,
     EDGE_CLIENT,
     DEAD_LETTER,

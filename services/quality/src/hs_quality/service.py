@@ -8,7 +8,8 @@ source's quality over hourly and daily windows, exactly once (one Quix Streams a
    What cannot be decoded, or is not an event the rules score, is dead-lettered.
 2. The results, re-keyed by institution, go to the source's windows (hs_quality.summary):
    a summary for each closed window on `hs.quality.summary.v1`, and alerts on
-   `hs.quality.alert.v1`.
+   `hs.quality.alert.v1`. A clock (a thread) ticks every minute for each source this process
+   has seen, on `hs.quality.clock.v1`, so that the windows of a source gone quiet close too.
 
 State values are sealed with the health key before they reach RocksDB and its changelog."""
 
@@ -18,27 +19,31 @@ import argparse
 import hashlib
 import logging
 import sys
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 from quixstreams import Application, State, message_context
+from quixstreams.models import TopicConfig
 
 from hs_common import control, streaming, topics
 from hs_common.codec import Codec, Record
 from hs_common.deadletter import DeadLetter, Origin
-from hs_common.envelope import derived_envelope
+from hs_common.envelope import derived_envelope, new_envelope
 from hs_common.errors import RejectedInput
+from hs_common.kafka import make_producer
 from hs_common.runtime import Runtime
 from hs_common.settings import RuntimeSettings
 from hs_common.streaming import Out
 from hs_quality import rules
 from hs_quality.checks import Checker, Context, Demographics, Scored, demographics, fingerprint
-from hs_quality.summary import AlertChange, SourceQuality, SourceWindow, Tallied
+from hs_quality.summary import AlertChange, Closed, SourceQuality, SourceWindow, Tallied
 
 log = logging.getLogger("hs.quality")
 
@@ -69,6 +74,8 @@ class QualitySettings(RuntimeSettings):
     # an hourly window with fewer records applying a check neither opens nor resolves its alert
     alert_min_records: int = Field(20, ge=1, alias="HS_QUALITY_ALERT_MIN_RECORDS")
     commit_seconds: float = Field(0.5, gt=0, le=10, alias="HS_QUALITY_COMMIT_SECONDS")
+    clock_topic: str = Field(topics.QUALITY_CLOCK.name, alias="HS_QUALITY_CLOCK_TOPIC")
+    tick_seconds: float = Field(60.0, gt=0, le=3600, alias="HS_QUALITY_TICK_SECONDS")
 
 
 def rules_version(text: str) -> str:
@@ -99,6 +106,7 @@ def result_record(event: Record, schema: str, scored: Scored, version: str) -> R
         "envelope": envelope,
         "scored_event_id": event["envelope"]["event_id"],
         "scored_type": schema,
+        "scored_at": datetime.now(UTC),
         "rules_version": version,
         "score": round(scored.score, 6),
         "checks_applied": len(scored.applied),
@@ -167,6 +175,7 @@ class Quality:
 
     def __post_init__(self) -> None:
         self.checks = {c.check_id: c for c in self.checker.checks}
+        self.heard: set[str] = set()  # the sources this process has seen, for the clock
 
     # --- stage 1: one event scored -----------------------------------------------------
 
@@ -206,19 +215,41 @@ class Quality:
         return str(envelope.record["envelope"]["source"]["institution"])
 
     def source_step(self, value: bytes, state: State[str, Any]) -> list[Out]:
-        record = self.codec.decode(value, expect=topics.QUALITY_RESULT.value_schema).record
+        """A result in its source's windows, or a tick of the clock for every data type of
+        the source."""
+        decoded = self.codec.decode(value)
+        kinds: list[str] = state.get("kinds") or []
+        if decoded.schema == topics.QUALITY_CLOCK.value_schema:
+            institution, heard = decoded.record["institution"], decoded.record["at"]
+            envelope = new_envelope(institution, "hs-quality", heard, heard)
+            outs: list[Out] = []
+            for kind in kinds:
+                outs += self._windows(institution, kind, envelope, state,
+                                      lambda s: s.tick(heard, self.checks))  # fmt: skip
+            return outs
+        record = decoded.record
+        envelope = record["envelope"]
+        institution, kind = envelope["source"]["institution"], record["scored_type"]
+        self.heard.add(institution)
+        if kind not in kinds:  # each input topic is its own stream in event time
+            state.set("kinds", [*kinds, kind])
+        scored, at = tallied(record), record["scored_at"]
+        return self._windows(institution, kind, envelope, state,
+                             lambda s: s.add(scored, self.checks, at))  # fmt: skip
+
+    def _windows(
+        self, institution: str, kind: str, envelope: Record, state: State[str, Any],
+        step: Callable[[SourceQuality], Closed],
+    ) -> list[Out]:  # fmt: skip
         grace = timedelta(seconds=self.settings.grace_seconds)
-        kind = record["scored_type"]  # each input topic is its own stream in event time
         stored = state.get(kind)
         source = (
             SourceQuality.from_state(stored, grace, self.settings.alert_min_records)
             if stored
             else SourceQuality(grace, self.settings.alert_min_records)
         )
-        envelope = record["envelope"]
-        closed = source.add(tallied(record), self.checks)
+        closed = step(source)
         state.set(kind, source.to_state())
-        institution = envelope["source"]["institution"]
         return [self.summary(institution, kind, envelope, window, body)
                 for window, body in closed.summaries] + [
             self.alert(institution, kind, envelope, change) for change in closed.alerts
@@ -292,9 +323,45 @@ def build(quality: Quality) -> Application:
         quality.institution, name="institution", key_serializer="string",
         key_deserializer="string", value_serializer="bytes", value_deserializer="bytes",
     )  # fmt: skip
-    windows = by_source.apply(quality.source_step, stateful=True, expand=True)
+    clock = app.topic(
+        settings.clock_topic, key_serializer="string", key_deserializer="string",
+        value_deserializer="bytes",
+        config=TopicConfig(num_partitions=settings.topic_partitions,
+                           replication_factor=settings.topic_replication),
+    )  # fmt: skip
+    ticks = app.dataframe(clock)
+    windows = by_source.concat(ticks).apply(quality.source_step, stateful=True, expand=True)
     windows.to_topic(route, key=lambda out: out.key)
     return app
+
+
+class Clock:
+    """Ticks every `tick_seconds` for each source the process has seen. A tick only lets a
+    quiet source's windows close: ticks repeated (after a restart, by several instances) or
+    for a source another instance holds change nothing."""
+
+    def __init__(self, quality: Quality) -> None:
+        self.quality = quality
+        self.stopping = threading.Event()
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name="quality-clock", daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        settings, codec = self.quality.settings, self.quality.codec
+        producer = make_producer(settings, "hs-quality-clock")
+        try:
+            while not self.stopping.wait(settings.tick_seconds):
+                now = datetime.now(UTC)
+                for institution in sorted(self.quality.heard):
+                    tick = {"institution": institution, "at": now}
+                    value = codec.encode(topics.QUALITY_CLOCK.value_schema, tick)
+                    producer.produce(settings.clock_topic, value, institution)
+                producer.poll(0)
+        finally:
+            producer.flush(10)
 
 
 def load_checker(settings: QualitySettings) -> tuple[Checker, str]:
@@ -323,8 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"the rules file is refused: {error}") from None
     runtime = Runtime.start("quality", settings)
     metrics = QualityMetrics.create(runtime.metrics.registry)
-    app = build(Quality(runtime.codec, settings, checker, version, metrics))
+    quality = Quality(runtime.codec, settings, checker, version, metrics)
+    app = build(quality)
     runtime.ready()
+    Clock(quality).start()
     app.run()
     return 0
 

@@ -9,6 +9,10 @@ window is what a source sent in that hour or day, so an upgrade of its HIS shows
 it happened. A window closes once the source has sent something `grace` after its end; a
 record for a closed window is counted as late in the window open at the time.
 
+A source that sends nothing would keep its last window open: the service's clock ticks, and
+a source's time advances by as long as it has been quiet (from when its last result was
+scored to the tick, both times written in the records, so that a replay decides the same).
+
 An alert opens when an hourly window fails a check that the previous state did not fail, and
 is resolved by the first hourly window in which the check passes again."""
 
@@ -195,13 +199,19 @@ class SourceQuality:
     grace: timedelta
     alert_min_records: int = 20
     watermark: datetime | None = None
+    heard: datetime | None = None  # when its last result was scored, or the last tick
     open: list[SourceWindow] = field(default_factory=list)
     previous: dict[str, dict[str, float]] = field(default_factory=dict)  # size -> check -> %
     alerts: dict[str, str] = field(default_factory=dict)  # check id -> opening window start
 
-    def add(self, result: Tallied, checks: Mapping[str, Check]) -> Closed:
+    def add(
+        self, result: Tallied, checks: Mapping[str, Check], heard: datetime | None = None
+    ) -> Closed:
+        """A result, scored at `heard`."""
         moment = result.received_at
         self.watermark = moment if self.watermark is None else max(self.watermark, moment)
+        if heard is not None:
+            self.heard = heard if self.heard is None else max(self.heard, heard)
         for size in Size:
             start = window_start(moment, size.length)
             window = next((w for w in self.open if w.size is size and w.start == start), None)
@@ -212,6 +222,15 @@ class SourceQuality:
                 window = SourceWindow(size, start)
                 self.open.append(window)
             window.add(result)
+        return self._close(checks)
+
+    def tick(self, at: datetime, checks: Mapping[str, Check]) -> Closed:
+        """The clock at `at`: the source's time advances by as long as it has been quiet
+        since it was last heard."""
+        if self.watermark is None or self.heard is None or at <= self.heard:
+            return Closed()
+        self.watermark += at - self.heard
+        self.heard = at
         return self._close(checks)
 
     def _current(self, size: Size) -> SourceWindow:
@@ -262,6 +281,7 @@ class SourceQuality:
     def to_state(self) -> dict[str, Any]:
         return {
             "watermark": self.watermark.isoformat() if self.watermark else None,
+            "heard": self.heard.isoformat() if self.heard else None,
             "open": [{**asdict(w), "size": w.size.value, "start": w.start.isoformat()}
                      for w in self.open],
             "previous": self.previous, "alerts": self.alerts,
@@ -277,6 +297,7 @@ class SourceQuality:
                          {k: list(v) for k, v in w["delays"].items()}, dict(w["unmapped"]))
             for w in data["open"]
         ]  # fmt: skip
-        watermark = datetime.fromisoformat(data["watermark"]) if data["watermark"] else None
-        return cls(grace, min_records, watermark, windows, dict(data["previous"]),
+        watermark, heard = (datetime.fromisoformat(data[k]) if data.get(k) else None
+                            for k in ("watermark", "heard"))  # fmt: skip
+        return cls(grace, min_records, watermark, heard, windows, dict(data["previous"]),
                    dict(data["alerts"]))  # fmt: skip

@@ -136,9 +136,14 @@ def test_a_quiet_source_closes_its_windows_by_the_clock_as_time_passes() -> None
     source = SourceQuality(GRACE)
     heard = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)  # the record's Kafka time
     source.add(identity(1, T0 + timedelta(minutes=50)), CHECKS, heard)
-    assert source.tick(heard + timedelta(minutes=24), CHECKS).summaries == []  # 10:14 < 10:15
+    provisional = source.tick(heard + timedelta(minutes=24), CHECKS).summaries  # 10:14 < 10:15
+    assert [(w.size, body["final"], body["records"]) for w, body in provisional] == [
+        (Size.DAY, False, 1),
+        (Size.HOUR, False, 1),
+    ]  # how the open windows stand
+    assert source.tick(heard + timedelta(minutes=24, seconds=30), CHECKS).summaries == []
     ((window, body),) = source.tick(heard + timedelta(minutes=25), CHECKS).summaries
-    assert (window.start, body["records"]) == (T0, 1)
+    assert (window.start, body["records"], body["final"]) == (T0, 1, True)
     assert source.tick(heard, CHECKS).summaries == []  # a tick from the past changes nothing
     # a record for the closed hour, arriving now, is late
     source.add(identity(2, T0 + timedelta(minutes=55)), CHECKS, heard + timedelta(minutes=26))

@@ -56,7 +56,7 @@ def report(
             total["examples"] = list(dict.fromkeys([*total["examples"], *row["examples"]]))[:5]
             series.setdefault(row["check_id"], []).append({
                 "window_start": window["window_start"], "violated_pct": row["violated_pct"],
-                "applied": row["applied"], "passed": row["passed"],
+                "applied": row["applied"], "passed": row["passed"], "final": window["final"],
             })  # fmt: skip
         unmapped.update({u["code"]: u["count"] for u in window["unmapped_codes"]})
         for delay in window["delays"]:
@@ -90,6 +90,7 @@ def report(
         "period_start": windows[0]["window_start"] if windows else None,
         "period_end": max(w["window_end"] for w in windows) if windows else None,
         "windows": len(windows),
+        "in_progress": any(not w["final"] for w in windows),
         "records": sum(w["records"] for w in windows),
         "late_records": sum(w["late_records"] for w in windows),
         "indicators": indicators,
@@ -254,7 +255,8 @@ def page(shown: Record) -> str:
         f"<title>Data quality: {institution}</title><style>{STYLE}</style></head><body>"
         f"<h1>Data quality of {institution}</h1>"
         f"<p>{shown['windows']} {SIZE_WORDS.get(shown['window'], '')} windows, {period}: "
-        f"{shown['records']} records scored, {shown['late_records']} arrived late.</p>"
+        f"{shown['records']} records scored, {shown['late_records']} arrived late"
+        f"{'; the last window is still open' if shown['in_progress'] else ''}.</p>"
         f'<h2>Indicators</h2><div class="cards">{cards}</div>{pictures}'
         f"<h2>Open alerts</h2>{alerts}<h2>Worst checks</h2>{worst}"
         f"<h2>Delays (event to receipt)</h2>{delays}<h2>Top unmapped local codes</h2>{unmapped}"

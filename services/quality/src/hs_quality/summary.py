@@ -92,6 +92,7 @@ class SourceWindow:
     tallies: dict[str, Tally] = field(default_factory=dict)
     delays: dict[str, list[int]] = field(default_factory=dict)  # per type: bucket counts
     unmapped: dict[str, int] = field(default_factory=dict)
+    changed: bool = False  # since its last provisional summary
 
     @property
     def end(self) -> datetime:
@@ -99,6 +100,7 @@ class SourceWindow:
 
     def add(self, result: Tallied) -> None:
         self.records += 1
+        self.changed = True
         failing = set(result.failed)
         for check_id in result.applied:
             tally = self.tallies.setdefault(check_id, Tally())
@@ -126,7 +128,10 @@ def _delay(buckets: list[int], share: float) -> float | None:
 
 
 def summary(
-    window: SourceWindow, checks: Mapping[str, Check], previous: Mapping[str, float] | None = None
+    window: SourceWindow,
+    checks: Mapping[str, Check],
+    previous: Mapping[str, float] | None = None,
+    final: bool = True,
 ) -> dict[str, Any]:
     """The window's checks (applied, failed, % violated, threshold, passed, change in % from
     the previous window), the seed's indicators, delays and unmapped codes."""
@@ -164,6 +169,7 @@ def summary(
     unmapped = sorted(Counter(window.unmapped).items(), key=lambda cn: (-cn[1], cn[0]))
     return {
         "window": window.size.value, "window_start": window.start, "window_end": window.end,
+        "final": final,
         "records": window.records, "late_records": window.late, "checks": rows,
         "indicators": indicators, "delays": delays,
         "unmapped_codes": [{"code": c, "count": n} for c, n in unmapped[:TOP_UNMAPPED]],
@@ -186,7 +192,8 @@ class AlertChange:
 
 @dataclass
 class Closed:
-    """What closing windows gave: summaries (with the window) and alert changes."""
+    """What a record or a tick gave: summaries (with the window: those closed, and on a
+    tick the open windows' provisional ones) and alert changes."""
 
     summaries: list[tuple[SourceWindow, dict[str, Any]]] = field(default_factory=list)
     alerts: list[AlertChange] = field(default_factory=list)
@@ -231,7 +238,13 @@ class SourceQuality:
             return Closed()
         self.watermark += at - self.heard
         self.heard = at
-        return self._close(checks)
+        closed = self._close(checks)
+        for window in sorted(self.open, key=lambda w: (w.start, w.size.value)):
+            if window.changed:  # so far: a report shows the window in progress
+                window.changed = False
+                previous = self.previous.get(window.size.value)
+                closed.summaries.append((window, summary(window, checks, previous, final=False)))
+        return closed
 
     def _current(self, size: Size) -> SourceWindow:
         assert self.watermark is not None
@@ -294,7 +307,8 @@ class SourceQuality:
         windows = [
             SourceWindow(Size(w["size"]), datetime.fromisoformat(w["start"]), w["records"],
                          w["late"], {c: Tally(**t) for c, t in w["tallies"].items()},
-                         {k: list(v) for k, v in w["delays"].items()}, dict(w["unmapped"]))
+                         {k: list(v) for k, v in w["delays"].items()}, dict(w["unmapped"]),
+                         w.get("changed", False))
             for w in data["open"]
         ]  # fmt: skip
         watermark, heard = (datetime.fromisoformat(data[k]) if data.get(k) else None

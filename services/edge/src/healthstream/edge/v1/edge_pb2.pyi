@@ -1183,9 +1183,12 @@ class QualityPoint(_message.Message):
     VIOLATED_PCT_FIELD_NUMBER: _builtins.int
     APPLIED_FIELD_NUMBER: _builtins.int
     PASSED_FIELD_NUMBER: _builtins.int
+    FINAL_FIELD_NUMBER: _builtins.int
     violated_pct: _builtins.float
     applied: _builtins.int
     passed: _builtins.bool
+    final: _builtins.bool
+    """false: the window is still open"""
     @_builtins.property
     def window_start(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1195,10 +1198,11 @@ class QualityPoint(_message.Message):
         violated_pct: _builtins.float = ...,
         applied: _builtins.int = ...,
         passed: _builtins.bool = ...,
+        final: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "passed", b"passed", "violated_pct", b"violated_pct", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied", b"applied", "final", b"final", "passed", b"passed", "violated_pct", b"violated_pct", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1421,6 +1425,7 @@ class QualityReport(_message.Message):
     WINDOWS_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
     LATE_RECORDS_FIELD_NUMBER: _builtins.int
+    IN_PROGRESS_FIELD_NUMBER: _builtins.int
     INDICATORS_FIELD_NUMBER: _builtins.int
     WORST_CHECKS_FIELD_NUMBER: _builtins.int
     CHECKS_FIELD_NUMBER: _builtins.int
@@ -1433,6 +1438,8 @@ class QualityReport(_message.Message):
     windows: _builtins.int
     records: _builtins.int
     late_records: _builtins.int
+    in_progress: _builtins.bool
+    """the last window is still open"""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1461,6 +1468,7 @@ class QualityReport(_message.Message):
         windows: _builtins.int = ...,
         records: _builtins.int = ...,
         late_records: _builtins.int = ...,
+        in_progress: _builtins.bool = ...,
         indicators: _abc.Iterable[Global___QualityIndicator] | None = ...,
         worst_checks: _abc.Iterable[Global___QualityCheck] | None = ...,
         checks: _abc.Iterable[Global___QualityCheck] | None = ...,
@@ -1471,7 +1479,7 @@ class QualityReport(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "checks", b"checks", "delays", b"delays", "indicators", b"indicators", "institution", b"institution", "late_records", b"late_records", "open_alerts", b"open_alerts", "period_end", b"period_end", "period_start", b"period_start", "records", b"records", "unmapped_codes", b"unmapped_codes", "window", b"window", "windows", b"windows", "worst_checks", b"worst_checks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alerts", b"alerts", "checks", b"checks", "delays", b"delays", "in_progress", b"in_progress", "indicators", b"indicators", "institution", b"institution", "late_records", b"late_records", "open_alerts", b"open_alerts", "period_end", b"period_end", "period_start", b"period_start", "records", b"records", "unmapped_codes", b"unmapped_codes", "window", b"window", "windows", b"windows", "worst_checks", b"worst_checks"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

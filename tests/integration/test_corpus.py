@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,11 +25,13 @@ from prometheus_client import CollectorRegistry
 
 from hs_common import topics
 from hs_common.codec import Codec
-from hs_common.kafka import AsyncDurableProducer
+from hs_common.crypto import Keyring
+from hs_common.kafka import AsyncDurableProducer, make_producer
 from hs_common.processor import ExactlyOnceProcessor
 from hs_common.settings import Environment, RuntimeSettings
 from hs_common.testing import (
     LoopThread,
+    TopicFactory,
     client_config,
     free_port,
     processing,
@@ -47,6 +50,7 @@ from hs_ingestion.store import Store
 from hs_quality import rules
 from hs_quality.checks import Checker
 from hs_terminology import loinc, ucum
+from tests.integration.test_quality import service_env as quality_env
 
 pytestmark = pytest.mark.integration
 
@@ -398,21 +402,41 @@ def test_the_corpus_is_whole() -> None:
     assert all(sample.with_name(sample.name + ".expected.json").exists() for sample in SAMPLES)
 
 
-def test_the_quality_checks_on_the_corpus(doors: dict[Path, Outcome]) -> None:
-    """hs-quality's shipped checks on the canonical events of data nobody here wrote."""
+def test_the_quality_service_on_the_corpus(
+    doors: dict[Path, Outcome], codec: Codec, keyring: Keyring, new_topic: TopicFactory,
+    runtime_settings: RuntimeSettings, kafka_bootstrap: str, tmp_path: Path,
+) -> None:  # fmt: skip
+    """hs-quality, running on the real broker, on the canonical events of data nobody here
+    wrote."""
     checker = Checker(rules.load())
-    flagged: dict[str, list[str]] = defaultdict(list)
-    scored = 0
+    env = quality_env(kafka_bootstrap, keyring, tmp_path, new_topic)
+    producer = make_producer(runtime_settings, "corpus-quality-feed")
+    sample_of: dict[str, Path] = {}
+    produced = 0
     for sample, outcome in sorted(doors.items()):
         for kind, events in outcome.events.items():
             schema = f"hs.{'identity' if kind == 'PatientIdentity' else 'clinical'}.{kind}"
             if schema not in checker.schemas():
                 continue
             for event in events:
-                scored += 1
-                for failure in checker.score(schema, event).failures:
-                    flagged[failure.check_id].append(sample.name)
-    assert scored >= 150
+                sample_of[str(event["envelope"]["event_id"])] = sample
+                value = codec.encode(schema, event)
+                producer.produce(env["HS_QUALITY_INPUT_TOPICS"], value, sample.name)
+                produced += 1
+    assert producer.flush(10) == 0
+    service = subprocess.Popen(["hs-quality"], env=env)
+    try:
+        results = read_all(kafka_bootstrap, env["HS_QUALITY_RESULT_TOPIC"], produced,
+                           timeout=120, idle=60)  # fmt: skip
+    finally:
+        service.terminate()
+        service.wait(30)
+    flagged: dict[str, list[str]] = defaultdict(list)
+    for _, value in results:
+        result = codec.decode(value).record
+        for failure in result["failures"]:
+            flagged[failure["check_id"]].append(sample_of[str(result["scored_event_id"])].name)
+    assert len(results) == produced >= 150
     # each looked at by a person: the NIST CBC sample gives haemoglobin in g/mL (12.5 g/mL is
     # 1,250 g/dL; g/dL was meant), a real unit error
     assert set(flagged["haemoglobin"]) == {"mscv-LRI_2.0-NG_CBC_Typ_Message.hl7"}
@@ -422,4 +446,6 @@ def test_the_quality_checks_on_the_corpus(doors: dict[Path, Outcome]) -> None:
     assert "mscv-LRI_2.0-NG_CBC_Typ_Message.hl7" in flagged["lab-timeliness"]
     # the FHIR eye-colour example is coded in SNOMED CT only: not mapped to LOINC
     assert "r4-Observation-eye-color.json" in flagged["code-mapped"]
+    # no result is sent twice within a sample
+    assert flagged["observation-unique"] == []
     assert all(check in {c.check_id for c in checker.checks} for check in flagged)

@@ -254,7 +254,8 @@ def page(shown: Record) -> str:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>Data quality: {institution}</title><style>{STYLE}</style></head><body>"
         f"<h1>Data quality of {institution}</h1>"
-        f"<p>{shown['windows']} {SIZE_WORDS.get(shown['window'], '')} windows, {period}: "
+        f"<p>{shown['windows']} {SIZE_WORDS.get(shown['window'], '')} windows "
+        f"(each data type has its own), {period}: "
         f"{shown['records']} records scored, {shown['late_records']} arrived late"
         f"{'; the last window is still open' if shown['in_progress'] else ''}.</p>"
         f'<h2>Indicators</h2><div class="cards">{cards}</div>{pictures}'

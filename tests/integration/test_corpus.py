@@ -448,4 +448,7 @@ def test_the_quality_service_on_the_corpus(
     assert "r4-Observation-eye-color.json" in flagged["code-mapped"]
     # no result is sent twice within a sample
     assert flagged["observation-unique"] == []
+    # the FHIR blood-pressure and vital-signs panels carry their values in their components
+    panels = {"r4-Observation-blood-pressure.json", "r4-Observation-vitals-panel.json"}
+    assert not panels & set(flagged["observation-value-present"])
     assert all(check in {c.check_id for c in checker.checks} for check in flagged)

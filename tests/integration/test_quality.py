@@ -51,6 +51,8 @@ def service_env(
         "HS_QUALITY_RESULT_TOPIC": new_topic("result"),
         "HS_QUALITY_SUMMARY_TOPIC": new_topic("summary"),
         "HS_QUALITY_ALERT_TOPIC": new_topic("alert"), "HS_DEAD_LETTER_TOPIC": new_topic("dead"),
+        # partitioned like the result topic: the clock's ticks meet the results in one step
+        "HS_QUALITY_CLOCK_TOPIC": new_topic("clock"),
     } | settings  # fmt: skip
 
 

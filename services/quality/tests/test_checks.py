@@ -137,3 +137,12 @@ def test_a_persons_birth_date_and_sex_agree_across_institutions() -> None:
     (failure,) = CHECKER.score(name, link, Context(linked=(same, other_sex))).failures
     assert failure.check_id == "cross-source-consistency" and "sex differ" in failure.reason
     assert mine.birth_date and mine.birth_date not in failure.reason
+
+
+def test_a_panel_whose_values_are_its_components_needs_no_value_of_its_own() -> None:
+    panel = observation(original_value="", value_quantity=None)
+    panel["result"]["code"] = {"system": "http://loinc.org", "code": "85354-9", "display": None,
+                               "version": None}  # fmt: skip
+    assert "observation-value-present" not in CHECKER.score(OBSERVATION, panel).applied
+    glucose = observation(original_value="", value_quantity=None)
+    assert "observation-value-present" in failed(OBSERVATION, glucose)

@@ -273,6 +273,18 @@ def _coded(record: Record) -> str | None:
     return f"{code['system']}|{code['code']}" if isinstance(code, Mapping) else None
 
 
+def _codes(text: str | None) -> frozenset[str]:
+    """`a|b,c|d`: a check's codes (system|code), separated by commas."""
+    if not text:
+        return frozenset()
+    if text not in _CODE_SETS:
+        _CODE_SETS[text] = frozenset(c.strip() for c in text.split(",") if c.strip())
+    return _CODE_SETS[text]
+
+
+_CODE_SETS: dict[str, frozenset[str]] = {}
+
+
 class Checker:
     """The checks of a rules file, by the event type and the code they apply to (a record
     meets only its own code's checks: a thousand range checks cost a record the few on its
@@ -301,6 +313,8 @@ class Checker:
         for check in (*self._by_schema.get(schema, ()), *own):
             wanted = check.parameters.get("category")
             if wanted is not None and record.get("category") != wanted:
+                continue
+            if coded is not None and coded in _codes(check.parameters.get("except_codes")):
                 continue
             remembering = REMEMBERING.get(check.check_type)
             if remembering is None:

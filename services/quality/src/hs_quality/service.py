@@ -74,6 +74,7 @@ class QualitySettings(RuntimeSettings):
     # an hourly window with fewer records applying a check neither opens nor resolves its alert
     alert_min_records: int = Field(20, ge=1, alias="HS_QUALITY_ALERT_MIN_RECORDS")
     commit_seconds: float = Field(0.5, gt=0, le=10, alias="HS_QUALITY_COMMIT_SECONDS")
+    # partitioned like the result topic (its ticks meet the results in one stateful step)
     clock_topic: str = Field(topics.QUALITY_CLOCK.name, alias="HS_QUALITY_CLOCK_TOPIC")
     tick_seconds: float = Field(60.0, gt=0, le=3600, alias="HS_QUALITY_TICK_SECONDS")
 
@@ -211,8 +212,8 @@ class Quality:
     # --- stage 2: one result in its source's windows -------------------------------------
 
     def institution(self, value: bytes) -> str:
-        envelope = self.codec.decode(value, expect=topics.QUALITY_RESULT.value_schema)
-        return str(envelope.record["envelope"]["source"]["institution"])
+        result = self.codec.decode(value, expect=topics.QUALITY_RESULT.value_schema).record
+        return str(result["envelope"]["source"]["institution"])
 
     def source_step(self, value: bytes, state: State[str, Any]) -> list[Out]:
         """A result in its source's windows, or a tick of the clock for every data type of

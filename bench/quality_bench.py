@@ -96,9 +96,11 @@ def run_service(
 ) -> float:
     admin = AdminClient(settings.kafka_client_config())
     tag = uuid.uuid4().hex[:6]
-    inputs, results, clock = (f"bench-quality-{n}-{tag}" for n in ("in", "result", "clock"))
+    inputs, results, clock, patients = (
+        f"bench-quality-{n}-{tag}" for n in ("in", "result", "clock", "patient")
+    )
     outputs = [f"bench-quality-{n}-{tag}" for n in ("summary", "alert", "dead")]
-    create(admin, [inputs, results, clock], PARTITIONS)
+    create(admin, [inputs, results, clock, patients], PARTITIONS)
     create(admin, outputs, 1)
     producer = make_producer(settings, "bench-quality-feed")
     for key, value in events:
@@ -116,6 +118,7 @@ def run_service(
         "HS_QUALITY_INPUT_TOPICS": inputs, "HS_QUALITY_RESULT_TOPIC": results,
         "HS_QUALITY_SUMMARY_TOPIC": outputs[0], "HS_QUALITY_ALERT_TOPIC": outputs[1],
         "HS_DEAD_LETTER_TOPIC": outputs[2], "HS_QUALITY_CLOCK_TOPIC": clock,
+        "HS_QUALITY_OBSERVATION_TOPIC": inputs, "HS_QUALITY_PATIENT_TOPIC": patients,
     }  # fmt: skip
     command = [sys.executable, __file__, "--baseline-app"] if baseline else ["hs-quality"]
     service = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)

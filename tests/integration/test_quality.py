@@ -42,12 +42,14 @@ def service_env(
     """hs-quality's environment for a test: one input topic (it scores by the event's schema)
     and its own output topics, one partition each, so that a run's order is the feed's."""
     keyring.to_file(tmp_path / "keyring.json")
+    inputs = new_topic("canonical")
     return os.environ | {
         "HS_ENV": "test", "HS_KAFKA_BOOTSTRAP": bootstrap, "HS_METRICS_PORT": "0",
         "HS_KEYRING_FILE": str(tmp_path / "keyring.json"), "HS_LOG_LEVEL": "WARNING",
         "HS_INSTANCE_ID": "q-0", "HS_QUALITY_GROUP": f"hs-quality-{uuid.uuid4().hex[:8]}",
         "HS_QUALITY_STATE_DIR": str(tmp_path / "state"), "HS_TOPIC_PARTITIONS": "1",
-        "HS_QUALITY_INPUT_TOPICS": new_topic("canonical"),
+        "HS_QUALITY_INPUT_TOPICS": inputs, "HS_QUALITY_OBSERVATION_TOPIC": inputs,
+        "HS_QUALITY_PATIENT_TOPIC": new_topic("patient"),
         "HS_QUALITY_RESULT_TOPIC": new_topic("result"),
         "HS_QUALITY_SUMMARY_TOPIC": new_topic("summary"),
         "HS_QUALITY_ALERT_TOPIC": new_topic("alert"), "HS_DEAD_LETTER_TOPIC": new_topic("dead"),
@@ -96,8 +98,25 @@ def test_results_sealed_duplicates_and_disagreeing_persons_found_bad_input_kept(
     try:
         scored = read_all(kafka_bootstrap, env["HS_QUALITY_RESULT_TOPIC"], 6, timeout=90, idle=60)
         letters = read_all(kafka_bootstrap, env["HS_DEAD_LETTER_TOPIC"], 2, timeout=30)
+        # the registered patient's PSA, dated before her birth: both need her registration
+        before_birth = copy.deepcopy(observation)
+        before_birth["envelope"]["event_id"] = "11111111-2222-4333-8444-aaaaaaaaaaaa"
+        before_birth["subject"]["local_patient_id"] = identity["person"]["local_patient_id"]
+        born = identity["person"]["birth_date"]
+        before_birth["effective_at"] = datetime(born.year - 1, 1, 1, tzinfo=UTC)
+        before_birth["result"] |= {"code": {"system": "http://loinc.org", "code": "2857-1",
+                                            "display": None, "version": None},
+                                   "original_value": "1.2"}  # fmt: skip
+        patient = codec.keyring.pseudonym(identity["envelope"]["source"]["institution"],
+                                          identity["person"]["local_patient_id"])  # fmt: skip
+        producer.produce(inputs, codec.encode(OBSERVATION, before_birth), patient)
+        assert producer.flush(10) == 0
+        later = read_all(kafka_bootstrap, env["HS_QUALITY_RESULT_TOPIC"], 7, timeout=60, idle=30)
     finally:
         stop(service)
+    (found,) = [r for r in (codec.decode(v).record for _, v in later)
+                if str(r["scored_event_id"]) == before_birth["envelope"]["event_id"]]  # fmt: skip
+    assert {f["check_id"] for f in found["failures"]} >= {"observation-after-birth", "psa-male"}
     by_event = {str(r["scored_event_id"]): r for r in (codec.decode(v).record for _, v in scored)}
     assert len(scored) == len(by_event) == 6
     clean = by_event[str(observation["envelope"]["event_id"])]

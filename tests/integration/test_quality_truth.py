@@ -225,7 +225,8 @@ def test_each_defect_kind_is_found_by_its_check_and_the_degrading_source_is_aler
         "HS_QUALITY_INPUT_TOPICS": ",".join(names[n] for n in (*TOPIC_OF.values(), "link")),
         "HS_QUALITY_RESULT_TOPIC": new_topic("result"), "HS_QUALITY_SUMMARY_TOPIC": new_topic("s"),
         "HS_QUALITY_ALERT_TOPIC": new_topic("alert"), "HS_DEAD_LETTER_TOPIC": names["dead"],
-        "HS_QUALITY_CLOCK_TOPIC": new_topic("clock"),
+        "HS_QUALITY_CLOCK_TOPIC": new_topic("clock"), "HS_QUALITY_PATIENT_TOPIC": new_topic("p"),
+        "HS_QUALITY_OBSERVATION_TOPIC": names["observation"],
     }  # fmt: skip
     results, alerts = run_quality(env, names, len(events) + len(links), kafka_bootstrap)
     assert len(results) == len(events) + len(links)

@@ -146,3 +146,25 @@ def test_a_panel_whose_values_are_its_components_needs_no_value_of_its_own() -> 
     assert "observation-value-present" not in CHECKER.score(OBSERVATION, panel).applied
     glucose = observation(original_value="", value_quantity=None)
     assert "observation-value-present" in failed(OBSERVATION, glucose)
+
+
+def test_a_result_before_the_patients_birth_and_an_analyte_of_the_other_sex() -> None:
+    record = observation()
+    born_after = Context(born=record["effective_at"].date() + timedelta(days=1), sex="FEMALE")
+    assert "observation-after-birth" in {
+        f.check_id for f in CHECKER.score(OBSERVATION, record, born_after).failures
+    }
+    born_before = Context(born=record["effective_at"].date(), sex="FEMALE")
+    assert not CHECKER.score(OBSERVATION, record, born_before).failures
+    assert "observation-after-birth" not in CHECKER.score(OBSERVATION, record, Context()).applied
+    psa = observation()
+    psa["result"]["code"] = {"system": "http://loinc.org", "code": "2857-1", "display": None,
+                             "version": None}  # fmt: skip
+    (failure,) = [f for f in CHECKER.score(OBSERVATION, psa, born_before).failures
+                  if f.check_id == "psa-male"]  # fmt: skip
+    assert failure.reason == "result.code: an analyte for male patients"
+    man = Context(born=born_before.born, sex="MALE")
+    assert "psa-male" in CHECKER.score(OBSERVATION, psa, man).applied
+    assert not [
+        f for f in CHECKER.score(OBSERVATION, psa, man).failures if f.check_id == "psa-male"
+    ]

@@ -70,6 +70,10 @@ QUALITY_RESULT = TopicSpec("hs.quality.result.v1", "hs.quality.QualityResult", P
 # each source's closed hourly and daily windows, and its threshold crossings
 QUALITY_SUMMARY = TopicSpec("hs.quality.summary.v1", "hs.quality.SourceSummary", "institution")
 QUALITY_ALERT = TopicSpec("hs.quality.alert.v1", "hs.quality.QualityAlert", "institution")
+# hs-quality's own: each patient's birth date and sex, to meet their results (the latest each)
+QUALITY_PATIENT = TopicSpec(
+    "hs.quality.patient.v1", "hs.quality.PatientFacts", PATIENT_KEY, compacted=True
+)
 # hs-quality's clock: closes the windows of a source that has gone quiet
 QUALITY_CLOCK = TopicSpec("hs.quality.clock.v1", "hs.quality.Tick", "institution", DAY_MS)
 # keyed by chain: each edge process's hash chain stays in order in one partition
@@ -98,6 +102,7 @@ ALL: tuple[TopicSpec, ...] = (
     QUALITY_SUMMARY,
     QUALITY_ALERT,
     QUALITY_CLOCK,
+    QUALITY_PATIENT,
     EDGE_AUDIT,
     EDGE_CLIENT,
     DEAD_LETTER,

@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from hs_empi.standardize import resident_id
@@ -209,6 +209,8 @@ class Context:
 
     same_as: str | None = None  # the event id of an earlier identical result of the patient
     linked: tuple[Demographics, ...] = ()  # the person's records at other institutions
+    born: date | None = None  # the patient's birth date, as registered
+    sex: str | None = None  # MALE, FEMALE, ... as registered
 
 
 def fingerprint(record: Record) -> str:
@@ -250,9 +252,27 @@ def _consistent(check: Check, record: Record, context: Context) -> Outcome:
     return PASSED
 
 
+def _after_birth(check: Check, record: Record, context: Context) -> Outcome:
+    moment = path(record, check.field)
+    if context.born is None or not isinstance(moment, datetime):
+        return None
+    return f"{check.field}: before the patient's birth date" if moment.date() < context.born \
+        else PASSED  # fmt: skip
+
+
+def _sex_specific(check: Check, record: Record, context: Context) -> Outcome:
+    if context.sex not in ("MALE", "FEMALE"):
+        return None
+    wanted = check.parameters["sex"]
+    return f"result.code: an analyte for {wanted.lower()} patients" if context.sex != wanted \
+        else PASSED  # fmt: skip
+
+
 REMEMBERING: Mapping[str, Callable[[Check, Record, Context], Outcome]] = {
     "unique": _unique,
     "crossSourceConsistent": _consistent,
+    "afterBirth": _after_birth,
+    "sexSpecific": _sex_specific,
 }
 RUN: Mapping[str, Callable[[Check, Record], Outcome]] = {
     "isRequired": _is_required,

@@ -66,6 +66,8 @@ CHECK_TYPES: Mapping[str, tuple[frozenset[str], bool]] = {
     "unique": (frozenset(), False),  # not the same result as an earlier event of the patient
     "crossSourceConsistent": (frozenset(), True),  # the fields agree with the person's other
     # institutions' records (through the EMPI's links)
+    "afterBirth": (frozenset(), True),  # the field's time is not before the patient's birth
+    "sexSpecific": (frozenset({"sex"}), False),  # the analyte is for patients of this sex
 }
 SCHEMAS = frozenset((
     "hs.clinical.Observation", "hs.clinical.Condition", "hs.clinical.Encounter",

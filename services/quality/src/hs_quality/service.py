@@ -3,8 +3,10 @@ source's quality over hourly and daily windows, exactly once (one Quix Streams a
 
 1. Each input topic's events are scored (hs_quality.checks) into a quality result on
    `hs.quality.result.v1`, keyed like the event. What a check must remember is kept in state:
-   per patient, the fingerprints of their recent results (uniqueness); per person (the link
-   topic is keyed by person), what each institution's record says (cross-source consistency).
+   per patient, the fingerprints of their recent results (uniqueness) and their birth date and
+   sex (from their registrations, through `hs.quality.patient.v1`, which meets the observation
+   topic's partitions); per person (the link topic is keyed by person), what each
+   institution's record says (cross-source consistency).
    What cannot be decoded, or is not an event the rules score, is dead-lettered.
 2. The results, re-keyed by institution, go to the source's windows (hs_quality.summary):
    a summary for each closed window on `hs.quality.summary.v1`, and alerts on
@@ -23,7 +25,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,10 @@ class QualitySettings(RuntimeSettings):
     # an hourly window with fewer records applying a check neither opens nor resolves its alert
     alert_min_records: int = Field(20, ge=1, alias="HS_QUALITY_ALERT_MIN_RECORDS")
     commit_seconds: float = Field(0.5, gt=0, le=10, alias="HS_QUALITY_COMMIT_SECONDS")
+    # the topic whose results meet their patients' registrations: hs-quality's patient topic
+    # must be partitioned like it
+    observation_topic: str = Field(topics.OBSERVATION.name, alias="HS_QUALITY_OBSERVATION_TOPIC")
+    patient_topic: str = Field(topics.QUALITY_PATIENT.name, alias="HS_QUALITY_PATIENT_TOPIC")
     # partitioned like the result topic (its ticks meet the results in one stateful step)
     clock_topic: str = Field(topics.QUALITY_CLOCK.name, alias="HS_QUALITY_CLOCK_TOPIC")
     tick_seconds: float = Field(60.0, gt=0, le=3600, alias="HS_QUALITY_TICK_SECONDS")
@@ -133,7 +139,13 @@ def remembered(schema: str, record: Record, state: State[str, Any]) -> Context |
             while len(seen) > SEEN_PER_PATIENT:
                 del seen[next(iter(seen))]
             state.set("seen", seen)
-        return Context(same_as=earlier if earlier not in (None, event_id) else None)
+        facts = state.get("facts") or {}
+        born = facts.get("birth_date")
+        return Context(
+            same_as=earlier if earlier not in (None, event_id) else None,
+            born=date.fromisoformat(born) if born else None,
+            sex=facts.get("sex"),
+        )
     if schema == topics.PERSON_LINK.value_schema:
         records: dict[str, list[Any]] = state.get("records") or {}
         linked = tuple(Demographics(*v) for k, v in records.items() if k != record["record_key"])
@@ -188,6 +200,12 @@ class Quality:
             control.check(self.codec.keyring, decoded.schema, value, headers)
         except RejectedInput as error:
             return [self.dead_letter(value, error.reason_code, str(error))]
+        if decoded.schema == topics.QUALITY_PATIENT.value_schema:
+            facts = decoded.record["facts"]
+            born = facts["birth_date"]
+            state.set("facts", {"birth_date": born.isoformat() if born else None,
+                                "sex": facts["sex"]})  # fmt: skip
+            return []
         if decoded.schema not in self.checker.schemas():
             reason = f"hs-quality has no checks for {decoded.schema}"
             return [self.dead_letter(value, "quality.unexpected_event", reason)]
@@ -200,7 +218,21 @@ class Quality:
         if decoded.schema == topics.PERSON_LINK.value_schema:
             key = decoded.record["record_key"]
         out_key = key.decode() if isinstance(key, bytes) else str(key or "")
-        return [Out(self.settings.result_topic, out_key, payload)]
+        outs = [Out(self.settings.result_topic, out_key, payload)]
+        if decoded.schema == topics.PATIENT_IDENTITY.value_schema:
+            outs.append(self.facts(decoded.record))
+        return outs
+
+    def facts(self, identity: Record) -> Out:
+        """A registration's birth date and sex, keyed like the patient's results."""
+        patient_key = self.codec.keyring.pseudonym(
+            identity["envelope"]["source"]["institution"], identity["person"]["local_patient_id"]
+        )
+        record = {"patient_key": patient_key,
+                  "facts": {"birth_date": identity["person"]["birth_date"],
+                            "sex": identity["sex"]}}  # fmt: skip
+        payload = self.codec.encode(topics.QUALITY_PATIENT.value_schema, record)
+        return Out(self.settings.patient_topic, patient_key, payload)
 
     def dead_letter(self, value: bytes, code: str, reason: str) -> Out:
         at = message_context()
@@ -315,10 +347,20 @@ def build(quality: Quality) -> Application:
     def route(value: Out, *_: Any) -> Any:
         return outputs[value.topic]
 
+    patients = app.topic(
+        settings.patient_topic, key_serializer="string", key_deserializer="bytes",
+        value_serializer=streaming.PayloadSerializer(), value_deserializer="bytes",
+        config=TopicConfig(num_partitions=settings.topic_partitions,
+                           replication_factor=settings.topic_replication,
+                           extra_config={"cleanup.policy": "compact"}),
+    )  # fmt: skip
+    outputs[settings.patient_topic] = patients
     for name in (t for t in settings.input_topics.split(",") if t):
         source = app.topic(name, key_deserializer="bytes", value_deserializer="bytes")
-        scored = app.dataframe(source).apply(quality.score, stateful=True, expand=True,
-                                             metadata=True)  # fmt: skip
+        events = app.dataframe(source)
+        if name == settings.observation_topic:  # the results meet their patients' facts
+            events = events.concat(app.dataframe(patients))
+        scored = events.apply(quality.score, stateful=True, expand=True, metadata=True)
         scored.to_topic(route, key=lambda out: out.key)
     by_source = app.dataframe(results).group_by(
         quality.institution, name="institution", key_serializer="string",

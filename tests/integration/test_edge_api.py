@@ -970,7 +970,9 @@ def test_the_capability_statement_lists_what_is_served_and_everything_it_lists_a
               "patient.identifier": "H330102|A", "subject": "Patient/P1",
               "recorded-date": "ge2026-01-01", "reporter": "Organization/H330102",
               "period": "ge2026-01-01"}  # fmt: skip
-    quality = token(role="administrator", scope="user/MeasureReport.read")
+    quality = token(
+        role="administrator", client_id="admin-console", scope="user/MeasureReport.read"
+    )
     for kind, resource in listed.items():
         for param in resource["searchParam"]:
             query = {param["name"]: values[param["name"]]}

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from hs_empi.standardize import resident_id
@@ -293,16 +294,10 @@ def _coded(record: Record) -> str | None:
     return f"{code['system']}|{code['code']}" if isinstance(code, Mapping) else None
 
 
+@cache
 def _codes(text: str | None) -> frozenset[str]:
     """`a|b,c|d`: a check's codes (system|code), separated by commas."""
-    if not text:
-        return frozenset()
-    if text not in _CODE_SETS:
-        _CODE_SETS[text] = frozenset(c.strip() for c in text.split(",") if c.strip())
-    return _CODE_SETS[text]
-
-
-_CODE_SETS: dict[str, frozenset[str]] = {}
+    return frozenset(c.strip() for c in (text or "").split(",") if c.strip())
 
 
 class Checker:

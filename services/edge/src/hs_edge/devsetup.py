@@ -21,6 +21,7 @@ from joserfc.jwk import ECKey
 from hs_edge.auth import Role
 from hs_edge.clients import secret_hash
 
+# (client id, role, scopes, institution: for source staff, the one whose reports it reads)
 DEMO_CLIENTS: tuple[tuple[str, Role, str, str | None], ...] = (
     ("ward-app", Role.CLINICIAN, "user/*.read user/Flag.write", None),
     ("cdc-dashboard", Role.PUBLIC_HEALTH, "user/*.read", None),
@@ -92,9 +93,8 @@ def write_dev_files(folder: Path) -> dict[str, str]:
     shown = {client: secrets.token_urlsafe(24) for client, *_ in DEMO_CLIENTS}
     clients = [
         {"client_id": client, "secret_sha256": secret_hash(shown[client]), "role": role.value,
-         "scope": scope, "person_id": None if role is Role.SOURCE_STAFF else person,
-         "institution": person if role is Role.SOURCE_STAFF else None}
-        for client, role, scope, person in DEMO_CLIENTS
+         "scope": scope, "person_id": None, "institution": institution}
+        for client, role, scope, institution in DEMO_CLIENTS
     ]  # fmt: skip
     _write_private(files.clients, json.dumps(clients, indent=2))
     return shown
